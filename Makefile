@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0
+# tcm_ha: top-level targets. The kernel build itself reads ./Kbuild.
+#
+#   make            build tcm_ha.ko against the cached test kernel (or KDIR=...)
+#   make setup      install tools, build the test kernel and guest image (cached)
+#   make check      host unit tests + VM tests (T=<pattern> selects tests)
+#   make demo       boot two nodes, load the module, show its state
+#   make clean
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export RUSTUP_TOOLCHAIN ?= 1.95.0
+export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
+
+DEFAULT_KDIR := $(shell scripts/setup.sh --print-kdir)
+KDIR ?= $(DEFAULT_KDIR)
+PYTHON ?= /usr/bin/python3
+T ?=
+
+.PHONY: all module setup kernel check host-test vm-test demo clean
+
+all: module
+
+setup:
+	scripts/setup.sh all
+
+kernel:
+ifeq ($(KDIR),$(DEFAULT_KDIR))
+	@scripts/setup.sh kernel
+endif
+
+module: kernel
+	@test -f "$(KDIR)/Makefile" || { echo "tcm_ha: KDIR=$(KDIR) is not a kernel build tree"; exit 1; }
+	@grep -qx 'CONFIG_RUST=y' "$(KDIR)/.config" 2>/dev/null || { \
+		echo "tcm_ha: KDIR=$(KDIR) has no CONFIG_RUST=y: tcm_ha needs a Rust-enabled 7.x kernel tree"; exit 1; }
+	@test -f "$(KDIR)/rust/libkernel.rmeta" || { \
+		echo "tcm_ha: KDIR=$(KDIR) lacks the Rust metadata (rust/libkernel.rmeta): build that tree"; \
+		echo "        with 'make' (distribution header packages do not ship it), or use 'make setup'"; exit 1; }
+	$(MAKE) -C "$(KDIR)" M="$(CURDIR)" modules
+
+host-test:
+	cd host && cargo test $(T)
+
+vm-test: setup module
+	cd tests && $(PYTHON) -m pytest $(if $(T),-k '$(T)') ; rc=$$?; \
+	if [ $$rc = 5 ] && [ -n "$(T)" ]; then echo "tcm_ha: no VM test matches T=$(T)"; rc=0; fi; exit $$rc
+
+check: host-test vm-test
+
+demo: setup module
+	$(PYTHON) scripts/demo.py
+
+clean:
+	$(MAKE) -C "$(KDIR)" M="$(CURDIR)" clean 2>/dev/null || true
+	rm -rf host/target tests/out tests/__pycache__

@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Plain-Rust logic of tcm_ha: no kernel types, only `core`.
+//!
+//! These files compile into the module and into the host crate (`host/`) for
+//! `cargo test` and fuzzing.
+
+pub(crate) mod control;
+
+/// Interlink protocol version announced at login; peers must match exactly.
+pub(crate) const PROTOCOL_VERSION: u16 = 1;

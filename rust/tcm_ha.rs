@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! tcm_ha: dual-node high availability for the Linux SCSI target (LIO).
+//!
+//! The module registers the LIO backstore `ha` and keeps an interlink to a
+//! peer node, in the manner of FreeBSD CTL HA. This is the skeleton: it loads,
+//! reports its version and unloads.
+
+use kernel::prelude::*;
+
+#[path = "core/mod.rs"]
+mod core_logic;
+
+/// Version of the module, from the top-level `VERSION` file (set by Kbuild).
+const VERSION: &str = env!("TCM_HA_VERSION");
+
+module! {
+    type: TcmHa,
+    name: "tcm_ha",
+    authors: ["tcm_ha developers"],
+    description: "Dual-node HA backstore for the Linux SCSI target (LIO)",
+    license: "GPL",
+}
+
+struct TcmHa;
+
+impl kernel::Module for TcmHa {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        pr_info!(
+            "version {} loaded (protocol {})\n",
+            VERSION,
+            core_logic::PROTOCOL_VERSION
+        );
+        Ok(TcmHa)
+    }
+}
+
+impl Drop for TcmHa {
+    fn drop(&mut self) {
+        pr_info!("unloaded\n");
+    }
+}

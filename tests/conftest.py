@@ -1,0 +1,126 @@
+"""pytest fixtures for the tcm_ha VM test bed.
+
+Fixtures boot guests once per test module; every test is followed by a splat
+check on every running guest (console and dmesg) and a kmemleak scan, and the
+guests' kernel logs are kept under tests/out/<run>/<test>/.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import vm
+
+RUN = time.strftime("%Y%m%d-%H%M%S")
+OUT = vm.REPO / "tests" / "out" / RUN
+_live: list[vm.Bed] = []
+
+
+@pytest.fixture(scope="session")
+def accel() -> str:
+    a = vm.probe_accel()
+    print(f"\n[tcm_ha] accelerator: {a}")
+    return a
+
+
+def _bed(request, accel: str, build) -> vm.Bed:
+    bed = vm.Bed(OUT / (request.module.__name__ if request.scope == "module" else "session"))
+    build(bed)
+    _live.append(bed)
+    try:
+        t = bed.start(accel)
+        print(f"\n[tcm_ha] booted {', '.join(f'{k} in {v:.1f}s' for k, v in t.items())}")
+    except Exception:
+        bed.stop()
+        _live.remove(bed)
+        raise
+    return bed
+
+
+# Addresses of the three links (documentation ranges, never routed anywhere):
+# interlink A<->B, iSCSI path I<->A, iSCSI path I<->B.
+INTERLINK_A, INTERLINK_B = "192.0.2.1", "192.0.2.2"
+PATH_A, PATH_A_INI = "198.51.100.1", "198.51.100.100"
+PATH_B, PATH_B_INI = "203.0.113.2", "203.0.113.100"
+
+
+def build_trio(bed: vm.Bed, disk_mb: int = 256) -> None:
+    a, b, i = bed.guest("nodea"), bed.guest("nodeb"), bed.guest("initiator", mem_mb=1024)
+    bed.link(a, f"{INTERLINK_A}/24", b, f"{INTERLINK_B}/24")
+    bed.link(i, f"{PATH_A_INI}/24", a, f"{PATH_A}/24")
+    bed.link(i, f"{PATH_B_INI}/24", b, f"{PATH_B}/24")
+    a.add_disk(disk_mb)
+    b.add_disk(disk_mb)
+
+
+@pytest.fixture(scope="module")
+def node(request, accel):
+    """One target node with a 256 MiB scratch disk (/dev/vdb)."""
+    bed = _bed(request, accel, lambda b: b.guest("nodea").add_disk(256))
+    yield bed.guests["nodea"]
+    bed.stop()
+    _live.remove(bed)
+
+
+@pytest.fixture(scope="session")
+def trio(request, accel):
+    """Node A, node B (256 MiB /dev/vdb each) and an initiator, linked."""
+    bed = _bed(request, accel, build_trio)
+    yield bed
+    bed.stop()
+    _live.remove(bed)
+
+
+def _check_guest(g: vm.Guest, outdir: Path) -> list[str]:
+    problems = []
+    if not g.alive():
+        problems.append(f"{g.name}: QEMU exited during the test:\n{g.console_tail()}")
+        return problems
+    console = g.new_console()
+    dmesg = ""
+    leaks = ""
+    try:
+        dmesg = g.run("dmesg -c", timeout=60, check=False).out
+        g.run("echo scan > /sys/kernel/debug/kmemleak", timeout=180, check=False)
+        leaks = g.run("cat /sys/kernel/debug/kmemleak; echo clear > /sys/kernel/debug/kmemleak",
+                      timeout=60, check=False).out
+    except vm.GuestError as e:
+        problems.append(str(e))
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / f"{g.name}-dmesg.txt").write_text(dmesg)
+    (outdir / f"{g.name}-console.txt").write_text(console)
+    if leaks.strip():
+        (outdir / f"{g.name}-kmemleak.txt").write_text(leaks)
+        problems.append(f"{g.name}: kmemleak:\n{leaks[:4000]}")
+    seen = set()
+    for s in vm.splats(console) + vm.splats(dmesg):
+        key = s.splitlines()[0] if s else s
+        if key not in seen:
+            seen.add(key)
+            problems.append(f"{g.name}: kernel splat:\n{s}")
+    g.mark()
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def splat_guard(request):
+    """Fails the test if any live guest printed a splat or leaked memory."""
+    for bed in _live:
+        for g in bed.guests.values():
+            g.mark()
+    yield
+    outdir = OUT / request.node.name
+    problems = []
+    for bed in list(_live):
+        for g in bed.guests.values():
+            problems += _check_guest(g, outdir)
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for bed in list(_live):
+        bed.stop()

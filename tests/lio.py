@@ -1,0 +1,53 @@
+"""Helpers to export LUNs with stock LIO (targetcli) and log in with open-iscsi."""
+import vm
+
+TARGET_IQN = "iqn.2026-11.org.tcm-ha:target"
+
+
+def initiator_iqn(g: vm.Guest) -> str:
+    return g.run("sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi").out.strip()
+
+
+def export_iblock(node: vm.Guest, portal: str, initiators: list[str], serial: str,
+                  dev: str = "/dev/vdb", name: str = "disk0") -> None:
+    """Exports dev over iSCSI on portal:3260 with an ACL per initiator."""
+    tpg = f"/iscsi/{TARGET_IQN}/tpg1"
+    cmds = [f"/backstores/block create name={name} dev={dev} wwn={serial}",
+            f"/iscsi create {TARGET_IQN}",
+            f"{tpg}/portals delete 0.0.0.0 3260",
+            f"{tpg}/portals create {portal} 3260",
+            f"{tpg}/luns create /backstores/block/{name}"]
+    cmds += [f"{tpg}/acls create {iqn}" for iqn in initiators]
+    for c in cmds:
+        node.run(f"targetcli {c}")
+
+
+def clear_target(node: vm.Guest) -> None:
+    node.run("targetcli clearconfig confirm=True")
+
+
+def login(ini: vm.Guest, portal: str) -> str:
+    """Discovers and logs in to TARGET_IQN at portal; returns the by-path device."""
+    ini.run("systemctl start iscsid")
+    ini.run(f"iscsiadm -m discovery -t sendtargets -p {portal}")
+    ini.run(f"iscsiadm -m node -T {TARGET_IQN} -p {portal} --login")
+    path = f"/dev/disk/by-path/ip-{portal}:3260-iscsi-{TARGET_IQN}-lun-0"
+    ini.run(f"udevadm settle; for i in $(seq 100); do test -b {path} && exit 0; sleep 0.1; done; "
+            f"echo {path} never appeared; exit 1")
+    return path
+
+
+def logout_all(ini: vm.Guest) -> None:
+    ini.run("iscsiadm -m node --logoutall=all; iscsiadm -m node -o delete; "
+            "iscsiadm -m discoverydb -t sendtargets -o delete", check=False)
+
+
+def fio_verify(g: vm.Guest, dev: str, size: str = "32M", extra: str = "") -> str:
+    """Random writes with crc32c verification; raises on any IO or verify error."""
+    r = g.run(f"fio --name=verify --filename={dev} --direct=1 --ioengine=libaio --iodepth=8 "
+              f"--rw=randwrite --bs=4k --size={size} --verify=crc32c --do_verify=1 "
+              f"--verify_fatal=1 --output-format=terse --terse-version=3 {extra}", timeout=600)
+    fields = r.out.strip().splitlines()[-1].split(";")
+    # terse v3: field 5 is the error code of the job.
+    assert fields[4] == "0", r.out
+    return r.out

@@ -1,0 +1,34 @@
+"""The test bed itself: links, isolation, and that splat detection works."""
+import vm
+from conftest import INTERLINK_A, INTERLINK_B, PATH_A, PATH_B, PATH_A_INI, PATH_B_INI
+
+
+def test_interlink_reachable(trio):
+    a, b = trio.guests["nodea"], trio.guests["nodeb"]
+    a.run(f"ping -c 3 -W 5 {INTERLINK_B}")
+    b.run(f"ping -c 3 -W 5 {INTERLINK_A}")
+
+
+def test_paths_reachable_and_isolated(trio):
+    i = trio.guests["initiator"]
+    i.run(f"ping -c 2 -W 5 {PATH_A}")
+    i.run(f"ping -c 2 -W 5 {PATH_B}")
+    # The initiator has no route to the interlink segment.
+    assert i.run(f"ping -c 1 -W 2 {INTERLINK_A}", check=False).rc != 0
+    a = trio.guests["nodea"]
+    assert a.run(f"ping -c 1 -W 2 {PATH_B_INI}", check=False).rc != 0
+
+
+def test_agent_reports_exit_status_and_output(trio):
+    a = trio.guests["nodea"]
+    r = a.run("echo out; echo err >&2; exit 7", check=False)
+    assert (r.rc, r.out, r.err) == (7, "out\n", "err\n")
+    assert a.run("hostname").out.strip() == "nodea"
+    assert "nodeb" in trio.guests["nodeb"].run("cat /etc/iscsi/initiatorname.iscsi").out
+
+
+def test_splat_detection_sees_a_warning():
+    text = ("[   12.3] ------------[ cut here ]------------\n"
+            "[   12.3] WARNING: CPU: 0 PID: 1 at drivers/x.c:1 f+0x1/0x2\n")
+    assert vm.splats(text)
+    assert not vm.splats("[    1.0] tcm_ha: version 0.1.0 loaded\n")
