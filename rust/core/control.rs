@@ -90,7 +90,11 @@ impl fmt::Display for ControlError<'_> {
                 key,
                 value,
                 expected,
-            } => write!(f, "bad value '{}' for '{}': expected {}", value, key, expected),
+            } => write!(
+                f,
+                "bad value '{}' for '{}': expected {}",
+                value, key, expected
+            ),
         }
     }
 }
@@ -158,9 +162,10 @@ mod tests {
 
     #[test]
     fn parses_every_key() {
-        let got: Vec<_> = params("dev=/dev/vdb,lun_id=7,ha_role=secondary,readonly=1\nfile=/srv/x\n")
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let got: Vec<_> =
+            params("dev=/dev/vdb,lun_id=7,ha_role=secondary,readonly=1\nfile=/srv/x\n")
+                .collect::<Result<_, _>>()
+                .unwrap();
         assert_eq!(
             got,
             [
@@ -188,7 +193,10 @@ mod tests {
         );
         let e = params("colour=blue").next().unwrap().unwrap_err();
         assert_eq!(e.to_string(), "unknown key 'colour' (value 'blue')");
-        assert_eq!(params("dev").next(), Some(Err(ControlError::NoValue("dev"))));
+        assert_eq!(
+            params("dev").next(),
+            Some(Err(ControlError::NoValue("dev")))
+        );
         assert!(params("dev=vdb").next().unwrap().is_err());
         assert!(params("ha_role=master").next().unwrap().is_err());
         assert!(params("readonly=yes").next().unwrap().is_err());
