@@ -6,6 +6,8 @@
 //! `cargo test` and fuzzing.
 
 pub(crate) mod control;
+pub(crate) mod scsi;
+pub(crate) mod wire;
 
 /// Interlink protocol version announced at login; peers must match exactly.
 pub(crate) const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,517 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Frame codec: the fixed header, whole-frame encode/decode and sequence
+//! numbering. The layout is documented in [`super`].
+//!
+//! A stream receiver reads [`HEADER_LEN`] bytes, calls
+//! [`FrameHeader::decode`] (which validates everything including the payload
+//! length for the message type), checks [`FrameHeader::seq`] with a
+//! [`SeqChecker`], then reads exactly `payload_len` bytes and calls
+//! [`Message::decode`]. [`split_frame`] and [`decode_frame`] do the same on a
+//! buffer that may hold several frames.
+
+use super::bytes::{Reader, Writer};
+use super::msg::{Message, MsgType};
+use super::{EncodeError, WireError, HEADER_LEN, MAGIC, MAX_PAYLOAD};
+use crate::core_logic::PROTOCOL_VERSION;
+
+/// A validated frame header.
+///
+/// Magic, version, flags and reserved are constants once validated, so only
+/// the variable fields are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    /// Message type.
+    pub(crate) msg_type: MsgType,
+    /// Payload length in bytes (already checked against the type).
+    pub(crate) payload_len: u32,
+    /// Sequence number.
+    pub(crate) seq: u64,
+}
+
+impl FrameHeader {
+    /// Decodes and validates the first [`HEADER_LEN`] bytes of `buf`.
+    ///
+    /// Checks, in order: length of `buf`, magic, version, flags, reserved,
+    /// payload length against [`MAX_PAYLOAD`], message type, payload length
+    /// against the type's bounds. Bytes after the header are ignored.
+    pub(crate) fn decode(buf: &[u8]) -> Result<FrameHeader, WireError> {
+        let truncated = WireError::HeaderTruncated { have: buf.len() };
+        let mut r = Reader::new(buf);
+        let (
+            Some(magic),
+            Some(version),
+            Some(ty),
+            Some(flags),
+            Some(reserved),
+            Some(len),
+            Some(seq),
+        ) = (
+            r.u32(),
+            r.u16(),
+            r.u16(),
+            r.u16(),
+            r.u16(),
+            r.u32(),
+            r.u64(),
+        )
+        else {
+            return Err(truncated);
+        };
+        if magic != MAGIC {
+            return Err(WireError::BadMagic { got: magic });
+        }
+        if version != PROTOCOL_VERSION {
+            return Err(WireError::UnsupportedVersion {
+                got: version,
+                supported: PROTOCOL_VERSION,
+            });
+        }
+        if flags != 0 {
+            return Err(WireError::NonzeroFlags { got: flags });
+        }
+        if reserved != 0 {
+            return Err(WireError::NonzeroReserved { got: reserved });
+        }
+        if len > MAX_PAYLOAD {
+            return Err(WireError::PayloadTooLarge {
+                len,
+                max: MAX_PAYLOAD,
+            });
+        }
+        let msg_type = MsgType::from_u16(ty).ok_or(WireError::UnknownType { got: ty })?;
+        // `len <= MAX_PAYLOAD` fits in usize on every supported target.
+        let ulen = usize::try_from(len).map_err(|_| WireError::PayloadTooLarge {
+            len,
+            max: MAX_PAYLOAD,
+        })?;
+        msg_type.check_len(ulen)?;
+        Ok(FrameHeader {
+            msg_type,
+            payload_len: len,
+            seq,
+        })
+    }
+
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    pub(crate) fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let have = out.len();
+        let mut w = Writer::new(out);
+        let done = (|| {
+            w.u32(MAGIC)?;
+            w.u16(PROTOCOL_VERSION)?;
+            w.u16(self.msg_type.as_u16())?;
+            w.u16(0)?;
+            w.u16(0)?;
+            w.u32(self.payload_len)?;
+            w.u64(self.seq)
+        })();
+        done.ok_or(EncodeError::BufferTooSmall {
+            need: HEADER_LEN,
+            have,
+        })?;
+        Ok(HEADER_LEN)
+    }
+
+    /// Payload length as `usize`.
+    pub(crate) fn payload_len(&self) -> usize {
+        // Checked against MAX_PAYLOAD at decode; saturate rather than panic.
+        usize::try_from(self.payload_len).unwrap_or(usize::MAX)
+    }
+
+    /// Whole frame length (header plus payload), or `None` on overflow.
+    pub(crate) fn frame_len(&self) -> Option<usize> {
+        HEADER_LEN.checked_add(self.payload_len())
+    }
+}
+
+/// A frame whose header is validated and whose payload is borrowed from the
+/// receive buffer (not yet decoded into a [`Message`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Frame<'a> {
+    /// The validated header.
+    pub(crate) header: FrameHeader,
+    /// Exactly `header.payload_len` bytes.
+    pub(crate) payload: &'a [u8],
+}
+
+/// Splits the first frame off `buf`.
+///
+/// Returns the frame and the number of bytes it occupies. If `buf` holds only
+/// part of a frame, the error is [`WireError::HeaderTruncated`] or
+/// [`WireError::PayloadTruncated`] ([`WireError::is_incomplete`]); a stream
+/// reader then waits for more bytes. Any other error is fatal for the link.
+pub(crate) fn split_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), WireError> {
+    let header = FrameHeader::decode(buf)?;
+    let need = header.payload_len();
+    let body = buf.get(HEADER_LEN..).unwrap_or(&[]);
+    let payload = body.get(..need).ok_or(WireError::PayloadTruncated {
+        have: body.len(),
+        need,
+    })?;
+    let used = header.frame_len().ok_or(WireError::PayloadTooLarge {
+        len: header.payload_len,
+        max: MAX_PAYLOAD,
+    })?;
+    Ok((Frame { header, payload }, used))
+}
+
+/// Decodes the first frame of `buf` into its sequence number and message.
+///
+/// Returns `(seq, message, bytes used)`. Errors as for [`split_frame`] plus the
+/// message's own checks.
+pub(crate) fn decode_frame(buf: &[u8]) -> Result<(u64, Message, usize), WireError> {
+    let (frame, used) = split_frame(buf)?;
+    let msg = Message::decode(frame.header.msg_type, frame.payload)?;
+    Ok((frame.header.seq, msg, used))
+}
+
+/// Encodes `msg` as a whole frame with sequence number `seq` into `out`.
+///
+/// Returns the frame length. Nothing useful is left in `out` on error.
+pub(crate) fn encode_frame(seq: u64, msg: &Message, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let plen = msg.payload_len();
+    let need = HEADER_LEN
+        .checked_add(plen)
+        .ok_or(EncodeError::PayloadTooLarge { len: plen })?;
+    let payload_len = u32::try_from(plen)
+        .ok()
+        .filter(|&l| l <= MAX_PAYLOAD)
+        .ok_or(EncodeError::PayloadTooLarge { len: plen })?;
+    let have = out.len();
+    let too_small = EncodeError::BufferTooSmall { need, have };
+    let (head, body) = if have >= HEADER_LEN {
+        out.split_at_mut(HEADER_LEN)
+    } else {
+        return Err(too_small);
+    };
+    let payload = body.get_mut(..plen).ok_or(too_small)?;
+    FrameHeader {
+        msg_type: msg.msg_type(),
+        payload_len,
+        seq,
+    }
+    .encode(head)?;
+    msg.encode_payload(payload).map_err(|_| too_small)?;
+    Ok(need)
+}
+
+/// Checks received sequence numbers: the first frame of a connection is 0 and
+/// each next frame is one more.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SeqChecker {
+    /// Sequence number the next frame must carry.
+    next: u64,
+}
+
+impl SeqChecker {
+    /// A checker for a new connection (expects 0 first).
+    pub(crate) fn new() -> Self {
+        SeqChecker { next: 0 }
+    }
+
+    /// Sequence number the next frame must carry.
+    pub(crate) fn expected(&self) -> u64 {
+        self.next
+    }
+
+    /// Accepts `seq` if it is the expected one and advances; otherwise reports
+    /// a gap (`seq` ahead) or a duplicate (`seq` behind) and stays put.
+    pub(crate) fn check(&mut self, seq: u64) -> Result<(), WireError> {
+        let expected = self.next;
+        if seq == expected {
+            // 2^64 frames never happen; wrapping keeps this panic-free.
+            self.next = expected.wrapping_add(1);
+            Ok(())
+        } else if seq > expected {
+            Err(WireError::SequenceGap { expected, got: seq })
+        } else {
+            Err(WireError::SequenceDuplicate { expected, got: seq })
+        }
+    }
+}
+
+/// Hands out sequence numbers for sent frames: 0, 1, 2, ...
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SeqCounter {
+    /// Sequence number of the next frame to send.
+    next: u64,
+}
+
+impl SeqCounter {
+    /// A counter for a new connection (starts at 0).
+    pub(crate) fn new() -> Self {
+        SeqCounter { next: 0 }
+    }
+
+    /// Returns the next sequence number and advances.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let seq = self.next;
+        self.next = seq.wrapping_add(1);
+        seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::msg::tests::samples;
+    use super::super::msg::{ByeReason, MAX_MESSAGE_PAYLOAD};
+    use super::*;
+    use std::string::ToString;
+
+    const BUF: usize = HEADER_LEN + MAX_MESSAGE_PAYLOAD;
+
+    /// A valid Heartbeat frame with seq 5 and payload 8.
+    fn heartbeat_frame() -> [u8; HEADER_LEN + 8] {
+        let mut buf = [0u8; HEADER_LEN + 8];
+        let n = encode_frame(5, &Message::Heartbeat(9), &mut buf).unwrap();
+        assert_eq!(n, buf.len());
+        buf
+    }
+
+    #[test]
+    fn header_layout() {
+        let f = heartbeat_frame();
+        assert_eq!(&f[0..4], b"tcHA");
+        assert_eq!(&f[4..6], &PROTOCOL_VERSION.to_le_bytes());
+        assert_eq!(&f[6..8], &[0x20, 0x00]);
+        assert_eq!(&f[8..12], &[0, 0, 0, 0]);
+        assert_eq!(&f[12..16], &[8, 0, 0, 0]);
+        assert_eq!(&f[16..24], &[5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&f[24..32], &[9, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn frame_roundtrip_every_message() {
+        for (i, m) in samples().into_iter().enumerate() {
+            let mut buf = [0u8; BUF];
+            let seq = 1000 + i as u64;
+            let n = encode_frame(seq, &m, &mut buf).unwrap();
+            assert_eq!(n, HEADER_LEN + m.payload_len());
+            assert_eq!(decode_frame(&buf[..n]), Ok((seq, m, n)));
+            // Extra bytes after the frame belong to the next frame.
+            assert_eq!(decode_frame(&buf), Ok((seq, m, n)));
+        }
+    }
+
+    #[test]
+    fn several_frames_in_one_buffer() {
+        let mut buf = [0u8; 10 * BUF];
+        let mut pos = 0;
+        let mut tx = SeqCounter::new();
+        for m in samples() {
+            pos += encode_frame(tx.next_seq(), &m, &mut buf[pos..]).unwrap();
+        }
+        let mut rx = SeqChecker::new();
+        let mut rest = &buf[..pos];
+        for m in samples() {
+            let (seq, got, used) = decode_frame(rest).unwrap();
+            rx.check(seq).unwrap();
+            assert_eq!(got, m);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(rx.expected(), 9);
+    }
+
+    #[test]
+    fn reject_truncated_header() {
+        let f = heartbeat_frame();
+        for n in 0..HEADER_LEN {
+            let e = FrameHeader::decode(&f[..n]).unwrap_err();
+            assert_eq!(e, WireError::HeaderTruncated { have: n });
+            assert!(e.is_incomplete());
+        }
+    }
+
+    #[test]
+    fn reject_truncated_payload() {
+        let f = heartbeat_frame();
+        for n in HEADER_LEN..f.len() {
+            let e = split_frame(&f[..n]).unwrap_err();
+            assert_eq!(
+                e,
+                WireError::PayloadTruncated {
+                    have: n - HEADER_LEN,
+                    need: 8
+                }
+            );
+            assert!(e.is_incomplete());
+        }
+    }
+
+    #[test]
+    fn reject_bad_magic() {
+        let mut f = heartbeat_frame();
+        f[0] = b'T';
+        assert_eq!(
+            FrameHeader::decode(&f),
+            Err(WireError::BadMagic {
+                got: u32::from_le_bytes(*b"TcHA")
+            })
+        );
+    }
+
+    #[test]
+    fn reject_unsupported_version() {
+        let mut f = heartbeat_frame();
+        f[4..6].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        let e = FrameHeader::decode(&f).unwrap_err();
+        assert_eq!(
+            e,
+            WireError::UnsupportedVersion {
+                got: PROTOCOL_VERSION + 1,
+                supported: PROTOCOL_VERSION
+            }
+        );
+        assert!(e.to_string().contains("unsupported protocol version"));
+    }
+
+    #[test]
+    fn reject_flags_and_reserved() {
+        let mut f = heartbeat_frame();
+        f[8] = 1;
+        assert_eq!(
+            FrameHeader::decode(&f),
+            Err(WireError::NonzeroFlags { got: 1 })
+        );
+        let mut f = heartbeat_frame();
+        f[11] = 0x80;
+        assert_eq!(
+            FrameHeader::decode(&f),
+            Err(WireError::NonzeroReserved { got: 0x8000 })
+        );
+    }
+
+    #[test]
+    fn reject_oversized_payload_before_reading_it() {
+        let mut f = heartbeat_frame();
+        f[12..16].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+        assert_eq!(
+            FrameHeader::decode(&f[..HEADER_LEN]),
+            Err(WireError::PayloadTooLarge {
+                len: MAX_PAYLOAD + 1,
+                max: MAX_PAYLOAD
+            })
+        );
+        f[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            split_frame(&f),
+            Err(WireError::PayloadTooLarge {
+                len: u32::MAX,
+                max: MAX_PAYLOAD
+            })
+        );
+    }
+
+    #[test]
+    fn reject_unknown_type() {
+        for ty in [0u16, 0x0004, 0x0100, 0x0300, 0xffff] {
+            let mut f = heartbeat_frame();
+            f[6..8].copy_from_slice(&ty.to_le_bytes());
+            assert_eq!(
+                FrameHeader::decode(&f),
+                Err(WireError::UnknownType { got: ty })
+            );
+        }
+    }
+
+    #[test]
+    fn reject_wrong_length_for_type_in_header() {
+        let mut f = heartbeat_frame();
+        f[12..16].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            FrameHeader::decode(&f),
+            Err(WireError::PayloadTooShort {
+                msg: MsgType::Heartbeat,
+                len: 7,
+                min: 8
+            })
+        );
+        f[12..16].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(
+            FrameHeader::decode(&f),
+            Err(WireError::TrailingPayload {
+                msg: MsgType::Heartbeat,
+                len: 9,
+                max: 8
+            })
+        );
+    }
+
+    #[test]
+    fn reject_invalid_field_in_frame() {
+        let mut buf = [0u8; BUF];
+        let n = encode_frame(0, &Message::Bye(ByeReason::Shutdown), &mut buf).unwrap();
+        buf[HEADER_LEN] = 0;
+        assert_eq!(
+            decode_frame(&buf[..n]),
+            Err(WireError::InvalidField {
+                msg: MsgType::Bye,
+                field: "reason",
+                value: 0
+            })
+        );
+    }
+
+    #[test]
+    fn encode_into_small_buffers() {
+        let m = samples()[3];
+        let need = HEADER_LEN + m.payload_len();
+        let mut buf = [0u8; BUF];
+        for have in [0, 1, HEADER_LEN - 1, HEADER_LEN, need - 1] {
+            assert_eq!(
+                encode_frame(0, &m, &mut buf[..have]),
+                Err(EncodeError::BufferTooSmall { need, have })
+            );
+        }
+        assert_eq!(encode_frame(0, &m, &mut buf[..need]), Ok(need));
+    }
+
+    #[test]
+    fn sequence_gap_and_duplicate() {
+        let mut rx = SeqChecker::new();
+        rx.check(0).unwrap();
+        rx.check(1).unwrap();
+        assert_eq!(
+            rx.check(3),
+            Err(WireError::SequenceGap {
+                expected: 2,
+                got: 3
+            })
+        );
+        assert_eq!(
+            rx.check(1),
+            Err(WireError::SequenceDuplicate {
+                expected: 2,
+                got: 1
+            })
+        );
+        assert_eq!(
+            rx.check(0),
+            Err(WireError::SequenceDuplicate {
+                expected: 2,
+                got: 0
+            })
+        );
+        assert_eq!(rx.expected(), 2);
+        rx.check(2).unwrap();
+        assert_eq!(
+            rx.check(u64::MAX),
+            Err(WireError::SequenceGap {
+                expected: 3,
+                got: u64::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn sequence_wraps_without_panic() {
+        let mut rx = SeqChecker { next: u64::MAX };
+        rx.check(u64::MAX).unwrap();
+        rx.check(0).unwrap();
+        let mut tx = SeqCounter { next: u64::MAX };
+        assert_eq!(tx.next_seq(), u64::MAX);
+        assert_eq!(tx.next_seq(), 0);
+    }
+}

@@ -1,0 +1,762 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Interlink messages: type numbers, payload layouts and their codec.
+//!
+//! All multi-byte fields are little-endian; there is no padding and no
+//! alignment. Every payload has a fixed length, so a payload of any other
+//! length is rejected ([`WireError::PayloadTooShort`] or
+//! [`WireError::TrailingPayload`]).
+//!
+//! | type     | message      | len | payload layout (offset: field)                      |
+//! |----------|--------------|----:|-----------------------------------------------------|
+//! | `0x0001` | Hello        |  33 | 0: nonce `[u8; 32]`, 32: ha_id `u8`                  |
+//! | `0x0002` | AuthResponse |  32 | 0: HMAC-SHA256 `[u8; 32]` (see [`super::handshake`]) |
+//! | `0x0003` | AuthResult   |   1 | 0: result `u8` (1 ok, 2 failed)                      |
+//! | `0x0010` | Login        |  40 | 0: version `u16`, 2: ha_mode `u8`, 3: ha_id `u8`, 4: max_payload `u32`, 8: max_inflight `u32`, 12: max_luns `u32`, 16: max_ports `u32`, 20: max_inits_per_port `u32`, 24: features `u64`, 32: node_id `u64` |
+//! | `0x0011` | LoginAck     |   0 | (empty)                                             |
+//! | `0x0012` | LoginReject  |  18 | 0: reason `u16`, 2: sender_value `u64`, 10: receiver_value `u64` |
+//! | `0x0020` | Heartbeat    |   8 | 0: counter `u64`                                    |
+//! | `0x0021` | HeartbeatAck |   8 | 0: counter `u64` (echoed)                           |
+//! | `0x0030` | Bye          |   2 | 0: reason `u16`                                     |
+//!
+//! Reason codes (LoginReject, Bye) are open sets: an unknown non-zero code is
+//! kept as `Other(code)` so a peer's newer reason still reaches the log. Code 0
+//! is never valid.
+
+use super::bytes::{Reader, Writer};
+use super::{EncodeError, WireError};
+use core::fmt;
+
+/// Length of an authentication nonce in bytes.
+pub(crate) const NONCE_LEN: usize = 32;
+
+/// Length of an HMAC-SHA256 tag in bytes.
+pub(crate) const MAC_LEN: usize = 32;
+
+/// Largest payload of any message this version defines (sizes send buffers).
+pub(crate) const MAX_MESSAGE_PAYLOAD: usize = LOGIN_LEN;
+
+/// Payload length of [`Hello`].
+const HELLO_LEN: usize = NONCE_LEN + 1;
+/// Payload length of [`AuthResponse`].
+const AUTH_RESPONSE_LEN: usize = MAC_LEN;
+/// Payload length of [`AuthResult`].
+const AUTH_RESULT_LEN: usize = 1;
+/// Payload length of [`Login`].
+const LOGIN_LEN: usize = 40;
+/// Payload length of [`LoginReject`].
+const LOGIN_REJECT_LEN: usize = 18;
+/// Payload length of a heartbeat and its acknowledgement.
+const HEARTBEAT_LEN: usize = 8;
+/// Payload length of a Bye.
+const BYE_LEN: usize = 2;
+
+/// Message type number, the header's `type` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub(crate) enum MsgType {
+    /// Authentication challenge: the sender's nonce and ha_id.
+    Hello = 0x0001,
+    /// HMAC over the authentication transcript.
+    AuthResponse = 0x0002,
+    /// Verdict on the peer's AuthResponse.
+    AuthResult = 0x0003,
+    /// The sender's parameters, sent once both sides are authenticated.
+    Login = 0x0010,
+    /// The peer's Login was accepted.
+    LoginAck = 0x0011,
+    /// The peer's Login was refused; says which parameter and both values.
+    LoginReject = 0x0012,
+    /// Liveness probe.
+    Heartbeat = 0x0020,
+    /// Answer to a heartbeat.
+    HeartbeatAck = 0x0021,
+    /// The sender is closing the link.
+    Bye = 0x0030,
+}
+
+impl MsgType {
+    /// The type with number `v`, or `None` if this version defines none.
+    pub(crate) fn from_u16(v: u16) -> Option<MsgType> {
+        Some(match v {
+            0x0001 => MsgType::Hello,
+            0x0002 => MsgType::AuthResponse,
+            0x0003 => MsgType::AuthResult,
+            0x0010 => MsgType::Login,
+            0x0011 => MsgType::LoginAck,
+            0x0012 => MsgType::LoginReject,
+            0x0020 => MsgType::Heartbeat,
+            0x0021 => MsgType::HeartbeatAck,
+            0x0030 => MsgType::Bye,
+            _ => return None,
+        })
+    }
+
+    /// The type number.
+    pub(crate) fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// Name used in log messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MsgType::Hello => "Hello",
+            MsgType::AuthResponse => "AuthResponse",
+            MsgType::AuthResult => "AuthResult",
+            MsgType::Login => "Login",
+            MsgType::LoginAck => "LoginAck",
+            MsgType::LoginReject => "LoginReject",
+            MsgType::Heartbeat => "Heartbeat",
+            MsgType::HeartbeatAck => "HeartbeatAck",
+            MsgType::Bye => "Bye",
+        }
+    }
+
+    /// Smallest and largest valid payload length of this type.
+    pub(crate) fn payload_bounds(self) -> (usize, usize) {
+        let len = match self {
+            MsgType::Hello => HELLO_LEN,
+            MsgType::AuthResponse => AUTH_RESPONSE_LEN,
+            MsgType::AuthResult => AUTH_RESULT_LEN,
+            MsgType::Login => LOGIN_LEN,
+            MsgType::LoginAck => 0,
+            MsgType::LoginReject => LOGIN_REJECT_LEN,
+            MsgType::Heartbeat | MsgType::HeartbeatAck => HEARTBEAT_LEN,
+            MsgType::Bye => BYE_LEN,
+        };
+        (len, len)
+    }
+
+    /// Checks a payload length against [`MsgType::payload_bounds`].
+    pub(crate) fn check_len(self, len: usize) -> Result<(), WireError> {
+        let (min, max) = self.payload_bounds();
+        if len < min {
+            Err(WireError::PayloadTooShort {
+                msg: self,
+                len,
+                min,
+            })
+        } else if len > max {
+            Err(WireError::TrailingPayload {
+                msg: self,
+                len,
+                max,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl fmt::Display for MsgType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Authentication challenge, sent by both nodes as soon as TCP is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    /// Fresh random nonce of the sender, new for every connection.
+    pub(crate) nonce: [u8; NONCE_LEN],
+    /// The sender's ha_id (bound into the MAC transcript, checked at login).
+    pub(crate) ha_id: u8,
+}
+
+/// Proof of key possession: HMAC-SHA256 over the transcript.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AuthResponse {
+    /// The tag.
+    pub(crate) mac: [u8; MAC_LEN],
+}
+
+/// Verdict on the peer's [`AuthResponse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthResult {
+    /// The response matched: the peer holds the key.
+    Ok,
+    /// The response did not match.
+    Failed,
+}
+
+impl AuthResult {
+    /// Wire code.
+    fn code(self) -> u8 {
+        match self {
+            AuthResult::Ok => 1,
+            AuthResult::Failed => 2,
+        }
+    }
+}
+
+/// A node's parameters, exchanged after authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Login {
+    /// Protocol version; must equal the peer's.
+    pub(crate) version: u16,
+    /// HA mode (0 Active/Standby, 1 serialize-only, 2 proxy); must be equal.
+    pub(crate) ha_mode: u8,
+    /// Node position, 1 or 2; must differ between the nodes.
+    pub(crate) ha_id: u8,
+    /// Largest frame payload the sender accepts; the link uses the minimum.
+    pub(crate) max_payload: u32,
+    /// Largest number of forwarded commands in flight; the link uses the minimum.
+    pub(crate) max_inflight: u32,
+    /// Size of the LUN id space; must be equal.
+    pub(crate) max_luns: u32,
+    /// Size of the target port space; must be equal.
+    pub(crate) max_ports: u32,
+    /// Initiators per port; must be equal.
+    pub(crate) max_inits_per_port: u32,
+    /// Feature bits: the high 32 must be equal, the low 32 are intersected.
+    pub(crate) features: u64,
+    /// Opaque identity of the node; must differ (detects a node talking to itself).
+    pub(crate) node_id: u64,
+}
+
+/// Which login parameter was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RejectReason {
+    /// Protocol versions differ.
+    Version,
+    /// ha_mode values differ.
+    HaMode,
+    /// Both nodes have the same ha_id.
+    HaIdConflict,
+    /// The peer's ha_id is not 1 or 2.
+    HaIdInvalid,
+    /// The ha_id in the Login differs from the one in the Hello.
+    HaIdChanged,
+    /// Both nodes have the same node identity.
+    NodeIdConflict,
+    /// The mandatory (high 32) feature bits differ.
+    MandatoryFeatures,
+    /// max_luns values differ.
+    MaxLuns,
+    /// max_ports values differ.
+    MaxPorts,
+    /// max_inits_per_port values differ.
+    MaxInitsPerPort,
+    /// max_payload is below the minimum.
+    MaxPayload,
+    /// max_inflight is zero.
+    MaxInflight,
+    /// A reason this version does not know (a newer peer).
+    Other(u16),
+}
+
+impl RejectReason {
+    /// Wire code.
+    pub(crate) fn code(self) -> u16 {
+        match self {
+            RejectReason::Version => 1,
+            RejectReason::HaMode => 2,
+            RejectReason::HaIdConflict => 3,
+            RejectReason::HaIdInvalid => 4,
+            RejectReason::HaIdChanged => 5,
+            RejectReason::NodeIdConflict => 6,
+            RejectReason::MandatoryFeatures => 7,
+            RejectReason::MaxLuns => 8,
+            RejectReason::MaxPorts => 9,
+            RejectReason::MaxInitsPerPort => 10,
+            RejectReason::MaxPayload => 11,
+            RejectReason::MaxInflight => 12,
+            RejectReason::Other(c) => c,
+        }
+    }
+
+    /// The reason with wire code `c`; `None` for the invalid code 0.
+    pub(crate) fn from_code(c: u16) -> Option<RejectReason> {
+        Some(match c {
+            0 => return None,
+            1 => RejectReason::Version,
+            2 => RejectReason::HaMode,
+            3 => RejectReason::HaIdConflict,
+            4 => RejectReason::HaIdInvalid,
+            5 => RejectReason::HaIdChanged,
+            6 => RejectReason::NodeIdConflict,
+            7 => RejectReason::MandatoryFeatures,
+            8 => RejectReason::MaxLuns,
+            9 => RejectReason::MaxPorts,
+            10 => RejectReason::MaxInitsPerPort,
+            11 => RejectReason::MaxPayload,
+            12 => RejectReason::MaxInflight,
+            c => RejectReason::Other(c),
+        })
+    }
+}
+
+/// Refusal of the peer's [`Login`], naming the parameter and both values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LoginReject {
+    /// The parameter.
+    pub(crate) reason: RejectReason,
+    /// The value on the node sending this reject.
+    pub(crate) sender_value: u64,
+    /// The value the receiver of this reject announced.
+    pub(crate) receiver_value: u64,
+}
+
+/// Why a node closes the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ByeReason {
+    /// Module unload or system shutdown.
+    Shutdown,
+    /// A node setting changed (ha_peer, ha_id, ha_mode, ha_key).
+    ConfigChanged,
+    /// A malformed or unexpected frame was received.
+    ProtocolError,
+    /// Authentication failed.
+    AuthFailed,
+    /// A login parameter was refused.
+    LoginRejected,
+    /// The peer did not answer in time.
+    Timeout,
+    /// A reason this version does not know (a newer peer).
+    Other(u16),
+}
+
+impl ByeReason {
+    /// Wire code.
+    pub(crate) fn code(self) -> u16 {
+        match self {
+            ByeReason::Shutdown => 1,
+            ByeReason::ConfigChanged => 2,
+            ByeReason::ProtocolError => 3,
+            ByeReason::AuthFailed => 4,
+            ByeReason::LoginRejected => 5,
+            ByeReason::Timeout => 6,
+            ByeReason::Other(c) => c,
+        }
+    }
+
+    /// The reason with wire code `c`; `None` for the invalid code 0.
+    pub(crate) fn from_code(c: u16) -> Option<ByeReason> {
+        Some(match c {
+            0 => return None,
+            1 => ByeReason::Shutdown,
+            2 => ByeReason::ConfigChanged,
+            3 => ByeReason::ProtocolError,
+            4 => ByeReason::AuthFailed,
+            5 => ByeReason::LoginRejected,
+            6 => ByeReason::Timeout,
+            c => ByeReason::Other(c),
+        })
+    }
+}
+
+impl fmt::Display for ByeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ByeReason::Shutdown => f.write_str("shutdown"),
+            ByeReason::ConfigChanged => f.write_str("configuration changed"),
+            ByeReason::ProtocolError => f.write_str("protocol error"),
+            ByeReason::AuthFailed => f.write_str("authentication failed"),
+            ByeReason::LoginRejected => f.write_str("login rejected"),
+            ByeReason::Timeout => f.write_str("timeout"),
+            ByeReason::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
+/// One decoded message.
+///
+/// All current payloads are fixed-size, so a message owns its fields; later
+/// variable-length messages will borrow from the received payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`AuthResponse`].
+    AuthResponse(AuthResponse),
+    /// See [`AuthResult`].
+    AuthResult(AuthResult),
+    /// See [`Login`].
+    Login(Login),
+    /// The peer's Login was accepted.
+    LoginAck,
+    /// See [`LoginReject`].
+    LoginReject(LoginReject),
+    /// Liveness probe carrying a counter or timestamp.
+    Heartbeat(u64),
+    /// Answer to a heartbeat, echoing its value.
+    HeartbeatAck(u64),
+    /// The sender closes the link.
+    Bye(ByeReason),
+}
+
+impl Message {
+    /// The type number this message is sent with.
+    pub(crate) fn msg_type(&self) -> MsgType {
+        match self {
+            Message::Hello(_) => MsgType::Hello,
+            Message::AuthResponse(_) => MsgType::AuthResponse,
+            Message::AuthResult(_) => MsgType::AuthResult,
+            Message::Login(_) => MsgType::Login,
+            Message::LoginAck => MsgType::LoginAck,
+            Message::LoginReject(_) => MsgType::LoginReject,
+            Message::Heartbeat(_) => MsgType::Heartbeat,
+            Message::HeartbeatAck(_) => MsgType::HeartbeatAck,
+            Message::Bye(_) => MsgType::Bye,
+        }
+    }
+
+    /// Length of the encoded payload.
+    pub(crate) fn payload_len(&self) -> usize {
+        // Every current type has a fixed length.
+        self.msg_type().payload_bounds().0
+    }
+
+    /// Decodes the payload of a message of type `ty`.
+    ///
+    /// `payload` must be exactly the payload (not the header); a shorter or
+    /// longer one is rejected.
+    pub(crate) fn decode(ty: MsgType, payload: &[u8]) -> Result<Message, WireError> {
+        ty.check_len(payload.len())?;
+        let short = WireError::PayloadTooShort {
+            msg: ty,
+            len: payload.len(),
+            min: ty.payload_bounds().0,
+        };
+        let mut r = Reader::new(payload);
+        let msg = Self::decode_fields(ty, &mut r)
+            .ok_or(short)
+            .and_then(|m| m)?;
+        if r.remaining() != 0 {
+            return Err(WireError::TrailingPayload {
+                msg: ty,
+                len: payload.len(),
+                max: ty.payload_bounds().1,
+            });
+        }
+        Ok(msg)
+    }
+
+    /// Reads the fields of a `ty` payload; `None` if the payload runs out.
+    fn decode_fields(ty: MsgType, r: &mut Reader<'_>) -> Option<Result<Message, WireError>> {
+        let invalid = |field, value| WireError::InvalidField {
+            msg: ty,
+            field,
+            value,
+        };
+        let msg = match ty {
+            MsgType::Hello => Message::Hello(Hello {
+                nonce: r.array()?,
+                ha_id: r.u8()?,
+            }),
+            MsgType::AuthResponse => Message::AuthResponse(AuthResponse { mac: r.array()? }),
+            MsgType::AuthResult => match r.u8()? {
+                1 => Message::AuthResult(AuthResult::Ok),
+                2 => Message::AuthResult(AuthResult::Failed),
+                v => return Some(Err(invalid("result", u64::from(v)))),
+            },
+            MsgType::Login => Message::Login(Login {
+                version: r.u16()?,
+                ha_mode: r.u8()?,
+                ha_id: r.u8()?,
+                max_payload: r.u32()?,
+                max_inflight: r.u32()?,
+                max_luns: r.u32()?,
+                max_ports: r.u32()?,
+                max_inits_per_port: r.u32()?,
+                features: r.u64()?,
+                node_id: r.u64()?,
+            }),
+            MsgType::LoginAck => Message::LoginAck,
+            MsgType::LoginReject => {
+                let code = r.u16()?;
+                let Some(reason) = RejectReason::from_code(code) else {
+                    return Some(Err(invalid("reason", u64::from(code))));
+                };
+                Message::LoginReject(LoginReject {
+                    reason,
+                    sender_value: r.u64()?,
+                    receiver_value: r.u64()?,
+                })
+            }
+            MsgType::Heartbeat => Message::Heartbeat(r.u64()?),
+            MsgType::HeartbeatAck => Message::HeartbeatAck(r.u64()?),
+            MsgType::Bye => {
+                let code = r.u16()?;
+                match ByeReason::from_code(code) {
+                    Some(reason) => Message::Bye(reason),
+                    None => return Some(Err(invalid("reason", u64::from(code)))),
+                }
+            }
+        };
+        Some(Ok(msg))
+    }
+
+    /// Encodes the payload into `out`; returns its length.
+    pub(crate) fn encode_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let need = self.payload_len();
+        let have = out.len();
+        let mut w = Writer::new(out);
+        self.encode_fields(&mut w)
+            .ok_or(EncodeError::BufferTooSmall { need, have })?;
+        Ok(w.written())
+    }
+
+    /// Writes the payload fields; `None` if `w` runs out of space.
+    fn encode_fields(&self, w: &mut Writer<'_>) -> Option<()> {
+        match self {
+            Message::Hello(h) => {
+                w.put(&h.nonce)?;
+                w.u8(h.ha_id)
+            }
+            Message::AuthResponse(a) => w.put(&a.mac),
+            Message::AuthResult(r) => w.u8(r.code()),
+            Message::Login(l) => {
+                w.u16(l.version)?;
+                w.u8(l.ha_mode)?;
+                w.u8(l.ha_id)?;
+                w.u32(l.max_payload)?;
+                w.u32(l.max_inflight)?;
+                w.u32(l.max_luns)?;
+                w.u32(l.max_ports)?;
+                w.u32(l.max_inits_per_port)?;
+                w.u64(l.features)?;
+                w.u64(l.node_id)
+            }
+            Message::LoginAck => Some(()),
+            Message::LoginReject(r) => {
+                w.u16(r.reason.code())?;
+                w.u64(r.sender_value)?;
+                w.u64(r.receiver_value)
+            }
+            Message::Heartbeat(v) | Message::HeartbeatAck(v) => w.u64(*v),
+            Message::Bye(reason) => w.u16(reason.code()),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One message of every type, with distinctive field values.
+    pub(crate) fn samples() -> [Message; 9] {
+        let mut nonce = [0u8; NONCE_LEN];
+        for (i, b) in nonce.iter_mut().enumerate() {
+            *b = i as u8 ^ 0xa5;
+        }
+        [
+            Message::Hello(Hello { nonce, ha_id: 2 }),
+            Message::AuthResponse(AuthResponse {
+                mac: [0x3c; MAC_LEN],
+            }),
+            Message::AuthResult(AuthResult::Failed),
+            Message::Login(Login {
+                version: 1,
+                ha_mode: 2,
+                ha_id: 1,
+                max_payload: 0x0004_0000,
+                max_inflight: 128,
+                max_luns: 1024,
+                max_ports: 256,
+                max_inits_per_port: 2048,
+                features: 0x8000_0001_0000_0003,
+                node_id: 0x0123_4567_89ab_cdef,
+            }),
+            Message::LoginAck,
+            Message::LoginReject(LoginReject {
+                reason: RejectReason::HaMode,
+                sender_value: 2,
+                receiver_value: 0,
+            }),
+            Message::Heartbeat(0x1122_3344_5566_7788),
+            Message::HeartbeatAck(7),
+            Message::Bye(ByeReason::ConfigChanged),
+        ]
+    }
+
+    fn roundtrip(m: Message) {
+        let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+        let n = m.encode_payload(&mut buf).unwrap();
+        assert_eq!(n, m.payload_len());
+        assert_eq!(Message::decode(m.msg_type(), &buf[..n]), Ok(m));
+        // The type number round-trips too.
+        assert_eq!(MsgType::from_u16(m.msg_type().as_u16()), Some(m.msg_type()));
+    }
+
+    #[test]
+    fn roundtrip_hello() {
+        roundtrip(samples()[0]);
+    }
+
+    #[test]
+    fn roundtrip_auth_response() {
+        roundtrip(samples()[1]);
+    }
+
+    #[test]
+    fn roundtrip_auth_result() {
+        roundtrip(samples()[2]);
+        roundtrip(Message::AuthResult(AuthResult::Ok));
+    }
+
+    #[test]
+    fn roundtrip_login() {
+        roundtrip(samples()[3]);
+    }
+
+    #[test]
+    fn roundtrip_login_ack() {
+        roundtrip(samples()[4]);
+    }
+
+    #[test]
+    fn roundtrip_login_reject_every_reason() {
+        roundtrip(samples()[5]);
+        for code in 1..=20u16 {
+            let reason = RejectReason::from_code(code).unwrap();
+            assert_eq!(reason.code(), code);
+            roundtrip(Message::LoginReject(LoginReject {
+                reason,
+                sender_value: u64::MAX,
+                receiver_value: u64::from(code),
+            }));
+        }
+    }
+
+    #[test]
+    fn roundtrip_heartbeat_and_ack() {
+        roundtrip(samples()[6]);
+        roundtrip(samples()[7]);
+    }
+
+    #[test]
+    fn roundtrip_bye_every_reason() {
+        roundtrip(samples()[8]);
+        for code in 1..=10u16 {
+            let reason = ByeReason::from_code(code).unwrap();
+            assert_eq!(reason.code(), code);
+            roundtrip(Message::Bye(reason));
+        }
+    }
+
+    #[test]
+    fn login_layout_is_little_endian() {
+        let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+        let n = samples()[3].encode_payload(&mut buf).unwrap();
+        assert_eq!(n, 40);
+        assert_eq!(
+            &buf[..n],
+            &[
+                1, 0, // version
+                2, // ha_mode
+                1, // ha_id
+                0, 0, 4, 0, // max_payload
+                128, 0, 0, 0, // max_inflight
+                0, 4, 0, 0, // max_luns
+                0, 1, 0, 0, // max_ports
+                0, 8, 0, 0, // max_inits_per_port
+                3, 0, 0, 0, 1, 0, 0, 0x80, // features
+                0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01, // node_id
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_type_numbers() {
+        for v in [0u16, 4, 0x000f, 0x0013, 0x0100, 0x0300, 0xffff] {
+            assert_eq!(MsgType::from_u16(v), None, "{v:#x}");
+        }
+    }
+
+    #[test]
+    fn short_payload_rejected_for_every_type() {
+        for m in samples() {
+            let t = m.msg_type();
+            let (min, _) = t.payload_bounds();
+            if min == 0 {
+                continue;
+            }
+            let buf = [0u8; MAX_MESSAGE_PAYLOAD];
+            assert_eq!(
+                Message::decode(t, &buf[..min - 1]),
+                Err(WireError::PayloadTooShort {
+                    msg: t,
+                    len: min - 1,
+                    min
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_payload_rejected_for_every_type() {
+        for m in samples() {
+            let t = m.msg_type();
+            let mut buf = [0u8; MAX_MESSAGE_PAYLOAD + 1];
+            let n = m.encode_payload(&mut buf).unwrap();
+            assert_eq!(
+                Message::decode(t, &buf[..n + 1]),
+                Err(WireError::TrailingPayload {
+                    msg: t,
+                    len: n + 1,
+                    max: n
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_auth_result_code() {
+        for v in [0u8, 3, 0xff] {
+            assert_eq!(
+                Message::decode(MsgType::AuthResult, &[v]),
+                Err(WireError::InvalidField {
+                    msg: MsgType::AuthResult,
+                    field: "result",
+                    value: u64::from(v),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn zero_reason_codes_rejected() {
+        assert_eq!(
+            Message::decode(MsgType::Bye, &[0, 0]),
+            Err(WireError::InvalidField {
+                msg: MsgType::Bye,
+                field: "reason",
+                value: 0
+            })
+        );
+        assert_eq!(
+            Message::decode(MsgType::LoginReject, &[0u8; 18]),
+            Err(WireError::InvalidField {
+                msg: MsgType::LoginReject,
+                field: "reason",
+                value: 0
+            })
+        );
+    }
+
+    #[test]
+    fn encode_into_small_buffer_fails_cleanly() {
+        for m in samples() {
+            let need = m.payload_len();
+            if need == 0 {
+                continue;
+            }
+            let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+            assert_eq!(
+                m.encode_payload(&mut buf[..need - 1]),
+                Err(EncodeError::BufferTooSmall {
+                    need,
+                    have: need - 1
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn bye_reason_display() {
+        use std::string::ToString;
+        assert_eq!(ByeReason::Shutdown.to_string(), "shutdown");
+        assert_eq!(ByeReason::Other(99).to_string(), "reason code 99");
+    }
+}
