@@ -68,7 +68,9 @@ kbuild_dir() {
 	echo "$CACHE/kernel/$(cat "$CACHE/src/current-version" 2>/dev/null || echo none)-$(config_hash)"
 }
 
+# The debootstrapped root depends only on the package list; the image adds the
+# guest files (tests/guest, scripts/guest-setup.sh) and the kernel's modules.
+rootfs_key() { echo "$GUEST_PACKAGES" | sha256sum | cut -c1-12; }
 image_key() {
-	{ echo "$GUEST_PACKAGES"; cat "$TCM_HA_ROOT/scripts/guest-setup.sh" "$TCM_HA_ROOT/tests/guest/th-agent" \
-	  "$TCM_HA_ROOT/tests/guest/"*.service "$TCM_HA_ROOT/tests/guest/th-guest-init"; } | sha256sum | cut -c1-12
+	{ rootfs_key; cat "$TCM_HA_ROOT/scripts/guest-setup.sh" "$TCM_HA_ROOT/tests/guest/"*; } | sha256sum | cut -c1-12
 }

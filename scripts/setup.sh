@@ -124,7 +124,7 @@ step_kernel() {
 	touch "$kb/.tcm_ha-built"
 }
 
-guest_rootfs_dir() { echo "$CACHE/rootfs/$(image_key)"; }
+guest_rootfs_dir() { echo "$CACHE/rootfs/$(rootfs_key)"; }
 guest_image() { echo "$CACHE/images/$(image_key)-$(basename "$(kbuild_dir)").img"; }
 
 step_rootfs() {
@@ -135,8 +135,7 @@ step_rootfs() {
 	rm -rf "$rootfs" && mkdir -p "$rootfs"
 	run_step "debootstrap bookworm guest (~2 min)" "$CACHE/logs/debootstrap.log" \
 		debootstrap --variant=minbase --include="$GUEST_PACKAGES" bookworm "$rootfs" "$DEBIAN_MIRROR"
-	run_step "guest setup" "$CACHE/logs/guest-setup.log" \
-		bash "$TCM_HA_ROOT/scripts/guest-setup.sh" "$rootfs" "$TCM_HA_ROOT/tests/guest"
+	chroot "$rootfs" apt-get clean
 	touch "$rootfs/.tcm_ha-done"
 	# Root file systems for other keys are stale.
 	find "$CACHE/rootfs" -mindepth 1 -maxdepth 1 ! -path "$rootfs" -exec rm -rf {} +
@@ -154,6 +153,7 @@ step_image() {
 		set -e
 		cp -a '$rootfs/.' '$stage/'
 		rm -f '$stage/.tcm_ha-done'
+		bash '$TCM_HA_ROOT/scripts/guest-setup.sh' '$stage' '$TCM_HA_ROOT/tests/guest'
 		make -C '$(ksrc_dir)' O='$kb' INSTALL_MOD_PATH='$stage' modules_install
 		truncate -s 3G '$img.tmp'
 		mke2fs -q -F -t ext4 -L tcm_ha_root -d '$stage' '$img.tmp'

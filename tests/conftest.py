@@ -48,7 +48,7 @@ PATH_B, PATH_B_INI = "203.0.113.2", "203.0.113.100"
 
 
 def build_trio(bed: vm.Bed, disk_mb: int = 256) -> None:
-    a, b, i = bed.guest("nodea"), bed.guest("nodeb"), bed.guest("initiator", mem_mb=1024)
+    a, b, i = bed.guest("nodea"), bed.guest("nodeb"), bed.guest("initiator", mem_mb=768)
     bed.link(a, f"{INTERLINK_A}/24", b, f"{INTERLINK_B}/24")
     bed.link(i, f"{PATH_A_INI}/24", a, f"{PATH_A}/24")
     bed.link(i, f"{PATH_B_INI}/24", b, f"{PATH_B}/24")
@@ -84,9 +84,8 @@ def _check_guest(g: vm.Guest, outdir: Path) -> list[str]:
     leaks = ""
     try:
         dmesg = g.run("dmesg -c", timeout=60, check=False).out
-        g.run("echo scan > /sys/kernel/debug/kmemleak", timeout=180, check=False)
-        leaks = g.run("cat /sys/kernel/debug/kmemleak; echo clear > /sys/kernel/debug/kmemleak",
-                      timeout=60, check=False).out
+        leaks = g.kmemleak_scan()
+        g.run("echo clear > /sys/kernel/debug/kmemleak", check=False)
     except vm.GuestError as e:
         problems.append(str(e))
     outdir.mkdir(parents=True, exist_ok=True)
