@@ -15,7 +15,7 @@ export RUSTUP_TOOLCHAIN=$RUST_TOOLCHAIN
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # Packages baked into the guest image (changing this list changes the image key).
-GUEST_PACKAGES="systemd-sysv,udev,kmod,iproute2,iputils-ping,procps,python3,\
+GUEST_PACKAGES="systemd-sysv,udev,dbus,kmod,iproute2,iputils-ping,procps,python3,\
 targetcli-fb,python3-rtslib-fb,open-iscsi,multipath-tools,sg3-utils,fio,libiscsi-bin,\
 util-linux,e2fsprogs"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -112,10 +113,12 @@ def splat_guard(request):
             g.mark()
     yield
     outdir = OUT / request.node.name
+    guests = [g for bed in list(_live) for g in bed.guests.values()]
     problems = []
-    for bed in list(_live):
-        for g in bed.guests.values():
-            problems += _check_guest(g, outdir)
+    if guests:
+        with ThreadPoolExecutor(len(guests)) as pool:
+            for p in pool.map(lambda g: _check_guest(g, outdir), guests):
+                problems += p
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 

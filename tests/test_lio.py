@@ -32,8 +32,11 @@ def test_multipath_two_paths_one_lun(trio):
         rows = [p.split() for p in paths if p.strip()]
         wwids = {r[0] for r in rows}
         assert len(rows) == 2 and len(wwids) == 1, paths
-        maps = i.run('multipathd show maps raw format "%n %w %N"').out.split()
-        assert len(maps) == 3 and maps[2] == "2", maps
+        maps = i.run("for n in $(seq 100); do m=$(dmsetup ls --target multipath | awk '$1 != "No" {print $1}'); "
+                     "test -n \"$m\" && echo $m && exit 0; sleep 0.2; done; exit 1").out.split()
+        assert len(maps) == 1, maps
+        deps = i.run(f"dmsetup deps -o devname {maps[0]}").out
+        assert deps.startswith("2 dependencies"), deps
         mp = f"/dev/mapper/{maps[0]}"
         # A read through the map works; writes would diverge (two unshared disks).
         i.run(f"dd if={mp} of=/dev/null bs=1M count=8 iflag=direct")
