@@ -32,7 +32,7 @@ def test_multipath_two_paths_one_lun(trio):
         rows = [p.split() for p in paths if p.strip()]
         wwids = {r[0] for r in rows}
         assert len(rows) == 2 and len(wwids) == 1, paths
-        maps = i.run("for n in $(seq 100); do m=$(dmsetup ls --target multipath | awk '$1 != "No" {print $1}'); "
+        maps = i.run("for n in $(seq 100); do m=$(dmsetup ls --target multipath | awk '$1 != \"No\" {print $1}'); "
                      "test -n \"$m\" && echo $m && exit 0; sleep 0.2; done; exit 1").out.split()
         assert len(maps) == 1, maps
         deps = i.run(f"dmsetup deps -o devname {maps[0]}").out
