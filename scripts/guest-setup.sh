@@ -22,7 +22,7 @@ chroot "$root" systemctl mask getty-static.service getty@tty1.service systemd-bi
 	systemd-journal-flush.service systemd-update-utmp.service systemd-update-utmp-runlevel.service \
 	systemd-machine-id-commit.service modprobe@fuse.service modprobe@efi_pstore.service \
 	modprobe@drm.service modprobe@configfs.service e2scrub_reap.service e2scrub_all.timer \
-	fstrim.timer apt-daily.timer apt-daily-upgrade.timer systemd-timesyncd.service \
+	fstrim.timer apt-daily.timer apt-daily-upgrade.timer systemd-timesyncd.service serial-getty@ttyS0.service \
 	remote-fs.target >/dev/null 2>&1 || true
 # Services the tests start when they need them, not at boot.
 chroot "$root" systemctl disable open-iscsi.service iscsid.socket iscsid.service multipathd.service \

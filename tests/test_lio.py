@@ -27,13 +27,14 @@ def test_multipath_two_paths_one_lun(trio):
     try:
         lio.login(i, PATH_A)
         lio.login(i, PATH_B)
-        i.run("systemctl start multipathd && multipath -r && udevadm settle")
+        i.run("modprobe dm-multipath && systemctl start multipathd && udevadm settle && multipath -r")
         paths = i.run('multipathd show paths raw format "%w %d %t"').out.split("\n")
         rows = [p.split() for p in paths if p.strip()]
         wwids = {r[0] for r in rows}
         assert len(rows) == 2 and len(wwids) == 1, paths
         maps = i.run("for n in $(seq 100); do m=$(dmsetup ls --target multipath | awk '$1 != \"No\" {print $1}'); "
-                     "test -n \"$m\" && echo $m && exit 0; sleep 0.2; done; exit 1").out.split()
+                     "test -n \"$m\" && echo $m && exit 0; sleep 0.2; done; "
+                     "multipath -v3 2>&1 | tail -40; journalctl -u multipathd | tail -20; exit 1").out.split()
         assert len(maps) == 1, maps
         deps = i.run(f"dmsetup deps -o devname {maps[0]}").out
         assert deps.startswith("2 dependencies"), deps

@@ -328,7 +328,7 @@ class Bed:
         a.nics.append(Nic(f"52:54:00:{self._link_no:02x}:00:{len(a.nics) + 1:02x}", pa, pb, a_addr))
         b.nics.append(Nic(f"52:54:00:{self._link_no:02x}:01:{len(b.nics) + 1:02x}", pb, pa, b_addr))
 
-    def start(self, accel: str, timeout: float = 300) -> dict[str, float]:
+    def start(self, accel: str, timeout: float = 900) -> dict[str, float]:
         """Boots all guests at once and prepares them in parallel; returns the
         time each took to answer its agent."""
         for g in self.guests.values():
