@@ -8,6 +8,9 @@
 
 use kernel::prelude::*;
 
+mod backend;
+mod lio;
+
 // The plain-Rust layers are wired into the module issue by issue; until then
 // parts of them are only exercised by the host tests.
 #[allow(dead_code)]
@@ -25,16 +28,19 @@ module! {
     license: "GPL",
 }
 
-struct TcmHa;
+struct TcmHa {
+    _backend: lio::Registration,
+}
 
 impl kernel::Module for TcmHa {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let backend = lio::Registration::register(module)?;
         pr_info!(
-            "version {} loaded (protocol {})\n",
+            "version {} loaded: backstore 'ha' registered (protocol {})\n",
             VERSION,
             core_logic::PROTOCOL_VERSION
         );
-        Ok(TcmHa)
+        Ok(TcmHa { _backend: backend })
     }
 }
 

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `ha` backstore device: its control-string settings and the backing
+//! block device. No `unsafe` here: LIO is reached through `crate::lio`.
+
+use core::fmt::Write;
+use kernel::{new_mutex, prelude::*, str::CString, sync::Mutex};
+
+use crate::core_logic::control::{self, Param, Role};
+use crate::lio::{BdevFile, HwAttribs, Page};
+
+/// Shows a value of the plain-Rust core (which implements `core::fmt::Display`)
+/// through the kernel's `Display`.
+struct Core<T>(T);
+
+impl<T: core::fmt::Display> kernel::fmt::Display for Core<T> {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A C string as text for messages (configfs names and paths are UTF-8 here:
+/// they come from `&str` or were checked by `set_params`).
+fn text(c: &CStr) -> &str {
+    c.to_str().unwrap_or("(non-UTF-8)")
+}
+
+/// Largest transfer LIO may send in one command, in blocks.
+const MAX_SECTORS: u32 = 1024;
+/// Commands LIO may queue to one device.
+const QUEUE_DEPTH: u32 = 128;
+
+#[derive(Default)]
+struct Settings {
+    dev: Option<CString>,
+    lun_id: Option<u32>,
+    role: Option<Role>,
+    readonly: bool,
+    bdev: Option<BdevFile>,
+}
+
+/// Per-device state of the `ha` backstore.
+#[pin_data]
+pub(crate) struct HaDev {
+    name: CString,
+    #[pin]
+    settings: Mutex<Settings>,
+}
+
+impl HaDev {
+    /// A new, unconfigured device named after its configfs directory.
+    pub(crate) fn new(name: &CStr) -> impl PinInit<Self, Error> + '_ {
+        try_pin_init!(HaDev {
+            name: CString::try_from_fmt(fmt!("{}", name))?,
+            settings <- new_mutex!(Settings::default()),
+        })
+    }
+
+    /// The configfs name of the device, for messages.
+    fn name(&self) -> &str {
+        text(&self.name)
+    }
+
+    /// Applies a control string. The whole string is checked before
+    /// anything changes; `configured` devices refuse a new backing path.
+    pub(crate) fn set_params(&self, text: &str, configured: bool) -> Result {
+        let mut s = self.settings.lock();
+        let mut dev = None;
+        let (mut lun_id, mut role, mut readonly) = (s.lun_id, s.role, s.readonly);
+        for p in control::params(text) {
+            match p {
+                Err(e) => {
+                    pr_err!("{}: control: {}\n", self.name(), Core(e));
+                    return Err(EINVAL);
+                }
+                Ok(Param::Dev(path)) => dev = Some(path),
+                Ok(Param::File(path)) => {
+                    pr_err!("{}: control: file={} is not supported yet; use dev=\n", self.name(), path);
+                    return Err(EINVAL);
+                }
+                Ok(Param::LunId(n)) => lun_id = Some(n),
+                Ok(Param::Role(r)) => role = Some(r),
+                Ok(Param::ReadOnly(r)) => readonly = r,
+            }
+        }
+        if configured {
+            let changes_dev = dev.is_some_and(|d| s.dev.as_ref().map(|c| c.to_bytes()) != Some(d.as_bytes()));
+            if changes_dev || readonly != s.readonly {
+                pr_err!("{}: control: dev and readonly cannot change while the device is enabled\n", self.name());
+                return Err(EBUSY);
+            }
+        }
+        if let Some(d) = dev {
+            s.dev = Some(CString::try_from_fmt(fmt!("{}", d))?);
+        }
+        s.lun_id = lun_id;
+        s.role = role;
+        s.readonly = readonly;
+        Ok(())
+    }
+
+    /// Writes the `info` part of this backstore.
+    pub(crate) fn show_params(&self, out: &mut Page<'_>) {
+        let s = self.settings.lock();
+        let dev = s.dev.as_deref().map_or("(none)", text);
+        let role = s.role.map_or("node default", Role::as_str);
+        let _ = write!(out, "HA device: {} dev: {} ", self.name(), dev);
+        let _ = match s.lun_id {
+            Some(n) => write!(out, "lun_id: {}", n),
+            None => write!(out, "lun_id: (derived)"),
+        };
+        let _ = writeln!(out, " ha_role: {} readonly: {}", role, u8::from(s.readonly));
+        if let Some(b) = &s.bdev {
+            let _ = writeln!(out, "        capacity: {} sectors, block size {}", b.nr_sectors(), b.logical_block_size());
+        }
+    }
+
+    /// Opens the backing device (`echo 1 > enable`).
+    pub(crate) fn configure(&self, holder: *mut c_void) -> Result<HwAttribs> {
+        let mut s = self.settings.lock();
+        let Some(path) = s.dev.as_deref() else {
+            pr_err!("{}: enable: no backing device: write dev=<block device> to control first\n", self.name());
+            return Err(EINVAL);
+        };
+        let bdev = BdevFile::open(path, s.readonly, holder).inspect_err(|e| {
+            pr_err!("{}: enable: cannot open dev={}: error {}\n", self.name(), text(path), e.to_errno());
+        })?;
+        let hw = HwAttribs {
+            block_size: bdev.logical_block_size(),
+            max_sectors: MAX_SECTORS,
+            queue_depth: QUEUE_DEPTH,
+        };
+        pr_info!("{}: enabled on dev={} ({} sectors of 512 bytes)\n", self.name(), text(path), bdev.nr_sectors());
+        s.bdev = Some(bdev);
+        Ok(hw)
+    }
+
+    /// Closes the backing device.
+    pub(crate) fn destroy(&self) {
+        self.settings.lock().bdev = None;
+    }
+
+    /// The last LBA for blocks of `block_size` bytes (READ CAPACITY semantics).
+    pub(crate) fn last_lba(&self, block_size: u32) -> u64 {
+        let s = self.settings.lock();
+        let sectors = s.bdev.as_ref().map_or(0, BdevFile::nr_sectors);
+        let per_block = u64::from(block_size / 512).max(1);
+        (sectors / per_block).saturating_sub(1)
+    }
+}
