@@ -29,6 +29,7 @@ chroot "$root" systemctl disable open-iscsi.service iscsid.socket iscsid.service
 	multipathd.socket rtslib-fb-targetctl.service >/dev/null 2>&1 || true
 mkdir -p "$root/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\nForwardToConsole=no\n' >"$root/etc/systemd/journald.conf.d/tcm_ha.conf"
-# multipathd wants a config file; the tests write their own.
-printf 'defaults {\n\tuser_friendly_names yes\n\tfind_multipaths no\n}\n' >"$root/etc/multipath.conf"
+# multipathd wants a config file. round-robin is the path selector built into
+# dm-multipath; the guest kernel has no dm-service-time (multipath's default).
+printf 'defaults {\n\tuser_friendly_names yes\n\tfind_multipaths no\n\tpath_selector "round-robin 0"\n}\n' >"$root/etc/multipath.conf"
 rm -f "$root/etc/iscsi/initiatorname.iscsi"
