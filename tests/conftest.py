@@ -84,9 +84,9 @@ def _check_guest(g: vm.Guest, outdir: Path) -> list[str]:
     dmesg = ""
     leaks = ""
     try:
-        dmesg = g.run("dmesg -c", timeout=60, check=False).out
+        dmesg = g.run("dmesg -c", timeout=300, check=False).out
         leaks = g.kmemleak_scan()
-        g.run("echo clear > /sys/kernel/debug/kmemleak", check=False)
+        g.run("echo clear > /sys/kernel/debug/kmemleak", timeout=300, check=False)
     except vm.GuestError as e:
         problems.append(str(e))
     outdir.mkdir(parents=True, exist_ok=True)

@@ -214,8 +214,8 @@ class Guest:
         stable across two scans) and returns the leak reports, minus objects
         allocated by the boot CPU before init (known false positives)."""
         self.run("echo scan > /sys/kernel/debug/kmemleak; echo scan > /sys/kernel/debug/kmemleak",
-                 timeout=300, check=False)
-        text = self.run("cat /sys/kernel/debug/kmemleak", timeout=60, check=False).out
+                 timeout=600, check=False)
+        text = self.run("cat /sys/kernel/debug/kmemleak", timeout=300, check=False).out
         blocks = re.split(r"(?m)^(?=unreferenced object)", text)
         return "".join(b for b in blocks if b.strip() and "start_kernel+" not in b)
 
