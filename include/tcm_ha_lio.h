@@ -11,10 +11,21 @@
 #include <target/target_core_fabric.h>
 
 struct file;
+struct bio;
+struct page;
+struct scatterlist;
 
-/* rust/helpers.c: static inlines and macros of the LIO headers. */
+/* rust/helpers.c: static inlines and macros of the LIO, block and
+ * scatterlist headers. */
 bool tcm_ha_dev_configured(struct se_device *dev);
 sector_t tcm_ha_bdev_nr_sectors(struct file *bdev_file);
 unsigned int tcm_ha_bdev_logical_block_size(struct file *bdev_file);
+unsigned int tcm_ha_bdev_max_hw_sectors(struct file *bdev_file);
+bool tcm_ha_bdev_write_cache(struct file *bdev_file);
+bool tcm_ha_bdev_nonrot(struct file *bdev_file);
+struct bio *tcm_ha_bio_alloc(struct file *bdev_file, unsigned short nr_vecs, unsigned int opf);
+struct scatterlist *tcm_ha_sg_next(struct scatterlist *sg);
+struct page *tcm_ha_sg_page(struct scatterlist *sg);
+bool tcm_ha_ratelimit(void);
 
 #endif /* TCM_HA_LIO_H */

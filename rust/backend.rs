@@ -25,10 +25,11 @@ fn text(c: &CStr) -> &str {
     c.to_str().unwrap_or("(non-UTF-8)")
 }
 
-/// Largest transfer LIO may send in one command, in blocks.
-const MAX_SECTORS: u32 = 1024;
 /// Commands LIO may queue to one device.
 const QUEUE_DEPTH: u32 = 128;
+/// Largest WRITE SAME in blocks (written as repeated pages or as write
+/// zeroes, either way in pieces the block layer splits).
+const MAX_WRITE_SAME: u32 = 0xFFFF;
 
 #[derive(Default)]
 struct Settings {
@@ -125,10 +126,15 @@ impl HaDev {
         let bdev = BdevFile::open(path, s.readonly, holder).inspect_err(|e| {
             pr_err!("{}: enable: cannot open dev={}: error {}\n", self.name(), text(path), e.to_errno());
         })?;
+        let block_size = bdev.logical_block_size();
         let hw = HwAttribs {
-            block_size: bdev.logical_block_size(),
-            max_sectors: MAX_SECTORS,
+            block_size,
+            // The device's limit, in blocks (as iblock reports it).
+            max_sectors: bdev.max_hw_sectors() / (block_size / 512).max(1),
             queue_depth: QUEUE_DEPTH,
+            max_write_same: MAX_WRITE_SAME,
+            nonrot: bdev.nonrot(),
+            io: bdev.io(),
         };
         pr_info!("{}: enabled on dev={} ({} sectors of 512 bytes)\n", self.name(), text(path), bdev.nr_sectors());
         s.bdev = Some(bdev);

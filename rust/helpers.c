@@ -26,3 +26,48 @@ unsigned int tcm_ha_bdev_logical_block_size(struct file *bdev_file)
 {
 	return bdev_logical_block_size(file_bdev(bdev_file));
 }
+
+unsigned int tcm_ha_bdev_max_hw_sectors(struct file *bdev_file)
+{
+	return queue_max_hw_sectors(bdev_get_queue(file_bdev(bdev_file)));
+}
+
+bool tcm_ha_bdev_write_cache(struct file *bdev_file)
+{
+	return bdev_write_cache(file_bdev(bdev_file));
+}
+
+bool tcm_ha_bdev_nonrot(struct file *bdev_file)
+{
+	return !bdev_rot(file_bdev(bdev_file));
+}
+
+#include <linux/bio.h>
+
+/* GFP_NOIO: the data path must not recurse into IO to free memory. */
+struct bio *tcm_ha_bio_alloc(struct file *bdev_file, unsigned short nr_vecs, unsigned int opf)
+{
+	return bio_alloc(file_bdev(bdev_file), nr_vecs, (__force blk_opf_t)opf, GFP_NOIO);
+}
+
+#include <linux/scatterlist.h>
+
+struct scatterlist *tcm_ha_sg_next(struct scatterlist *sg)
+{
+	return sg_next(sg);
+}
+
+struct page *tcm_ha_sg_page(struct scatterlist *sg)
+{
+	return sg_page(sg);
+}
+
+#include <linux/ratelimit.h>
+
+/* One shared budget for tcm_ha's data-path error messages. */
+static DEFINE_RATELIMIT_STATE(tcm_ha_rs, DEFAULT_RATELIMIT_INTERVAL, DEFAULT_RATELIMIT_BURST);
+
+bool tcm_ha_ratelimit(void)
+{
+	return __ratelimit(&tcm_ha_rs);
+}

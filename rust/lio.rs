@@ -33,6 +33,25 @@ pub(crate) mod bindings {
 
 use bindings as b;
 
+/// Whether a rate-limited message may be printed now (one budget shared by
+/// the data path's error messages).
+pub(crate) fn ratelimit() -> bool {
+    // SAFETY: the helper only updates its static ratelimit state.
+    unsafe { b::tcm_ha_ratelimit() }
+}
+
+/// `pr_err!` limited to the kernel's default burst per interval.
+macro_rules! err_ratelimited {
+    ($($arg:tt)*) => {
+        if $crate::lio::ratelimit() {
+            pr_err!($($arg)*);
+        }
+    };
+}
+
+mod bio;
+mod cmd;
+
 /// A block device opened for the backstore; closed on drop.
 pub(crate) struct BdevFile(ptr::NonNull<kb::file>);
 
@@ -52,6 +71,25 @@ impl BdevFile {
         let f = unsafe { kb::bdev_file_open_by_path(path.as_char_ptr(), mode, holder, ptr::null()) };
         let f = kernel::error::from_err_ptr(f)?;
         ptr::NonNull::new(f).map(BdevFile).ok_or(ENODEV)
+    }
+
+    /// The handle the data path submits IO through.
+    pub(crate) fn io(&self) -> bio::Bdev {
+        // SAFETY: the file stays open while the device is configured, and
+        // LIO runs no command on a device after `destroy_device`.
+        unsafe { bio::Bdev::new(self.0) }
+    }
+
+    /// Largest transfer the device accepts, in 512-byte sectors.
+    pub(crate) fn max_hw_sectors(&self) -> u32 {
+        // SAFETY: as in `nr_sectors`.
+        unsafe { b::tcm_ha_bdev_max_hw_sectors(self.0.as_ptr().cast()) }
+    }
+
+    /// Whether the device is non-rotational.
+    pub(crate) fn nonrot(&self) -> bool {
+        // SAFETY: as in `nr_sectors`.
+        unsafe { b::tcm_ha_bdev_nonrot(self.0.as_ptr().cast()) }
     }
 
     /// Capacity in 512-byte sectors.
@@ -82,6 +120,12 @@ pub(crate) struct HwAttribs {
     pub(crate) max_sectors: u32,
     /// Commands LIO may queue to the device.
     pub(crate) queue_depth: u32,
+    /// Largest WRITE SAME in blocks.
+    pub(crate) max_write_same: u32,
+    /// Non-rotational medium.
+    pub(crate) nonrot: bool,
+    /// Where the data path submits IO.
+    pub(crate) io: bio::Bdev,
 }
 
 /// The `se_device` LIO sees, embedded in our device (LIO hands back pointers
@@ -91,6 +135,9 @@ pub(crate) struct HwAttribs {
 pub(crate) struct Device {
     se_dev: b::se_device,
     rcu: kb::callback_head,
+    /// The open backing device while configured (NULL otherwise): written
+    /// by `configure_device`/`destroy_device`, read by the data path.
+    io: core::sync::atomic::AtomicPtr<kb::file>,
     #[pin]
     inner: backend::HaDev,
 }
@@ -102,6 +149,15 @@ impl Device {
     unsafe fn from_se_dev<'a>(dev: *mut b::se_device) -> &'a Device {
         // SAFETY: `se_dev` is the first field of the `repr(C)` `Device`.
         unsafe { &*dev.cast::<Device>() }
+    }
+
+    /// The backing device, when configured.
+    pub(crate) fn bdev(&self) -> Option<bio::Bdev> {
+        let f = ptr::NonNull::new(self.io.load(core::sync::atomic::Ordering::Acquire))?;
+        // SAFETY: stored by `configure_device` from the open backing file,
+        // cleared before `destroy_device` closes it; LIO runs no command
+        // outside that window.
+        Some(unsafe { bio::Bdev::new(f) })
     }
 
     /// Whether LIO has enabled (configured) this device.
@@ -156,6 +212,7 @@ unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> 
             })
         },
         rcu: kb::callback_head::default(),
+        io: core::sync::atomic::AtomicPtr::new(ptr::null_mut()),
         inner <- backend::HaDev::new(name),
     });
     match KBox::pin_init(init, GFP_KERNEL) {
@@ -178,14 +235,19 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
             (*dev).dev_attrib.hw_block_size = hw.block_size;
             (*dev).dev_attrib.hw_max_sectors = hw.max_sectors;
             (*dev).dev_attrib.hw_queue_depth = hw.queue_depth;
+            (*dev).dev_attrib.max_write_same_len = hw.max_write_same;
+            (*dev).dev_attrib.is_nonrot = hw.nonrot;
         }
+        d.io.store(hw.io.raw(), core::sync::atomic::Ordering::Release);
         Ok(0)
     })
 }
 
 unsafe extern "C" fn destroy_device(dev: *mut b::se_device) {
     // SAFETY: LIO passes a configured device from `alloc_device`.
-    unsafe { Device::from_se_dev(dev) }.inner.destroy();
+    let d = unsafe { Device::from_se_dev(dev) };
+    d.io.store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
+    d.inner.destroy();
 }
 
 unsafe extern "C" fn free_rcu(head: *mut kb::callback_head) {
@@ -238,9 +300,21 @@ unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     d.inner.last_lba(bs)
 }
 
-unsafe extern "C" fn parse_cdb(_cmd: *mut b::se_cmd) -> b::sense_reason_t {
-    // The data path is not wired yet: refuse every command cleanly.
-    b::tcm_sense_reason_table_TCM_UNSUPPORTED_SCSI_OPCODE as b::sense_reason_t
+unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
+    // SAFETY: LIO passes a device from `alloc_device`, configured or being
+    // configured.
+    let d = unsafe { Device::from_se_dev(dev) };
+    let Some(io) = d.bdev() else { return false };
+    // SAFETY: LIO calls this while configuring, before the attributes are
+    // visible to commands; the bdev is open.
+    unsafe { b::target_configure_unmap_from_bdev(&mut (*dev).dev_attrib, io.block_device()) }
+}
+
+unsafe extern "C" fn get_write_cache(dev: *mut b::se_device) -> bool {
+    // SAFETY: LIO passes a device from `alloc_device`.
+    let d = unsafe { Device::from_se_dev(dev) };
+    // SAFETY: an open block device.
+    d.bdev().is_some_and(|io| unsafe { b::tcm_ha_bdev_write_cache(io.file()) })
 }
 
 /// The registered `ha` backend; unregistered on drop.
@@ -275,7 +349,9 @@ impl Registration {
         ops.free_device = Some(free_device);
         ops.set_configfs_dev_params = Some(set_params);
         ops.show_configfs_dev_params = Some(show_params);
-        ops.parse_cdb = Some(parse_cdb);
+        ops.parse_cdb = Some(cmd::parse_cdb);
+        ops.configure_unmap = Some(configure_unmap);
+        ops.get_write_cache = Some(get_write_cache);
         ops.get_device_type = Some(b::sbc_get_device_type);
         ops.get_blocks = Some(get_blocks);
         // `sbc_attrib_attrs` is LIO's exported, static, NULL-terminated array

@@ -51,3 +51,44 @@ def fio_verify(g: vm.Guest, dev: str, size: str = "32M", extra: str = "") -> str
     # terse v3: field 5 is the error code of the job.
     assert fields[4] == "0", r.out
     return r.out
+
+
+CORE = "/sys/kernel/config/target/core"
+LOOP = "/sys/kernel/config/target/loopback"
+
+
+def create_ha(node: vm.Guest, name: str = "d0", control: str = "dev=/dev/vdb", hba: int = 0) -> str:
+    """Creates and enables an `ha` device through configfs; returns its path."""
+    d = f"{CORE}/ha_{hba}/{name}"
+    node.run(f"mkdir -p {d} && echo -n {vm.q(control)} > {d}/control && echo 1 > {d}/enable")
+    return d
+
+
+def loopback_lun(node: vm.Guest, dev: str, wwn: str, ini_wwn: str) -> str:
+    """Exports configfs device `dev` as LUN 0 of a tcm_loop target `naa.<wwn>`
+    with initiator port `naa.<ini_wwn>`; returns the SCSI disk (/dev/sdX)."""
+    tpg = f"{LOOP}/naa.{wwn}/tpgt_1"
+    # The nexus first: linking the LUN makes tcm_loop scan it.
+    node.run(f"modprobe tcm_loop && mkdir -p {tpg}/lun/lun_0 && "
+             f"echo naa.{ini_wwn} > {tpg}/nexus && "
+             f"ln -s {dev} {tpg}/lun/lun_0/{dev.rsplit('/', 1)[1]}")
+    host = node.run(f"cat {tpg}/address").out.strip()  # "H:C:T"
+    return node.run(
+        f"udevadm settle; for i in $(seq 100); do "
+        f"b=$(ls /sys/class/scsi_device/{host}:0/device/block 2>/dev/null); "
+        f"test -n \"$b\" && test -b /dev/$b && echo /dev/$b && exit 0; sleep 0.1; done; "
+        f"echo no disk for {host}; exit 1").out.strip()
+
+
+def clear_loopback(node: vm.Guest) -> None:
+    """Removes every tcm_loop target and its LUNs."""
+    node.run(f"for t in {LOOP}/naa.*/tpgt_*; do "
+             f"  for l in $t/lun/lun_*; do rm -f $l/*; rmdir $l; done; "
+             f"  echo NULL > $t/nexus; rmdir $t; done 2>/dev/null; "
+             f"rmdir {LOOP}/naa.* 2>/dev/null; true")
+
+
+def clear_ha(node: vm.Guest) -> None:
+    """Removes every `ha` device and HBA (LUNs must be gone)."""
+    node.run(f"for d in {CORE}/ha_*/*/; do rmdir $d; done 2>/dev/null; "
+             f"for h in {CORE}/ha_*; do rmdir $h; done 2>/dev/null; true")

@@ -19,6 +19,7 @@
 
 pub(crate) mod alua;
 pub(crate) mod inquiry;
+pub(crate) mod io;
 pub(crate) mod opcode;
 pub(crate) mod out;
 pub(crate) mod pr;

@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Commands: a safe handle on LIO's `se_cmd` and the `exec_cmd_ops` that
+//! `sbc_parse_cdb()` routes READ/WRITE (all sizes, WRITE VERIFY, COMPARE AND
+//! WRITE's read and write), SYNCHRONIZE CACHE, WRITE SAME and UNMAP to.
+//!
+//! Every callback either completes the command exactly once (possibly later,
+//! from bio completion) and returns 0, or returns a sense reason and leaves
+//! completion to LIO. Nothing here blocks the submitter except UNMAP and
+//! zero-WRITE SAME, which LIO runs in process context like iblock does.
+
+use core::ptr::NonNull;
+use kernel::{bindings as kb, prelude::*};
+
+use super::bindings as b;
+use super::bio::{self, Bdev};
+use super::Device;
+use crate::core_logic::scsi::{
+    io::{self, Completion},
+    sense::Sense,
+};
+
+/// LIO's sense buffer size (`TRANSPORT_SENSE_BUFFER`):
+/// `transport_copy_sense_to_cmd()` copies this many bytes.
+const SENSE_BUFFER: usize = 96;
+
+/// Sense reasons LIO turns into sense data itself.
+pub(crate) mod reason {
+    use super::b;
+    /// Success.
+    pub(crate) const NONE: b::sense_reason_t = 0;
+    /// ILLEGAL REQUEST, invalid field in CDB.
+    pub(crate) const INVALID_CDB_FIELD: b::sense_reason_t =
+        b::tcm_sense_reason_table_TCM_INVALID_CDB_FIELD as b::sense_reason_t;
+    /// Resources exhausted (BUSY-like retry for the initiator).
+    pub(crate) const OUT_OF_RESOURCES: b::sense_reason_t =
+        b::tcm_sense_reason_table_TCM_OUT_OF_RESOURCES as b::sense_reason_t;
+    /// Backing device unusable.
+    pub(crate) const LUN_COMMUNICATION_FAILURE: b::sense_reason_t =
+        b::tcm_sense_reason_table_TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE as b::sense_reason_t;
+}
+
+/// A command LIO handed to the backstore.
+pub(crate) struct Cmd(NonNull<b::se_cmd>);
+
+impl Cmd {
+    /// # Safety
+    /// `cmd` must be a live command of an `ha` device that has not been
+    /// completed yet.
+    pub(crate) unsafe fn from_raw(cmd: *mut b::se_cmd) -> Option<Cmd> {
+        NonNull::new(cmd).map(Cmd)
+    }
+
+    fn raw(&self) -> *mut b::se_cmd {
+        self.0.as_ptr()
+    }
+
+    /// The device the command is for.
+    pub(crate) fn device(&self) -> &Device {
+        // SAFETY: LIO sets `se_dev` before any backend callback, and the
+        // device outlives its commands.
+        unsafe { Device::from_se_dev((*self.raw()).se_dev) }
+    }
+
+    fn se_dev(&self) -> *mut b::se_device {
+        // SAFETY: as in `device`.
+        unsafe { (*self.raw()).se_dev }
+    }
+
+    /// The CDB (LIO's buffer holds at least 32 bytes).
+    pub(crate) fn cdb(&self) -> &[u8] {
+        // SAFETY: `t_task_cdb` points to the inline 32-byte buffer or to a
+        // larger allocation, both alive as long as the command.
+        unsafe { core::slice::from_raw_parts((*self.raw()).t_task_cdb, 32) }
+    }
+
+    /// The first LBA of the command.
+    pub(crate) fn lba(&self) -> u64 {
+        // SAFETY: set by the CDB parser before execution.
+        unsafe { (*self.raw()).t_task_lba }
+    }
+
+    /// The device's logical block size.
+    pub(crate) fn block_size(&self) -> u32 {
+        // SAFETY: as in `se_dev`.
+        unsafe { (*self.se_dev()).dev_attrib.block_size }
+    }
+
+    /// Whether the CDB asked for forced unit access.
+    pub(crate) fn fua(&self) -> bool {
+        // SAFETY: flags are set by the parser before execution.
+        unsafe { (*self.raw()).se_cmd_flags & b::se_cmd_flags_table_SCF_FUA != 0 }
+    }
+
+    /// `n` logical blocks as 512-byte sectors.
+    pub(crate) fn sectors(&self, n: u64) -> u64 {
+        // SAFETY: a configured device; the function only reads its block size.
+        unsafe { b::target_to_linux_sector(self.se_dev(), n) }
+    }
+
+    /// The number of blocks a WRITE SAME covers.
+    pub(crate) fn write_same_blocks(&self) -> u64 {
+        // SAFETY: a WRITE SAME command, as routed by `sbc_parse_cdb`.
+        unsafe { b::sbc_get_write_same_sectors(self.raw()) }
+    }
+
+    /// The command's data-out scatterlist.
+    pub(crate) fn data_sg(&self) -> (*mut kb::scatterlist, u32) {
+        // SAFETY: set up by the fabric before execution.
+        unsafe { ((*self.raw()).t_data_sg.cast(), (*self.raw()).t_data_nents) }
+    }
+
+    /// Runs `f` over the first `len` bytes of the command's data mapped into
+    /// kernel memory; `None` if it cannot be mapped or is shorter.
+    pub(crate) fn with_data<R>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        // SAFETY: maps the command's data scatterlist; unmapped below.
+        let p = unsafe { b::transport_kmap_data_sg(self.raw()) }.cast::<u8>();
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: read-only access to the length field.
+        let have = unsafe { (*self.raw()).data_length } as usize;
+        let r = (len <= have).then(|| {
+            // SAFETY: the mapping covers `data_length` bytes, exclusively
+            // ours while the command executes.
+            f(unsafe { core::slice::from_raw_parts_mut(p, len) })
+        });
+        // SAFETY: mapped above.
+        unsafe { b::transport_kunmap_data_sg(self.raw()) };
+        r
+    }
+
+    /// Completes the command. It must not be used afterwards, which taking
+    /// `self` enforces.
+    pub(crate) fn complete(self, c: Completion) {
+        let status = match c {
+            Completion::Good => b::sam_status_SAM_STAT_GOOD,
+            Completion::Busy => b::sam_status_SAM_STAT_BUSY,
+            Completion::ReservationConflict => b::sam_status_SAM_STAT_RESERVATION_CONFLICT,
+            Completion::Check(sense) => {
+                let mut buf = [0u8; SENSE_BUFFER];
+                sense.build_fixed(&mut buf);
+                // SAFETY: `buf` holds the SENSE_BUFFER bytes LIO copies.
+                unsafe { b::transport_copy_sense_to_cmd(self.raw(), buf.as_mut_ptr()) };
+                b::sam_status_SAM_STAT_CHECK_CONDITION
+            }
+        };
+        // SAFETY: the command is live and completed exactly once here.
+        unsafe { b::target_complete_cmd(self.raw(), status as u8) };
+    }
+}
+
+/// The backing device of the command's device, or `None` if it is not open
+/// (LIO only executes commands on configured devices).
+fn bdev_of(cmd: &Cmd) -> Option<Bdev> {
+    cmd.device().bdev()
+}
+
+/// Completion of the data bios of one command.
+unsafe extern "C" fn rw_done(bio: *mut kb::bio) {
+    // SAFETY: the block layer calls this once for our last bio.
+    let (status, write, private) = unsafe { bio::finish(bio) };
+    if status != 0 {
+        err_ratelimited!("IO error: block status {} on {}\n", status, if write { "write" } else { "read" });
+    }
+    // SAFETY: `private` is the command submitted in `execute_rw` or
+    // `execute_write_same`, not completed before.
+    if let Some(cmd) = unsafe { Cmd::from_raw(private.cast()) } {
+        cmd.complete(io::from_blk_status(status, write));
+    }
+}
+
+unsafe extern "C" fn execute_rw(
+    cmd: *mut b::se_cmd,
+    sgl: *mut kb::scatterlist,
+    nents: u32,
+    dir: kb::dma_data_direction,
+) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let write = dir == kb::dma_data_direction::DMA_TO_DEVICE;
+    let opf = match (write, c.fua()) {
+        (false, _) => bio::OP_READ,
+        (true, false) => bio::OP_WRITE,
+        (true, true) => bio::OP_WRITE | bio::FUA,
+    };
+    let sector = c.sectors(c.lba());
+    // SAFETY: LIO's scatterlist of `nents` entries for this command.
+    let segs = unsafe { bio::SgIter::new(sgl, nents) };
+    match dev.submit(sector, opf, segs, cmd.cast(), rw_done) {
+        Ok(()) => reason::NONE,
+        Err(_) => reason::OUT_OF_RESOURCES,
+    }
+}
+
+unsafe extern "C" fn flush_done(bio: *mut kb::bio) {
+    // SAFETY: the block layer calls this once for our flush bio.
+    let (status, _, private) = unsafe { bio::finish(bio) };
+    if status != 0 {
+        err_ratelimited!("cache flush failed: block status {}\n", status);
+    }
+    // SAFETY: NULL for IMMED (already completed), else the command.
+    if let Some(cmd) = unsafe { Cmd::from_raw(private.cast()) } {
+        cmd.complete(io::from_blk_status(status, true));
+    }
+}
+
+unsafe extern "C" fn execute_sync_cache(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let immed = c.cdb()[1] & 0x2 != 0;
+    if !immed {
+        return match dev.flush(cmd.cast(), flush_done) {
+            Ok(()) => reason::NONE,
+            Err(_) => reason::OUT_OF_RESOURCES,
+        };
+    }
+    // IMMED: GOOD now, the flush runs on (a failure is only logged).
+    c.complete(Completion::Good);
+    let _ = dev.flush(core::ptr::null_mut(), flush_done);
+    reason::NONE
+}
+
+unsafe extern "C" fn execute_unmap(cmd: *mut b::se_cmd, lba: u64, nolb: u64) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live command; it completes UNMAP itself.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
+    match bio::discard(dev, c.sectors(lba), c.sectors(nolb)) {
+        Ok(()) => reason::NONE,
+        Err(e) => {
+            err_ratelimited!("discard of {} blocks at LBA {} failed: error {}\n", nolb, lba, e.to_errno());
+            reason::LUN_COMMUNICATION_FAILURE
+        }
+    }
+}
+
+unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let bs = c.block_size();
+    let (sgl, nents) = c.data_sg();
+    let Some(seg) = bio::first_seg(sgl, nents).filter(|s| s.len() == bs) else {
+        // One logical block of data in one segment, as iblock requires.
+        return reason::INVALID_CDB_FIELD;
+    };
+    let blocks = c.write_same_blocks();
+    let (sector, nr_sects) = (c.sectors(c.lba()), c.sectors(blocks));
+    let zero = c.with_data(bs as usize, |d| io::all_zero(d)).unwrap_or(false);
+    if zero {
+        let done = match bio::zeroout(dev, sector, nr_sects) {
+            Ok(()) => Completion::Good,
+            Err(e) => {
+                err_ratelimited!("write zeroes at LBA {} failed: error {}\n", c.lba(), e.to_errno());
+                Completion::Check(Sense::WRITE_ERROR)
+            }
+        };
+        c.complete(done);
+        return reason::NONE;
+    }
+    let opf = if c.fua() { bio::OP_WRITE | bio::FUA } else { bio::OP_WRITE };
+    match dev.submit(sector, opf, bio::repeat(seg, blocks), cmd.cast(), rw_done) {
+        Ok(()) => reason::NONE,
+        Err(_) => reason::OUT_OF_RESOURCES,
+    }
+}
+
+/// `exec_cmd_ops` of the `ha` backstore: read-only after build, shared by
+/// every device.
+struct ExecOps(core::cell::UnsafeCell<b::exec_cmd_ops>);
+
+// SAFETY: never written after initialisation; LIO only reads it.
+unsafe impl Sync for ExecOps {}
+
+static EXEC_OPS: ExecOps = ExecOps(core::cell::UnsafeCell::new(b::exec_cmd_ops {
+    execute_rw: Some(execute_rw),
+    execute_sync_cache: Some(execute_sync_cache),
+    execute_write_same: Some(execute_write_same),
+    execute_unmap: Some(execute_unmap),
+    execute_pr_out: None,
+    execute_pr_in: None,
+}));
+
+/// Parses a CDB with LIO's SBC parser and our data-path operations.
+pub(crate) unsafe extern "C" fn parse_cdb(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live command; the ops table is static.
+    unsafe { b::sbc_parse_cdb(cmd, EXEC_OPS.0.get()) }
+}
