@@ -12,8 +12,16 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export RUSTUP_TOOLCHAIN ?= 1.95.0
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 
-DEFAULT_KDIR := $(shell scripts/setup.sh --print-kdir)
-KDIR ?= $(DEFAULT_KDIR)
+# KDIR defaults to the cached test kernel. Its path depends on the kernel
+# source version, known only once `make setup` has fetched it, so recipes
+# resolve it when they run (a cold cache builds it first).
+ifeq ($(origin KDIR),undefined)
+OWN_KERNEL := 1
+KDIR_SH := $$(scripts/setup.sh --print-kdir)
+else
+OWN_KERNEL :=
+KDIR_SH := $(KDIR)
+endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
@@ -25,18 +33,19 @@ setup:
 	scripts/setup.sh all
 
 kernel:
-ifeq ($(KDIR),$(DEFAULT_KDIR))
+ifeq ($(OWN_KERNEL),1)
 	@scripts/setup.sh kernel
 endif
 
 module: kernel
-	@test -f "$(KDIR)/Makefile" || { echo "tcm_ha: KDIR=$(KDIR) is not a kernel build tree"; exit 1; }
-	@grep -qx 'CONFIG_RUST=y' "$(KDIR)/.config" 2>/dev/null || { \
-		echo "tcm_ha: KDIR=$(KDIR) has no CONFIG_RUST=y: tcm_ha needs a Rust-enabled 7.x kernel tree"; exit 1; }
-	@test -f "$(KDIR)/rust/libkernel.rmeta" || { \
-		echo "tcm_ha: KDIR=$(KDIR) lacks the Rust metadata (rust/libkernel.rmeta): build that tree"; \
-		echo "        with 'make' (distribution header packages do not ship it), or use 'make setup'"; exit 1; }
-	$(MAKE) -C "$(KDIR)" M="$(CURDIR)" modules
+	@kdir="$(KDIR_SH)"; \
+	test -f "$$kdir/Makefile" || { echo "tcm_ha: KDIR=$$kdir is not a kernel build tree"; exit 1; }; \
+	grep -qx 'CONFIG_RUST=y' "$$kdir/.config" 2>/dev/null || { \
+		echo "tcm_ha: KDIR=$$kdir has no CONFIG_RUST=y: tcm_ha needs a Rust-enabled 7.x kernel tree"; exit 1; }; \
+	test -f "$$kdir/rust/libkernel.rmeta" || { \
+		echo "tcm_ha: KDIR=$$kdir lacks the Rust metadata (rust/libkernel.rmeta): build that tree"; \
+		echo "        with 'make' (distribution header packages do not ship it), or use 'make setup'"; exit 1; }; \
+	$(MAKE) -C "$$kdir" M="$(CURDIR)" modules
 
 host-test:
 	cd host && cargo test $(T)
@@ -51,5 +60,5 @@ demo: setup module
 	$(PYTHON) scripts/demo.py
 
 clean:
-	$(MAKE) -C "$(KDIR)" M="$(CURDIR)" clean 2>/dev/null || true
+	$(MAKE) -C "$(KDIR_SH)" M="$(CURDIR)" clean 2>/dev/null || true
 	rm -rf host/target tests/out tests/__pycache__

@@ -8,6 +8,7 @@ use kernel::{new_mutex, prelude::*, str::CString, sync::Mutex};
 
 use crate::core_logic::control::{self, Param, Role};
 use crate::lio::{BdevFile, HwAttribs, Page};
+use crate::scsi::Scsi;
 
 /// Shows a value of the plain-Rust core (which implements `core::fmt::Display`)
 /// through the kernel's `Display`.
@@ -46,6 +47,9 @@ pub(crate) struct HaDev {
     name: CString,
     #[pin]
     settings: Mutex<Settings>,
+    /// ALUA, PR and unit attentions of the LUN.
+    #[pin]
+    pub(crate) scsi: Scsi,
 }
 
 impl HaDev {
@@ -54,11 +58,12 @@ impl HaDev {
         try_pin_init!(HaDev {
             name: CString::try_from_fmt(fmt!("{}", name))?,
             settings <- new_mutex!(Settings::default()),
+            scsi <- Scsi::new(),
         })
     }
 
     /// The configfs name of the device, for messages.
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         text(&self.name)
     }
 
@@ -96,6 +101,7 @@ impl HaDev {
         }
         s.lun_id = lun_id;
         s.role = role;
+        self.scsi.set_role(role);
         s.readonly = readonly;
         Ok(())
     }

@@ -71,3 +71,23 @@ bool tcm_ha_ratelimit(void)
 {
 	return __ratelimit(&tcm_ha_rs);
 }
+
+/*
+ * Relative target port ids of the LUNs exporting @dev (list_for_each_entry
+ * under the device's port lock); returns how many there are, of which the
+ * first @max are stored.
+ */
+unsigned int tcm_ha_dev_port_ids(struct se_device *dev, u16 *ids, unsigned int max)
+{
+	struct se_lun *lun;
+	unsigned int n = 0;
+
+	spin_lock(&dev->se_port_lock);
+	list_for_each_entry(lun, &dev->dev_sep_list, lun_dev_link) {
+		if (n < max)
+			ids[n] = lun->lun_tpg->tpg_rtpi;
+		n++;
+	}
+	spin_unlock(&dev->se_port_lock);
+	return n;
+}

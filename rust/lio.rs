@@ -51,6 +51,7 @@ macro_rules! err_ratelimited {
 
 mod bio;
 mod cmd;
+mod spc;
 
 /// A block device opened for the backstore; closed on drop.
 pub(crate) struct BdevFile(ptr::NonNull<kb::file>);
@@ -173,6 +174,18 @@ impl Device {
 pub(crate) struct Page<'a> {
     buf: &'a mut [u8],
     len: usize,
+}
+
+impl<'a> Page<'a> {
+    /// A writer filling `buf` from its start.
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        Page { buf, len: 0 }
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
 }
 
 impl fmt::Write for Page<'_> {
@@ -341,6 +354,10 @@ impl Registration {
         copy_name(&mut ops.inquiry_prod, b"TCM-HA");
         copy_name(&mut ops.inquiry_rev, crate::VERSION.as_bytes());
         ops.owner = module.as_ptr();
+        // The backstore owns ALUA and persistent reservations (as CTL's HA
+        // layer does): LIO's core checks and emulations are off for them.
+        ops.transport_flags_default =
+            (b::TRANSPORT_FLAG_PASSTHROUGH_ALUA | b::TRANSPORT_FLAG_PASSTHROUGH_PGR) as u8;
         ops.attach_hba = Some(attach_hba);
         ops.detach_hba = Some(detach_hba);
         ops.alloc_device = Some(alloc_device);

@@ -10,6 +10,7 @@ use kernel::prelude::*;
 
 mod backend;
 mod lio;
+mod scsi;
 
 // The plain-Rust layers are wired into the module issue by issue; until then
 // parts of them are only exercised by the host tests.

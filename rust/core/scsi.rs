@@ -20,6 +20,7 @@
 pub(crate) mod alua;
 pub(crate) mod inquiry;
 pub(crate) mod io;
+pub(crate) mod nexus;
 pub(crate) mod opcode;
 pub(crate) mod out;
 pub(crate) mod pr;

@@ -18,7 +18,12 @@ use super::Device;
 use crate::core_logic::scsi::{
     io::{self, Completion},
     sense::Sense,
+    DataIn,
 };
+use crate::scsi::{NexusKey, ISID_LEN};
+
+/// The type of `se_cmd::execute_cmd`.
+pub(crate) type ExecFn = unsafe extern "C" fn(*mut b::se_cmd) -> b::sense_reason_t;
 
 /// LIO's sense buffer size (`TRANSPORT_SENSE_BUFFER`):
 /// `transport_copy_sense_to_cmd()` copies this many bytes.
@@ -62,7 +67,7 @@ impl Cmd {
         unsafe { Device::from_se_dev((*self.raw()).se_dev) }
     }
 
-    fn se_dev(&self) -> *mut b::se_device {
+    pub(crate) fn se_dev(&self) -> *mut b::se_device {
         // SAFETY: as in `device`.
         unsafe { (*self.raw()).se_dev }
     }
@@ -128,6 +133,129 @@ impl Cmd {
         // SAFETY: mapped above.
         unsafe { b::transport_kunmap_data_sg(self.raw()) };
         r
+    }
+
+    /// Bytes the command transfers: the allocation length of a data-in
+    /// command, the parameter list length of a data-out one.
+    pub(crate) fn data_length(&self) -> usize {
+        // SAFETY: set by the CDB parser before execution.
+        unsafe { (*self.raw()).data_length as usize }
+    }
+
+    /// The portal group (target port) the command arrived through.
+    fn tpg(&self) -> Option<NonNull<b::se_portal_group>> {
+        // SAFETY: `se_lun` is set before any backend callback and pins its
+        // portal group while the command lives.
+        let lun = NonNull::new(unsafe { (*self.raw()).se_lun })?;
+        // SAFETY: as above.
+        NonNull::new(unsafe { (*lun.as_ptr()).lun_tpg })
+    }
+
+    /// Relative target port identifier of the target port.
+    pub(crate) fn rel_port(&self) -> u16 {
+        // SAFETY: the portal group outlives the command.
+        self.tpg().map_or(0, |t| unsafe { (*t.as_ptr()).tpg_rtpi })
+    }
+
+    /// SCSI protocol identifier of the fabric.
+    pub(crate) fn proto(&self) -> u8 {
+        // SAFETY: as in `rel_port`.
+        self.tpg().map_or(0, |t| unsafe { (*t.as_ptr()).proto_id } as u8)
+    }
+
+    /// The target port's WWN (e.g. the target IQN) and portal group tag.
+    pub(crate) fn target_port(&self) -> Option<(&[u8], u16)> {
+        let tpg = self.tpg()?.as_ptr();
+        // SAFETY: the fabric ops of a registered portal group are static.
+        let tfo = unsafe { (*tpg).se_tpg_tfo.as_ref() }?;
+        // SAFETY: fabric callbacks on the command's live portal group; the
+        // WWN string lives as long as the portal group.
+        let (wwn, tag) = unsafe { (tfo.tpg_get_wwn?(tpg), tfo.tpg_get_tag.map_or(0, |f| f(tpg))) };
+        if wwn.is_null() {
+            return None;
+        }
+        // SAFETY: a NUL-terminated string owned by the fabric (see above).
+        Some((unsafe { core::ffi::CStr::from_ptr(wwn.cast()) }.to_bytes(), tag))
+    }
+
+    /// The command's I_T nexus, `None` for LIO's internal commands (XCOPY)
+    /// that have no initiator port. `isid` receives the ISID text.
+    pub(crate) fn nexus<'a>(&'a self, isid: &'a mut [u8; ISID_LEN]) -> Option<NexusKey<'a>> {
+        // SAFETY: the session outlives its commands.
+        let sess = NonNull::new(unsafe { (*self.raw()).se_sess })?.as_ptr();
+        // SAFETY: as above; the ACL outlives its sessions.
+        let acl = unsafe { (*sess).se_node_acl.as_ref() }?;
+        let name = acl.initiatorname.split(|c| *c == 0).next().unwrap_or(&[]);
+        let tpg = self.tpg()?.as_ptr();
+        // SAFETY: as in `target_port`.
+        let tfo = unsafe { (*tpg).se_tpg_tfo.as_ref() }?;
+        let isid_len = match tfo.sess_get_initiator_sid {
+            Some(f) => {
+                // SAFETY: the fabric writes at most `ISID_LEN` bytes of text.
+                let n = unsafe { f(sess, isid.as_mut_ptr(), ISID_LEN as u32) };
+                n as usize
+            }
+            None => 0,
+        };
+        let isid = isid.get(..isid_len.min(ISID_LEN)).unwrap_or(&[]);
+        let isid = isid.split(|c| *c == 0).next().unwrap_or(&[]);
+        Some(NexusKey { proto: self.proto(), initiator: name, isid, rel_port: self.rel_port() })
+    }
+
+    /// Replaces the function LIO runs to execute the command.
+    fn set_exec(&self, f: ExecFn) {
+        // SAFETY: the command is still being set up (`parse_cdb`).
+        unsafe { (*self.raw()).execute_cmd = Some(f) };
+    }
+
+    /// Puts `gate` in front of the function LIO would run, which is kept
+    /// in the backend-private field for [`Cmd::stashed_exec`].
+    fn wrap_exec(&self, gate: ExecFn) {
+        // SAFETY: as in `set_exec`; `priv` belongs to the backend.
+        unsafe {
+            if let Some(orig) = (*self.raw()).execute_cmd {
+                (*self.raw()).priv_ = orig as *mut c_void;
+                (*self.raw()).execute_cmd = Some(gate);
+            }
+        }
+    }
+
+    /// The function `wrap_exec` put aside.
+    fn stashed_exec(&self) -> Option<ExecFn> {
+        // SAFETY: `priv` of our commands is only written by `wrap_exec`.
+        let p = unsafe { (*self.raw()).priv_ };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-NULL `priv` holds an `ExecFn` (see `wrap_exec`).
+        Some(unsafe { core::mem::transmute::<*mut c_void, ExecFn>(p) })
+    }
+
+    /// Runs an emulation that writes data-in into the command's buffer;
+    /// `None` if the buffer cannot be mapped. Finish with [`Cmd::respond`].
+    pub(crate) fn data_in(&self, f: impl FnOnce(&mut [u8]) -> Result<DataIn, Sense>) -> Option<Result<DataIn, Sense>> {
+        match self.data_length() {
+            0 => Some(f(&mut [])),
+            len => self.with_data(len, f),
+        }
+    }
+
+    /// Completes the command with the outcome of [`Cmd::data_in`]: GOOD
+    /// with the length built, or CHECK CONDITION.
+    pub(crate) fn respond(self, r: Option<Result<DataIn, Sense>>) -> b::sense_reason_t {
+        match r {
+            None => reason::OUT_OF_RESOURCES,
+            Some(Err(s)) => {
+                self.complete(Completion::Check(s));
+                reason::NONE
+            }
+            Some(Ok(d)) => {
+                let n = core::ffi::c_int::try_from(d.len).unwrap_or(core::ffi::c_int::MAX);
+                // SAFETY: the command is live and completed exactly once.
+                unsafe { b::target_complete_cmd_with_length(self.raw(), b::sam_status_SAM_STAT_GOOD as u8, n) };
+                reason::NONE
+            }
+        }
     }
 
     /// Completes the command. It must not be used afterwards, which taking
@@ -283,8 +411,39 @@ static EXEC_OPS: ExecOps = ExecOps(core::cell::UnsafeCell::new(b::exec_cmd_ops {
     execute_pr_in: None,
 }));
 
-/// Parses a CDB with LIO's SBC parser and our data-path operations.
+/// Runs first for every command of an `ha` device: the backstore's own
+/// unit attention, ALUA and reservation checks (LIO's are off under
+/// PASSTHROUGH_ALUA/PGR), then what the parser chose.
+unsafe extern "C" fn gate(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let Some(run) = c.stashed_exec() else { return reason::LUN_COMMUNICATION_FAILURE };
+    let mut isid = [0u8; ISID_LEN];
+    let verdict = c.device().inner.scsi.admit(c.nexus(&mut isid).as_ref(), c.cdb());
+    match verdict {
+        // SAFETY: the function LIO's parser chose for this command.
+        Ok(()) => unsafe { run(cmd) },
+        Err(done) => {
+            c.complete(done);
+            reason::NONE
+        }
+    }
+}
+
+/// Parses a CDB with LIO's SBC parser and our data-path operations, takes
+/// over the SPC commands the backstore owns, and gates execution.
 pub(crate) unsafe extern "C" fn parse_cdb(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live command; the ops table is static.
-    unsafe { b::sbc_parse_cdb(cmd, EXEC_OPS.0.get()) }
+    let r = unsafe { b::sbc_parse_cdb(cmd, EXEC_OPS.0.get()) };
+    if r != reason::NONE {
+        return r;
+    }
+    // SAFETY: as above; not completed during parsing.
+    if let Some(c) = unsafe { Cmd::from_raw(cmd) } {
+        if let Some(f) = super::spc::emulation(c.cdb()) {
+            c.set_exec(f);
+        }
+        c.wrap_exec(gate);
+    }
+    reason::NONE
 }

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The SPC commands the backstore answers itself because LIO's core skips
+//! or cannot do them under PASSTHROUGH_ALUA/PGR
+//! (lio-and-rust-for-linux-7.3.md §A.2, §A.5): INQUIRY (TPGS, VPD 0x83's
+//! port group), REPORT/SET TARGET PORT GROUPS and PERSISTENT RESERVE IN/OUT.
+//! This file gathers what LIO knows (device identity, attributes, ports);
+//! the answers come from `crate::scsi` and the plain-Rust core.
+
+use super::bindings as b;
+use super::cmd::{reason, Cmd, ExecFn};
+use crate::core_logic::scsi::{
+    alua,
+    inquiry::{self, BlockLimits, LunInfo, PortInfo, Provisioning},
+    io::Completion,
+    opcode as op,
+    pr::PrError,
+};
+use crate::scsi::ISID_LEN;
+
+/// The emulation for `cdb`, if the backstore answers it itself.
+pub(crate) fn emulation(cdb: &[u8]) -> Option<ExecFn> {
+    let sa = op::service_action(cdb);
+    match *cdb.first()? {
+        op::INQUIRY => Some(execute_inquiry),
+        op::MAINTENANCE_IN if sa == op::SA_REPORT_TARGET_PORT_GROUPS => Some(execute_rtpg),
+        op::MAINTENANCE_OUT if sa == op::SA_SET_TARGET_PORT_GROUPS => Some(execute_stpg),
+        op::PERSISTENT_RESERVE_IN => Some(execute_pr_in),
+        op::PERSISTENT_RESERVE_OUT => Some(execute_pr_out),
+        _ => None,
+    }
+}
+
+/// A NUL-terminated C `char` array (unsigned in the kernel) as bytes up
+/// to the NUL.
+fn c_bytes(a: &[u8]) -> &[u8] {
+    a.split(|c| *c == 0).next().unwrap_or(&[])
+}
+
+/// Most target ports reported for one device.
+const MAX_PORTS: usize = 64;
+
+/// Relative target port ids of the LUNs exporting the command's device,
+/// sorted, without duplicates.
+fn port_ids(c: &Cmd, out: &mut [u16; MAX_PORTS]) -> usize {
+    // SAFETY: a live device; the helper takes the device's port lock and
+    // stores at most `MAX_PORTS` ids.
+    let n = unsafe { b::tcm_ha_dev_port_ids(c.se_dev(), out.as_mut_ptr(), MAX_PORTS as u32) } as usize;
+    let ids = out.get_mut(..n.min(MAX_PORTS)).unwrap_or(&mut []);
+    ids.sort_unstable();
+    let mut w = 0;
+    for r in 0..ids.len() {
+        let v = ids.get(r).copied().unwrap_or(0);
+        if w == 0 || ids.get(w - 1) != Some(&v) {
+            if let Some(slot) = ids.get_mut(w) {
+                *slot = v;
+            }
+            w += 1;
+        }
+    }
+    w
+}
+
+unsafe extern "C" fn execute_inquiry(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let dev = c.se_dev();
+    // SAFETY: the device outlives its commands; LIO changes the identity
+    // strings only through configfs, before the LUN is exported.
+    let (wwn, attr, flags) = unsafe { (&(*dev).t10_wwn, &(*dev).dev_attrib, (*dev).dev_flags) };
+    let d = c.device();
+    let serial = if flags & b::DF_EMULATED_VPD_UNIT_SERIAL != 0 {
+        c_bytes(&wwn.unit_serial)
+    } else {
+        d.inner.name().as_bytes()
+    };
+    let thin = attr.emulate_tpu || attr.emulate_tpws;
+    let mut pages = [0u8; 6];
+    let n = inquiry::ALL_PAGES.iter().filter(|p| thin || **p != inquiry::page::LBP).fold(0, |n, p| {
+        if let Some(s) = pages.get_mut(n) {
+            *s = *p;
+        }
+        n + 1
+    });
+    let bs = attr.block_size.max(1);
+    let lun = LunInfo {
+        qualifier: d.inner.scsi.qualifier(),
+        device_type: inquiry::TYPE_DISK,
+        vendor: c_bytes(&wwn.vendor),
+        product: c_bytes(&wwn.model),
+        revision: c_bytes(&wwn.revision),
+        serial,
+        three_pc: true,
+        multi_port: false,
+        vpd_pages: pages.get(..n).unwrap_or(&[]),
+        block_limits: BlockLimits {
+            wsnz: true,
+            max_compare_write: u8::from(attr.emulate_caw),
+            opt_xfer_granularity: 1,
+            max_xfer: (u64::from(attr.hw_max_sectors) * u64::from(attr.hw_block_size) / u64::from(bs)) as u32,
+            opt_xfer: attr.optimal_sectors,
+            max_unmap_lbas: if thin { attr.max_unmap_lba_count } else { 0 },
+            max_unmap_descriptors: if thin { attr.max_unmap_block_desc_count } else { 0 },
+            unmap_granularity: if thin { attr.unmap_granularity } else { 0 },
+            unmap_alignment: (thin && attr.unmap_granularity_alignment != 0).then_some(attr.unmap_granularity_alignment),
+            max_write_same: if thin { u64::from(attr.max_write_same_len) } else { 0 },
+        },
+        non_rotating: attr.is_nonrot,
+        provisioning: Provisioning {
+            unmap: attr.emulate_tpu,
+            write_same_16: attr.emulate_tpws,
+            write_same_10: attr.emulate_tpws,
+            lbprz: attr.unmap_zeroes_data,
+            thin,
+        },
+    };
+    // "<wwn>,t,0x<tag>" as LIO reports the target port's SCSI name.
+    let mut port_name = [0u8; 256];
+    let names = c.target_port().map(|(wwn, tag)| {
+        let mut w = crate::lio::Page::new(&mut port_name);
+        let _ = core::fmt::Write::write_fmt(
+            &mut w,
+            format_args!("{},t,0x{:04x}", core::str::from_utf8(wwn).unwrap_or(""), tag),
+        );
+        (wwn, w.len())
+    });
+    let port = PortInfo {
+        rel_port_id: c.rel_port(),
+        tpg_id: d.inner.scsi.tpg_id(),
+        protocol: c.proto(),
+        port_name: names.and_then(|(_, n)| port_name.get(..n)),
+        target_name: names.map(|(w, _)| w),
+    };
+    let cdb = c.cdb();
+    let cdb = cdb.get(..6).unwrap_or(cdb);
+    let scsi = &d.inner.scsi;
+    let r = c.data_in(|buf| scsi.inquiry(cdb, &lun, &port, buf));
+    c.respond(r)
+}
+
+unsafe extern "C" fn execute_rtpg(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let mut ids = [0u16; MAX_PORTS];
+    let n = port_ids(&c, &mut ids);
+    let ports = ids.get(..n).unwrap_or(&[]);
+    let scsi = &c.device().inner.scsi;
+    let cdb = c.cdb().get(..12).unwrap_or(&[]);
+    let r = c.data_in(|buf| scsi.rtpg(cdb, ports, buf));
+    c.respond(r)
+}
+
+unsafe extern "C" fn execute_stpg(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    c.complete(Completion::Check(alua::STPG_REFUSAL));
+    reason::NONE
+}
+
+unsafe extern "C" fn execute_pr_in(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let scsi = &c.device().inner.scsi;
+    let cdb = c.cdb().get(..10).unwrap_or(&[]);
+    let r = c.data_in(|buf| scsi.pr_in(cdb, buf));
+    c.respond(r)
+}
+
+/// Largest PR OUT parameter list accepted (the basic list; SPEC_I_PT
+/// TransportID lists are not supported and refused by the core).
+const PR_OUT_MAX: usize = 4096;
+
+unsafe extern "C" fn execute_pr_out(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let scsi = &c.device().inner.scsi;
+    let cdb = c.cdb().get(..10).unwrap_or(&[]);
+    let mut isid = [0u8; ISID_LEN];
+    let key = c.nexus(&mut isid);
+    let len = c.data_length().min(PR_OUT_MAX);
+    let r = if len == 0 {
+        Some(scsi.pr_out(key.as_ref(), cdb, &[]))
+    } else {
+        c.with_data(len, |params| scsi.pr_out(key.as_ref(), cdb, params))
+    };
+    let done = match r {
+        None => return reason::OUT_OF_RESOURCES,
+        Some(Ok(())) => Completion::Good,
+        Some(Err(PrError::Conflict)) => Completion::ReservationConflict,
+        Some(Err(PrError::Check(s))) => Completion::Check(s),
+    };
+    c.complete(done);
+    reason::NONE
+}

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The SCSI state the `ha` backstore owns instead of LIO's core (it sets
+//! `TRANSPORT_FLAG_PASSTHROUGH_ALUA | _PGR`): the I_T nexuses seen, their
+//! pending unit attentions, the persistent reservation, and the ALUA view
+//! of the LUN. The decisions are the plain-Rust core's; this module keeps
+//! the state under a lock and hands it to the core. No `unsafe` here.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+use kernel::{new_spinlock, prelude::*, sync::SpinLock};
+
+use crate::core_logic::control::Role;
+use crate::core_logic::scsi::{
+    alua::{self, HaMode, HaView, Link, PeerRole},
+    inquiry::{self, LunInfo, PortGroup, PortInfo},
+    io::Completion,
+    nexus::{self, UaQueue},
+    pr::{self, Nexus, NexusId, PrError, PrEvent, PrState},
+    sense::Sense,
+    DataIn,
+};
+
+/// I_T nexuses remembered per device. An entry whose nexus holds no
+/// registration is reused for a new one when the table is full; with every
+/// entry registered, new nexuses get no PR identity (PR OUT from them fails
+/// with INSUFFICIENT REGISTRATION RESOURCES).
+const MAX_NEXUS: usize = 2 * pr::MAX_REGISTRANTS;
+
+/// Longest ISID text kept (LIO's `PR_REG_ISID_LEN`).
+pub(crate) const ISID_LEN: usize = 16;
+
+/// How a command's I_T nexus is identified: the initiator port (protocol,
+/// name, ISID) and the relative target port it arrived through.
+#[derive(Clone, Copy)]
+pub(crate) struct NexusKey<'a> {
+    /// SCSI protocol identifier of the fabric.
+    pub(crate) proto: u8,
+    /// Initiator port name (ACL name).
+    pub(crate) initiator: &'a [u8],
+    /// ISID as text (iSCSI), empty for other fabrics.
+    pub(crate) isid: &'a [u8],
+    /// Relative target port identifier.
+    pub(crate) rel_port: u16,
+}
+
+struct Entry {
+    id: NexusId,
+    proto: u8,
+    name: KVec<u8>,
+    isid: [u8; ISID_LEN],
+    isid_len: usize,
+    rel_port: u16,
+    ua: UaQueue,
+}
+
+impl Entry {
+    fn isid(&self) -> &[u8] {
+        self.isid.get(..self.isid_len).unwrap_or(&[])
+    }
+
+    fn matches(&self, k: &NexusKey<'_>) -> bool {
+        self.rel_port == k.rel_port && self.proto == k.proto && self.isid() == k.isid && self.name == k.initiator
+    }
+}
+
+struct State {
+    pr: PrState,
+    nexus: KVec<Entry>,
+    next_id: NexusId,
+}
+
+impl State {
+    /// The id of the nexus `k`, remembering it on first sight.
+    fn nexus_id(&mut self, k: &NexusKey<'_>) -> Option<NexusId> {
+        if let Some(e) = self.nexus.iter().find(|e| e.matches(k)) {
+            return Some(e.id);
+        }
+        let mut name = KVec::with_capacity(k.initiator.len(), GFP_ATOMIC).ok()?;
+        name.extend_from_slice(k.initiator, GFP_ATOMIC).ok()?;
+        let mut isid = [0u8; ISID_LEN];
+        let isid_len = k.isid.len().min(ISID_LEN);
+        isid.get_mut(..isid_len)?.copy_from_slice(k.isid.get(..isid_len)?);
+        self.next_id = self.next_id.wrapping_add(1);
+        let e = Entry {
+            id: self.next_id,
+            proto: k.proto,
+            name,
+            isid,
+            isid_len,
+            rel_port: k.rel_port,
+            ua: UaQueue::new(),
+        };
+        if self.nexus.len() < MAX_NEXUS {
+            self.nexus.push(e, GFP_ATOMIC).ok()?;
+        } else {
+            let pr = &self.pr;
+            let slot = self.nexus.iter_mut().find(|x| pr.key_of(x.id).is_none())?;
+            *slot = e;
+        }
+        Some(self.next_id)
+    }
+
+    fn entry(&mut self, id: NexusId) -> Option<&mut Entry> {
+        self.nexus.iter_mut().find(|e| e.id == id)
+    }
+
+    fn transport_id(&self, id: NexusId, buf: &mut [u8]) -> usize {
+        match self.nexus.iter().find(|e| e.id == id) {
+            Some(e) => nexus::transport_id(e.proto, &e.name, e.isid(), buf),
+            None => 0,
+        }
+    }
+}
+
+/// Per-device SCSI state of the backstore.
+#[pin_data]
+pub(crate) struct Scsi {
+    #[pin]
+    state: SpinLock<State>,
+    /// The LUN's role override (`ha_role=` in the control string):
+    /// 0 none, 1 primary, 2 secondary.
+    role: AtomicU8,
+}
+
+impl Scsi {
+    /// Empty state: no nexus known, no reservation.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Scsi {
+            state <- new_spinlock!(State { pr: PrState::new(), nexus: KVec::new(), next_id: 0 }),
+            role: AtomicU8::new(0),
+        })
+    }
+
+    /// Records the LUN's role override.
+    pub(crate) fn set_role(&self, role: Option<Role>) {
+        let v = match role {
+            None => 0,
+            Some(Role::Primary) => 1,
+            Some(Role::Secondary) => 2,
+        };
+        self.role.store(v, Ordering::Relaxed);
+    }
+
+    /// The inputs of CTL's state table for this LUN. Until the node has an
+    /// interlink (`ha_peer` empty) the link is offline: a primary LUN is
+    /// Active/Optimized, a secondary one Unavailable (Active/Unavailable).
+    pub(crate) fn view(&self) -> HaView {
+        let local = match self.role.load(Ordering::Relaxed) {
+            2 => Role::Secondary,
+            _ => Role::Primary,
+        };
+        HaView { mode: HaMode::ActiveStandby, link: Link::Offline, local, peer: PeerRole::Unknown }
+    }
+
+    /// Peripheral qualifier for INQUIRY data.
+    pub(crate) fn qualifier(&self) -> u8 {
+        alua::peripheral_qualifier(&self.view())
+    }
+
+    /// The checks before a command runs, in CTL's order: a pending unit
+    /// attention (except for INQUIRY, REPORT LUNS, REQUEST SENSE), the
+    /// ALUA access state, then reservation conflicts.
+    pub(crate) fn admit(&self, key: Option<&NexusKey<'_>>, cdb: &[u8]) -> Result<(), Completion> {
+        let flags = alua::classify(cdb);
+        let mut st = self.state.lock();
+        let id = key.and_then(|k| st.nexus_id(k));
+        if let Some(id) = id {
+            if !flags.no_ua {
+                if let Some(ua) = st.entry(id).and_then(|e| e.ua.pop()) {
+                    return Err(Completion::Check(ua));
+                }
+            }
+        }
+        alua::lun_check(&self.view(), cdb).map_err(Completion::Check)?;
+        if id.is_some_and(|id| st.pr.conflicts(id, cdb)) {
+            return Err(Completion::ReservationConflict);
+        }
+        Ok(())
+    }
+
+    /// INQUIRY: `lun` and `port` as LIO describes them.
+    pub(crate) fn inquiry(
+        &self,
+        cdb: &[u8],
+        lun: &LunInfo<'_>,
+        port: &PortInfo<'_>,
+        buf: &mut [u8],
+    ) -> Result<DataIn, Sense> {
+        inquiry::inquiry(cdb, lun, port, buf)
+    }
+
+    /// The target port group of this node's ports.
+    pub(crate) fn tpg_id(&self) -> u16 {
+        alua::node_tpg_id(0)
+    }
+
+    /// REPORT TARGET PORT GROUPS: this node's group with `ports` in the
+    /// state CTL's table gives.
+    pub(crate) fn rtpg(&self, cdb: &[u8], ports: &[u16], buf: &mut [u8]) -> Result<DataIn, Sense> {
+        let state = alua::group_states(&self.view()).local;
+        let groups = [PortGroup::ctl(self.tpg_id(), state, ports)];
+        inquiry::report_target_port_groups(cdb, &groups, buf)
+    }
+
+    /// PERSISTENT RESERVE IN.
+    pub(crate) fn pr_in(&self, cdb: &[u8], buf: &mut [u8]) -> Result<DataIn, Sense> {
+        let st = self.state.lock();
+        st.pr.pr_in(cdb, &|id, b| st.transport_id(id, b), buf)
+    }
+
+    /// PERSISTENT RESERVE OUT from `key` with parameter list `params`; the
+    /// unit attentions it raises are queued for their nexuses. PREEMPT AND
+    /// ABORT's aborts are not carried out (LIO exports no per-nexus abort):
+    /// the preempted nexuses' later commands meet the reservation check.
+    pub(crate) fn pr_out(&self, key: Option<&NexusKey<'_>>, cdb: &[u8], params: &[u8]) -> Result<(), PrError> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let Some(k) = key else {
+            return Err(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES));
+        };
+        let Some(id) = st.nexus_id(k) else {
+            return Err(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES));
+        };
+        let nexus = Nexus { id, rel_port: k.rel_port };
+        let State { pr, nexus: table, .. } = st;
+        pr.pr_out(nexus, cdb, params, &mut |ev| {
+            if let PrEvent::UnitAttention { nexus, sense } = ev {
+                if let Some(e) = table.iter_mut().find(|e| e.id == nexus) {
+                    e.ua.push(sense);
+                }
+            }
+        })
+    }
+}
