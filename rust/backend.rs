@@ -151,12 +151,4 @@ impl HaDev {
     pub(crate) fn destroy(&self) {
         self.settings.lock().bdev = None;
     }
-
-    /// The last LBA for blocks of `block_size` bytes (READ CAPACITY semantics).
-    pub(crate) fn last_lba(&self, block_size: u32) -> u64 {
-        let s = self.settings.lock();
-        let sectors = s.bdev.as_ref().map_or(0, BdevFile::nr_sectors);
-        let per_block = u64::from(block_size / 512).max(1);
-        (sectors / per_block).saturating_sub(1)
-    }
 }

@@ -305,12 +305,15 @@ unsafe extern "C" fn show_params(dev: *mut b::se_device, page: *mut c_char) -> i
     out.len as isize
 }
 
+/// Called by LIO's CDB parser in atomic context (blk-mq dispatch under RCU
+/// for tcm_loop): lock-free.
 unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
     // SAFETY: as above; block_size was set by `configure_device`.
     let bs = unsafe { (*dev).dev_attrib.block_size };
-    d.inner.last_lba(bs)
+    let sectors = d.bdev().map_or(0, |io| io.nr_sectors());
+    crate::core_logic::scsi::io::last_lba(sectors, bs)
 }
 
 unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {

@@ -57,10 +57,15 @@ CORE = "/sys/kernel/config/target/core"
 LOOP = "/sys/kernel/config/target/loopback"
 
 
-def create_ha(node: vm.Guest, name: str = "d0", control: str = "dev=/dev/vdb", hba: int = 0) -> str:
-    """Creates and enables an `ha` device through configfs; returns its path."""
+def create_ha(node: vm.Guest, name: str = "d0", control: str = "dev=/dev/vdb", hba: int = 0,
+              serial: str | None = None) -> str:
+    """Creates and enables an `ha` device through configfs (with unit
+    serial `serial` if given, as targetcli sets one); returns its path."""
     d = f"{CORE}/ha_{hba}/{name}"
-    node.run(f"mkdir -p {d} && echo -n {vm.q(control)} > {d}/control && echo 1 > {d}/enable")
+    node.run(f"mkdir -p {d} && echo -n {vm.q(control)} > {d}/control")
+    if serial:
+        node.run(f"echo {vm.q(serial)} > {d}/wwn/vpd_unit_serial")
+    node.run(f"echo 1 > {d}/enable")
     return d
 
 
@@ -92,3 +97,25 @@ def clear_ha(node: vm.Guest) -> None:
     """Removes every `ha` device and HBA (LUNs must be gone)."""
     node.run(f"for d in {CORE}/ha_*/*/; do rmdir $d; done 2>/dev/null; "
              f"for h in {CORE}/ha_*; do rmdir $h; done 2>/dev/null; true")
+
+
+def iscsi_target_for_ha(node: vm.Guest, portal: str = "127.0.0.1", iqn: str = TARGET_IQN) -> str:
+    """Creates an open iSCSI target (no auth, dynamic ACLs, writable) with a
+    portal on portal:3260 through targetcli; returns its configfs TPG path.
+    Call before any `ha` device exists: stock targetcli cannot list them."""
+    tpg = f"/iscsi/{iqn}/tpg1"
+    for c in [f"/iscsi create {iqn}", f"{tpg}/portals delete 0.0.0.0 3260",
+              f"{tpg}/portals create {portal} 3260",
+              f"{tpg} set attribute authentication=0 demo_mode_write_protect=0 "
+              f"generate_node_acls=1 cache_dynamic_acls=1"]:
+        node.run(f"targetcli {c}")
+    return f"/sys/kernel/config/target/iscsi/{iqn}/tpgt_1"
+
+
+def link_lun(node: vm.Guest, tpg: str, dev: str, lun: int = 0) -> None:
+    """Exports configfs device `dev` as LUN `lun` of fabric TPG `tpg`."""
+    node.run(f"mkdir {tpg}/lun/lun_{lun} && ln -s {dev} {tpg}/lun/lun_{lun}/{dev.rsplit('/', 1)[1]}")
+
+
+def unlink_luns(node: vm.Guest, tpg: str) -> None:
+    node.run(f"for l in {tpg}/lun/lun_*; do rm -f $l/*; rmdir $l; done 2>/dev/null; true")

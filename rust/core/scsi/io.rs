@@ -69,9 +69,23 @@ pub(crate) fn all_zero(data: &[u8]) -> bool {
     data.iter().all(|&b| b == 0)
 }
 
+/// The last LBA of a device of `sectors` 512-byte sectors in blocks of
+/// `block_size` bytes (READ CAPACITY semantics; 0 for an empty device).
+pub(crate) fn last_lba(sectors: u64, block_size: u32) -> u64 {
+    let per_block = u64::from(block_size / 512).max(1);
+    (sectors / per_block).saturating_sub(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_lba_of_sizes() {
+        assert_eq!(last_lba(524288, 512), 524287);
+        assert_eq!(last_lba(524288, 4096), 65535);
+        assert_eq!(last_lba(0, 512), 0);
+    }
 
     #[test]
     fn success_and_retryable() {
