@@ -5,6 +5,7 @@
 #   make setup      install tools, build the test kernel and guest image (cached)
 #   make check      host unit tests + VM tests (T=<pattern> selects tests)
 #   make demo       boot two nodes, load the module, show its state
+#   make bench      benchmarks (bench-local: ha vs iblock ratios on one node)
 #   make clean
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo clean
+.PHONY: all module setup kernel check host-test vm-test demo bench bench-local clean
 
 all: module
 
@@ -58,6 +59,12 @@ check: host-test vm-test
 
 demo: setup module
 	$(PYTHON) scripts/demo.py
+
+# Benchmarks print ratios measured side by side in one run.
+bench: bench-local
+
+bench-local: setup module
+	$(PYTHON) scripts/bench_local.py
 
 clean:
 	$(MAKE) -C "$(KDIR_SH)" M="$(CURDIR)" clean 2>/dev/null || true

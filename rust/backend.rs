@@ -28,6 +28,8 @@ fn text(c: &CStr) -> &str {
 
 /// Commands LIO may queue to one device.
 const QUEUE_DEPTH: u32 = 128;
+/// Largest transfer the backstore advertises, in 512-byte sectors (8 MiB).
+const MAX_IO_SECTORS: u32 = 16384;
 /// Largest WRITE SAME in blocks (written as repeated pages or as write
 /// zeroes, either way in pieces the block layer splits).
 const MAX_WRITE_SAME: u32 = 0xFFFF;
@@ -135,8 +137,10 @@ impl HaDev {
         let block_size = bdev.logical_block_size();
         let hw = HwAttribs {
             block_size,
-            // The device's limit, in blocks (as iblock reports it).
-            max_sectors: bdev.max_hw_sectors() / (block_size / 512).max(1),
+            // The device's limit in blocks, capped: virtio-blk and others
+            // report no limit (UINT_MAX), which LIO would advertise as the
+            // maximum and optimal transfer length.
+            max_sectors: bdev.max_hw_sectors().min(MAX_IO_SECTORS) / (block_size / 512).max(1),
             queue_depth: QUEUE_DEPTH,
             max_write_same: MAX_WRITE_SAME,
             nonrot: bdev.nonrot(),

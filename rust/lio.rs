@@ -321,9 +321,19 @@ unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
     // configured.
     let d = unsafe { Device::from_se_dev(dev) };
     let Some(io) = d.bdev() else { return false };
-    // SAFETY: LIO calls this while configuring, before the attributes are
-    // visible to commands; the bdev is open.
-    unsafe { b::target_configure_unmap_from_bdev(&mut (*dev).dev_attrib, io.block_device()) }
+    // SAFETY: LIO calls this while configuring (or from the emulate_tpu /
+    // emulate_tpws attribute stores), with the bdev open.
+    let attrib = unsafe { &mut (*dev).dev_attrib };
+    // SAFETY: as above.
+    let discard = unsafe { b::target_configure_unmap_from_bdev(attrib, io.block_device()) };
+    if discard {
+        // UNMAP and WRITE SAME with UNMAP wherever the backing device
+        // discards (LIO leaves them off by default; CTL's block backend
+        // enables them when the device supports deletes).
+        attrib.emulate_tpu = true;
+        attrib.emulate_tpws = true;
+    }
+    discard
 }
 
 unsafe extern "C" fn get_write_cache(dev: *mut b::se_device) -> bool {

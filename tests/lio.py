@@ -69,12 +69,17 @@ def create_ha(node: vm.Guest, name: str = "d0", control: str = "dev=/dev/vdb", h
     return d
 
 
-def loopback_lun(node: vm.Guest, dev: str, wwn: str, ini_wwn: str) -> str:
+def loopback_lun(node: vm.Guest, dev: str, wwn: str, ini_wwn: str, rtpi: int = 0) -> str:
     """Exports configfs device `dev` as LUN 0 of a tcm_loop target `naa.<wwn>`
-    with initiator port `naa.<ini_wwn>`; returns the SCSI disk (/dev/sdX)."""
+    with initiator port `naa.<ini_wwn>`; returns the SCSI disk (/dev/sdX).
+    tcm_loop TPGs are never enabled, so LIO gives them relative target port
+    id 0 unless `rtpi` sets one."""
     tpg = f"{LOOP}/naa.{wwn}/tpgt_1"
+    node.run(f"modprobe tcm_loop && mkdir -p {tpg}/lun")
+    if rtpi:
+        node.run(f"echo {rtpi} > {tpg}/rtpi")
     # The nexus first: linking the LUN makes tcm_loop scan it.
-    node.run(f"modprobe tcm_loop && mkdir -p {tpg}/lun/lun_0 && "
+    node.run(f"mkdir -p {tpg}/lun/lun_0 && "
              f"echo naa.{ini_wwn} > {tpg}/nexus && "
              f"ln -s {dev} {tpg}/lun/lun_0/{dev.rsplit('/', 1)[1]}")
     host = node.run(f"cat {tpg}/address").out.strip()  # "H:C:T"

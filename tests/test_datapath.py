@@ -19,10 +19,10 @@ def disk(node):
         d = lio.create_ha(node)
         yield node, lio.loopback_lun(node, d, "5001405000000001", "5001405000000101")
     finally:
-        teardown(node)
+        cleanup(node)
 
 
-def teardown(node: vm.Guest) -> None:
+def cleanup(node: vm.Guest) -> None:
     lio.clear_loopback(node)
     lio.clear_ha(node)
     node.run("dmsetup remove_all; rmmod tcm_loop; rmmod tcm_ha")
@@ -132,7 +132,7 @@ def bad_disk(node):
         d = lio.create_ha(node, control="dev=/dev/mapper/tcmhabad")
         yield node, lio.loopback_lun(node, d, "5001405000000002", "5001405000000102")
     finally:
-        teardown(node)
+        cleanup(node)
 
 
 def test_backing_errors_are_medium_errors(bad_disk):

@@ -21,13 +21,21 @@ def two_paths(node):
     vm.load_tcm_ha(node)
     try:
         d = lio.create_ha(node, serial=SERIAL)
-        a = lio.loopback_lun(node, d, "5001405000000a00", INI_A)
-        b = lio.loopback_lun(node, d, "5001405000000b00", INI_B)
-        yield node, a, b, d
+        a = lio.loopback_lun(node, d, "5001405000000a00", INI_A, rtpi=0x11)
+        b = lio.loopback_lun(node, d, "5001405000000b00", INI_B, rtpi=0x12)
+        # The tools use the SCSI generic nodes: closing a block device node
+        # opened for writing makes udev probe it (blkid READs), which would
+        # consume unit attentions meant for the test.
+        yield node, sg_of(node, a), sg_of(node, b), d
     finally:
         lio.clear_loopback(node)
         lio.clear_ha(node)
         node.run("rmmod tcm_loop; rmmod tcm_ha")
+
+
+def sg_of(g: vm.Guest, sd: str) -> str:
+    name = g.run(f"ls /sys/block/{sd.rsplit('/', 1)[1]}/device/scsi_generic").out.split()[0]
+    return f"/dev/{name}"
 
 
 def raw(g: vm.Guest, sd: str, cdb: str, extra: str = "") -> vm.Result:
@@ -46,7 +54,7 @@ def write1(g, sd):
 
 
 def rel_ports(g, sd):
-    out = g.run(f"sg_vpd -p di {sd}").out
+    out = g.run(f"sg_vpd -p 0x83 {sd}").out
     return int(re.search(r"Relative target port: 0x([0-9a-f]+)", out).group(1), 16)
 
 
@@ -62,21 +70,21 @@ def test_standard_inquiry_reports_implicit_alua(two_paths):
 
 def test_vpd_pages(two_paths):
     g, a, b, _ = two_paths
-    sp = g.run(f"sg_vpd -p sp {a}").out
+    sp = g.run(f"sg_vpd -p 0x0 {a}").out
     for page in ("Supported VPD pages", "Unit serial number", "Device identification",
                  "Block limits", "Block device characteristics", "Logical block provisioning"):
         assert page in sp, sp
-    assert SERIAL in g.run(f"sg_vpd -p sn {a}").out
-    di = g.run(f"sg_vpd -p di {a}").out
+    assert SERIAL in g.run(f"sg_vpd -p 0x80 {a}").out
+    di = g.run(f"sg_vpd -p 0x83 {a}").out
     assert "Target port group: 0x1" in di, di
     assert "NAA 6" in di, di
     assert "naa.5001405000000a00,t,0x0001" in di, di
     # The logical unit designator is the same through both paths, the
     # relative target ports differ.
-    naa = lambda sd: re.search(r"NAA 6.*?\n\s+(0x[0-9a-f]+)", g.run(f"sg_vpd -p di {sd}").out, re.S).group(1)
+    naa = lambda sd: re.search(r"\[(0x6[0-9a-f]{31})\]", g.run(f"sg_vpd -p 0x83 {sd}").out).group(1)
     assert naa(a) == naa(b)
     assert rel_ports(g, a) != rel_ports(g, b)
-    bl = g.run(f"sg_vpd -p bl {a}").out
+    bl = g.run(f"sg_vpd -p 0xb0 {a}").out
     assert "Maximum compare and write length: 1 blocks" in bl, bl
     assert "Maximum unmap LBA count:" in bl, bl
     # Unknown page: ILLEGAL REQUEST, invalid field in CDB.
@@ -144,9 +152,12 @@ def test_pr_register_reserve_conflict_release(two_paths):
     r = write1(g, b)
     assert r.rc != 0 and "Reservation Conflict" in r.out, r
     assert write1(g, a).rc == 0
-    # A wrong key conflicts; releasing with the holder's key works.
-    r = prout(g, b, "--release --param-rk=0x2222 --prout-type=1")
-    assert r.rc != 0, r
+    # RELEASE from a registrant that does not hold the reservation is GOOD
+    # and changes nothing (SPC-4 5.13.11.2); an unregistered key conflicts.
+    assert prout(g, b, "--release --param-rk=0x2222 --prout-type=1").rc == 0
+    assert "Key=0x1111" in g.run(f"sg_persist -n --in -r {b}").out
+    r = prout(g, b, "--release --param-rk=0x9999 --prout-type=1")
+    assert r.rc != 0 and "onflict" in r.out, r
     assert prout(g, a, "--release --param-rk=0x1111 --prout-type=1").rc == 0
     assert write1(g, b).rc == 0
     caps = g.run(f"sg_persist -n --in -c {a}").out

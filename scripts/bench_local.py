@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""make bench-local: the `ha` backstore against stock iblock on the same
+backing device (/dev/vdb of one guest), both exported through tcm_loop,
+measured alternately in one boot and printed side by side as ratios
+(issue 3: ha/iblock >= 0.97 IOPS, >= 0.98 MB/s). Under TCG absolute numbers
+mean little; the ratios are the result. Exits non-zero only on an error."""
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import lio  # noqa: E402
+import vm  # noqa: E402
+
+ROUNDS = int(__import__("os").environ.get("ROUNDS", "3"))
+RUNTIME = int(__import__("os").environ.get("RUNTIME", "10"))
+# name, fio arguments, metric, target ratio
+JOBS = [("4k randread QD32", "--rw=randread --bs=4k --iodepth=32", "iops", 0.97),
+        ("4k randwrite QD32", "--rw=randwrite --bs=4k --iodepth=32", "iops", 0.97),
+        ("1M seq read", "--rw=read --bs=1M --iodepth=8", "MB/s", 0.98),
+        ("1M seq write", "--rw=write --bs=1M --iodepth=8", "MB/s", 0.98)]
+
+
+def export(g: vm.Guest, backend: str) -> str:
+    """Creates the backend's device on /dev/vdb and exports it; returns /dev/sdX."""
+    if backend == "iblock":
+        d = f"{lio.CORE}/iblock_0/bench"
+        g.run(f"mkdir -p {d} && echo -n udev_path=/dev/vdb > {d}/control && echo 1 > {d}/enable")
+    else:
+        d = lio.create_ha(g, name="bench")
+    return lio.loopback_lun(g, d, "5001405000000e00", "5001405000000e01")
+
+
+def unexport(g: vm.Guest) -> None:
+    lio.clear_loopback(g)
+    g.run(f"rmdir {lio.CORE}/iblock_0/bench {lio.CORE}/iblock_0 2>/dev/null; true")
+    lio.clear_ha(g)
+
+
+def fio(g: vm.Guest, sd: str, args: str, metric: str) -> float:
+    r = g.run(f"fio --name=b --filename={sd} --direct=1 --ioengine=libaio {args} --size=192M "
+              f"--time_based --runtime={RUNTIME} --ramp_time=2 --output-format=json", timeout=600)
+    job = json.loads(r.out[r.out.index("{"):])["jobs"][0]
+    side = job["read"] if job["read"]["io_bytes"] else job["write"]
+    return side["iops"] if metric == "iops" else side["bw_bytes"] / 1e6
+
+
+def main() -> int:
+    t0 = time.time()
+    out = vm.REPO / "tests" / "out" / ("bench-local-" + time.strftime("%Y%m%d-%H%M%S"))
+    accel = vm.probe_accel()
+    bed = vm.Bed(out)
+    g = bed.guest("nodea")
+    g.add_disk(256)
+    print(f"[bench-local] booting one node ({accel}); {ROUNDS} rounds x {len(JOBS)} jobs x "
+          f"{RUNTIME}s per backend")
+    results = {b: {j[0]: [] for j in JOBS} for b in ("iblock", "ha")}
+    try:
+        bed.start(accel)
+        vm.load_tcm_ha(g)
+        g.run("modprobe tcm_loop; dd if=/dev/urandom of=/dev/vdb bs=1M count=192 oflag=direct")
+        for rnd in range(ROUNDS):
+            # Alternate the order so drift in the host's speed hits both alike.
+            for backend in (("iblock", "ha") if rnd % 2 == 0 else ("ha", "iblock")):
+                sd = export(g, backend)
+                try:
+                    for name, args, metric, _ in JOBS:
+                        v = fio(g, sd, args, metric)
+                        results[backend][name].append(v)
+                        print(f"[bench-local] round {rnd + 1} {backend:6} {name:18} {v:10.1f} {metric}",
+                              flush=True)
+                finally:
+                    unexport(g)
+        g.run("rmmod tcm_loop; rmmod tcm_ha")
+        splat = vm.splats(g.new_console())
+        if splat:
+            print("[bench-local] kernel splat:\n" + "\n".join(splat))
+            return 1
+    finally:
+        bed.stop()
+    rows = []
+    print(f"\n| job | metric | iblock (median) | ha (median) | ha/iblock | target |")
+    print("|---|---|---|---|---|---|")
+    for name, _, metric, target in JOBS:
+        ib = statistics.median(results["iblock"][name])
+        ha = statistics.median(results["ha"][name])
+        ratio = ha / ib if ib else 0.0
+        rows.append({"job": name, "metric": metric, "iblock": results["iblock"][name],
+                     "ha": results["ha"][name], "ratio": ratio, "target": target})
+        mark = "met" if ratio >= target else "MISSED"
+        print(f"| {name} | {metric} | {ib:.1f} | {ha:.1f} | {ratio:.3f} | >= {target} ({mark}) |")
+    dest = vm.REPO / "bench" / "results-local.json"
+    dest.write_text(json.dumps({"accel": accel, "rounds": ROUNDS, "runtime_s": RUNTIME,
+                                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "jobs": rows}, indent=1) + "\n")
+    print(f"\n[bench-local] done in {time.time() - t0:.0f}s; results in {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
