@@ -77,11 +77,12 @@ def test_vpd_pages(two_paths):
     assert SERIAL in g.run(f"sg_vpd -p 0x80 {a}").out
     di = g.run(f"sg_vpd -p 0x83 {a}").out
     assert "Target port group: 0x1" in di, di
-    assert "NAA 6" in di, di
+    assert re.search(r"designator type: NAA,.*\n\s+0x6001405", di), di
     assert "naa.5001405000000a00,t,0x0001" in di, di
     # The logical unit designator is the same through both paths, the
     # relative target ports differ.
-    naa = lambda sd: re.search(r"\[(0x6[0-9a-f]{31})\]", g.run(f"sg_vpd -p 0x83 {sd}").out).group(1)
+    naa = lambda sd: re.search(r"designator type: NAA,.*\n\s+(0x6[0-9a-f]{31})",
+                               g.run(f"sg_vpd -p 0x83 {sd}").out).group(1)
     assert naa(a) == naa(b)
     assert rel_ports(g, a) != rel_ports(g, b)
     bl = g.run(f"sg_vpd -p 0xb0 {a}").out
