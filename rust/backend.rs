@@ -6,19 +6,10 @@
 use core::fmt::Write;
 use kernel::{new_mutex, prelude::*, str::CString, sync::Mutex};
 
+use crate::configfs::Core;
 use crate::core_logic::control::{self, Param, Role};
 use crate::lio::{BdevFile, HwAttribs, Page};
 use crate::scsi::Scsi;
-
-/// Shows a value of the plain-Rust core (which implements `core::fmt::Display`)
-/// through the kernel's `Display`.
-struct Core<T>(T);
-
-impl<T: core::fmt::Display> kernel::fmt::Display for Core<T> {
-    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
-        core::fmt::Display::fmt(&self.0, f)
-    }
-}
 
 /// A C string as text for messages (configfs names and paths are UTF-8 here:
 /// they come from `&str` or were checked by `set_params`).

@@ -252,6 +252,7 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
             (*dev).dev_attrib.is_nonrot = hw.nonrot;
         }
         d.io.store(hw.io.raw(), core::sync::atomic::Ordering::Release);
+        crate::configfs::NODE.device_added();
         Ok(0)
     })
 }
@@ -261,6 +262,8 @@ unsafe extern "C" fn destroy_device(dev: *mut b::se_device) {
     let d = unsafe { Device::from_se_dev(dev) };
     d.io.store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
     d.inner.destroy();
+    // Every `destroy_device` follows a successful `configure_device`.
+    crate::configfs::NODE.device_gone();
 }
 
 unsafe extern "C" fn free_rcu(head: *mut kb::callback_head) {

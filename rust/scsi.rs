@@ -9,9 +9,10 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
+use crate::configfs::NODE;
 use crate::core_logic::control::Role;
 use crate::core_logic::scsi::{
-    alua::{self, HaMode, HaView, Link, PeerRole},
+    alua::{self, HaView, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
     io::Completion,
     nexus::{self, UaQueue},
@@ -141,15 +142,17 @@ impl Scsi {
         self.role.store(v, Ordering::Relaxed);
     }
 
-    /// The inputs of CTL's state table for this LUN. Until the node has an
-    /// interlink (`ha_peer` empty) the link is offline: a primary LUN is
+    /// The inputs of CTL's state table for this LUN: the node's mode and
+    /// link, the LUN's role (its override, else the node's `ha_role`).
+    /// Without an interlink the link is offline: a primary LUN is
     /// Active/Optimized, a secondary one Unavailable (Active/Unavailable).
     pub(crate) fn view(&self) -> HaView {
         let local = match self.role.load(Ordering::Relaxed) {
+            1 => Role::Primary,
             2 => Role::Secondary,
-            _ => Role::Primary,
+            _ => NODE.role(),
         };
-        HaView { mode: HaMode::ActiveStandby, link: Link::Offline, local, peer: PeerRole::Unknown }
+        HaView { mode: NODE.mode(), link: NODE.link(), local, peer: PeerRole::Unknown }
     }
 
     /// Peripheral qualifier for INQUIRY data.
@@ -191,7 +194,7 @@ impl Scsi {
 
     /// The target port group of this node's ports.
     pub(crate) fn tpg_id(&self) -> u16 {
-        alua::node_tpg_id(0)
+        alua::node_tpg_id(NODE.ha_id())
     }
 
     /// REPORT TARGET PORT GROUPS: this node's group with `ports` in the

@@ -9,6 +9,7 @@
 use kernel::prelude::*;
 
 mod backend;
+mod configfs;
 mod lio;
 mod scsi;
 
@@ -29,24 +30,34 @@ module! {
     license: "GPL",
 }
 
+#[pin_data(PinnedDrop)]
 struct TcmHa {
+    /// `/sys/kernel/config/tcm_ha/`: the node's HA settings.
+    #[pin]
+    _node: kernel::configfs::Subsystem<configfs::Node>,
     _backend: lio::Registration,
 }
 
-impl kernel::Module for TcmHa {
-    fn init(module: &'static ThisModule) -> Result<Self> {
-        let backend = lio::Registration::register(module)?;
-        pr_info!(
-            "version {} loaded: backstore 'ha' registered (protocol {})\n",
-            VERSION,
-            core_logic::PROTOCOL_VERSION
-        );
-        Ok(TcmHa { _backend: backend })
+impl kernel::InPlaceModule for TcmHa {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(TcmHa {
+            _node <- configfs::subsystem(),
+            _backend: {
+                let backend = lio::Registration::register(module)?;
+                pr_info!(
+                    "version {} loaded: backstore 'ha' registered (protocol {})\n",
+                    VERSION,
+                    core_logic::PROTOCOL_VERSION
+                );
+                backend
+            },
+        })
     }
 }
 
-impl Drop for TcmHa {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl PinnedDrop for TcmHa {
+    fn drop(self: Pin<&mut Self>) {
         pr_info!("unloaded\n");
     }
 }

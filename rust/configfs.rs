@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The node's HA settings: `/sys/kernel/config/tcm_ha/` (issue 4,
+//! requirement 1). Parsing and validation are the core's (`core::node`);
+//! this file keeps the values and publishes what the data path reads in
+//! [`NODE`] (atomics, read without locks from command context).
+
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use kernel::{
+    configfs::{self, AttributeOperations},
+    configfs_attrs,
+    fmt::Write as _,
+    new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::Mutex,
+};
+
+use crate::core_logic::control::Role;
+use crate::core_logic::node::{self, Peer};
+use crate::core_logic::scsi::alua::{HaMode, Link};
+
+/// Shows a value of the plain-Rust core (`core::fmt::Display`) through the
+/// kernel's formatting.
+pub(crate) struct Core<T>(pub(crate) T);
+
+impl<T: core::fmt::Display> kernel::fmt::Display for Core<T> {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Node settings the data path reads.
+pub(crate) struct NodeState {
+    ha_id: AtomicU8,
+    mode: AtomicU8,
+    role: AtomicU8,
+    link: AtomicU8,
+    /// Enabled `ha` devices: `ha_id` and `ha_mode` cannot change while
+    /// any exists.
+    devices: AtomicUsize,
+}
+
+/// The node's settings.
+pub(crate) static NODE: NodeState = NodeState {
+    ha_id: AtomicU8::new(0),
+    mode: AtomicU8::new(HaMode::ActiveStandby as u8),
+    role: AtomicU8::new(0),
+    link: AtomicU8::new(0),
+    devices: AtomicUsize::new(0),
+};
+
+impl NodeState {
+    /// `ha_id`: 0 (not in HA), 1 or 2.
+    pub(crate) fn ha_id(&self) -> u8 {
+        self.ha_id.load(Ordering::Relaxed)
+    }
+
+    /// `ha_mode`.
+    pub(crate) fn mode(&self) -> HaMode {
+        HaMode::from_u32(u32::from(self.mode.load(Ordering::Relaxed))).unwrap_or(HaMode::ActiveStandby)
+    }
+
+    /// The node's default role for its LUNs (`ha_role`).
+    pub(crate) fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            1 => Role::Secondary,
+            _ => Role::Primary,
+        }
+    }
+
+    /// The interlink state.
+    pub(crate) fn link(&self) -> Link {
+        match self.link.load(Ordering::Relaxed) {
+            2 => Link::Online,
+            1 => Link::Connecting,
+            _ => Link::Offline,
+        }
+    }
+
+    /// Counts an enabled device (until [`NodeState::device_gone`]).
+    pub(crate) fn device_added(&self) {
+        self.devices.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a device enabled before.
+    pub(crate) fn device_gone(&self) {
+        self.devices.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn devices(&self) -> usize {
+        self.devices.load(Ordering::Relaxed)
+    }
+}
+
+/// Settings that only configfs reads.
+struct Private {
+    peer: Peer,
+    key: KVec<u8>,
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.key.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+/// Data of the `tcm_ha` configfs subsystem.
+#[pin_data]
+pub(crate) struct Node {
+    #[pin]
+    private: Mutex<Private>,
+}
+
+/// The `tcm_ha` configfs subsystem.
+pub(crate) fn subsystem() -> impl PinInit<configfs::Subsystem<Node>, Error> {
+    let item_type = configfs_attrs! {
+        container: configfs::Subsystem<Node>,
+        data: Node,
+        attributes: [
+            ha_id: 0,
+            ha_mode: 1,
+            ha_peer: 2,
+            ha_role: 3,
+            ha_key: 4,
+            ha_link: 5,
+            stats: 6,
+        ],
+    };
+    configfs::Subsystem::new(
+        c"tcm_ha",
+        item_type,
+        try_pin_init!(Node {
+            private <- new_mutex!(Private { peer: Peer::None, key: KVec::new() }),
+        }),
+    )
+}
+
+/// The text of a configfs write.
+fn text(page: &[u8]) -> Result<&str> {
+    core::str::from_utf8(page).map_err(|_| {
+        pr_err!("configfs: value is not UTF-8\n");
+        EINVAL
+    })
+}
+
+/// Writes `args` into a configfs page.
+fn show_fmt(page: &mut [u8; PAGE_SIZE], args: kernel::fmt::Arguments<'_>) -> Result<usize> {
+    let mut w = kernel::str::Formatter::new(page);
+    w.write_fmt(args)?;
+    Ok(w.bytes_written())
+}
+
+/// Refuses a change of `attr` while `ha` devices are enabled.
+fn refuse_while_devices(attr: &str, changed: bool) -> Result {
+    let n = NODE.devices();
+    if changed && n > 0 {
+        pr_err!("{}: cannot change while {} ha device(s) are enabled: disable them first\n", attr, n);
+        return Err(EBUSY);
+    }
+    Ok(())
+}
+
+#[vtable]
+impl AttributeOperations<0> for Node {
+    type Data = Node;
+
+    fn show(_this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", NODE.ha_id()))
+    }
+
+    fn store(this: &Node, page: &[u8]) -> Result {
+        let v = node::parse_ha_id(text(page)?).map_err(|e| {
+            pr_err!("{}\n", Core(e));
+            EINVAL
+        })?;
+        let _guard = this.private.lock();
+        refuse_while_devices("ha_id", v != NODE.ha_id())?;
+        NODE.ha_id.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<1> for Node {
+    type Data = Node;
+
+    fn show(_this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", NODE.mode() as u8))
+    }
+
+    fn store(this: &Node, page: &[u8]) -> Result {
+        let v = node::parse_ha_mode(text(page)?).map_err(|e| {
+            pr_err!("{}\n", Core(e));
+            EINVAL
+        })?;
+        let _guard = this.private.lock();
+        refuse_while_devices("ha_mode", v != NODE.mode())?;
+        NODE.mode.store(v as u8, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<2> for Node {
+    type Data = Node;
+
+    fn show(this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let peer = this.private.lock().peer;
+        show_fmt(page, fmt!("{}\n", Core(peer)))
+    }
+
+    fn store(this: &Node, page: &[u8]) -> Result {
+        let v = node::parse_peer(text(page)?).map_err(|e| {
+            pr_err!("{}\n", Core(e));
+            EINVAL
+        })?;
+        let mut p = this.private.lock();
+        if p.peer != v {
+            p.peer = v;
+            match v {
+                Peer::None => pr_info!("ha_peer cleared: no interlink (active/unavailable)\n"),
+                _ => pr_info!("ha_peer set to '{}'\n", Core(v)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<3> for Node {
+    type Data = Node;
+
+    fn show(_this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("{}\n", NODE.role().as_str()))
+    }
+
+    fn store(_this: &Node, page: &[u8]) -> Result {
+        let v = node::parse_role(text(page)?).map_err(|e| {
+            pr_err!("{}\n", Core(e));
+            EINVAL
+        })?;
+        let code = match v {
+            Role::Primary => 0,
+            Role::Secondary => 1,
+        };
+        if NODE.role.swap(code, Ordering::Relaxed) != code {
+            pr_info!("node role: {}\n", v.as_str());
+        }
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<4> for Node {
+    type Data = Node;
+
+    /// The key is never shown, only whether one is set.
+    fn show(this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let set = !this.private.lock().key.is_empty();
+        show_fmt(page, fmt!("{}\n", if set { "(set)" } else { "(not set)" }))
+    }
+
+    fn store(this: &Node, page: &[u8]) -> Result {
+        let k = node::parse_key(page).map_err(|e| {
+            pr_err!("{}\n", Core(e));
+            EINVAL
+        })?;
+        let mut fresh = KVec::with_capacity(k.len(), GFP_KERNEL)?;
+        fresh.extend_from_slice(k, GFP_KERNEL)?;
+        let mut p = this.private.lock();
+        p.key.iter_mut().for_each(|b| *b = 0);
+        p.key = fresh;
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AttributeOperations<5> for Node {
+    type Data = Node;
+
+    fn show(this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let peer = this.private.lock().peer;
+        let state = match NODE.link() {
+            Link::Offline => "offline",
+            Link::Connecting => "connecting",
+            Link::Online => "online",
+        };
+        match peer {
+            Peer::None => show_fmt(page, fmt!("{}\n", state)),
+            _ => show_fmt(page, fmt!("{} (the interlink transport is not implemented yet)\n", state)),
+        }
+    }
+}
+
+#[vtable]
+impl AttributeOperations<6> for Node {
+    type Data = Node;
+
+    fn show(_this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        show_fmt(page, fmt!("devices: {}\n", NODE.devices()))
+    }
+}
