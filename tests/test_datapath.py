@@ -147,3 +147,20 @@ def test_backing_errors_are_medium_errors(bad_disk):
     # Blocks around the bad range still work, and the error was logged.
     g.run(f"sg_raw -r 512 {sd} 28 00 00 00 0f ff 00 00 01 00")
     assert "tcm_ha: IO error: block status 10 on read" in g.run("dmesg").out
+
+
+def test_lifecycle_abuse_while_exported(disk):
+    """Enable twice, delete while exported, rmmod while in use: each is
+    refused with an error and the LUN keeps working."""
+    g, sd = disk
+    d = f"{lio.CORE}/ha_0/d0"
+    r = g.run(f"echo 1 > {d}/enable", check=False)
+    assert r.rc != 0, r
+    r = g.run(f"rmdir {d}", check=False)
+    assert r.rc != 0 and ("busy" in r.err.lower() or "not empty" in r.err.lower()), r
+    r = g.run("rmmod tcm_ha", check=False)
+    assert r.rc != 0 and "in use" in r.err, r
+    r = g.run(f"echo -n dev=/dev/vdc > {d}/control", check=False)
+    assert r.rc != 0 and "busy" in r.err.lower(), r
+    g.run(f"dd if=/dev/urandom of={sd} bs=4k count=16 oflag=direct && "
+          f"dd if={sd} of=/dev/null bs=4k count=16 iflag=direct")
