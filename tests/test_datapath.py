@@ -164,3 +164,13 @@ def test_lifecycle_abuse_while_exported(disk):
     assert r.rc != 0 and "busy" in r.err.lower(), r
     g.run(f"dd if=/dev/urandom of={sd} bs=4k count=16 oflag=direct && "
           f"dd if={sd} of=/dev/null bs=4k count=16 iflag=direct")
+
+
+def test_zero_length_transfers_complete(disk):
+    """READ/WRITE with a transfer length of 0 blocks are GOOD (and return
+    at once: no bio reaches the device, but the command completes)."""
+    g, sd = disk
+    for cdb in ("28 00 00 00 00 10 00 00 00 00", "2a 00 00 00 00 10 00 00 00 00",
+                "2a 08 00 00 00 10 00 00 00 00", "88 00 00 00 00 00 00 00 00 10 00 00 00 00 00 00"):
+        r = g.run(f"sg_raw {sd} {cdb} 2>&1", timeout=60, check=False)
+        assert r.rc == 0 and "Good" in r.out, r

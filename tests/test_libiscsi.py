@@ -2,6 +2,7 @@
 (issue 3, tests): the SCSI families that apply to a disk backstore, with
 two initiator names so the PR suites see two I_T nexuses. The pass/fail
 counts are printed; every failure must be a known, explained one."""
+import os
 import re
 
 import pytest
@@ -13,6 +14,8 @@ URL = f"iscsi://127.0.0.1/{lio.TARGET_IQN}/0"
 INI1 = "iqn.2026-11.org.tcm-ha:libiscsi-1"
 INI2 = "iqn.2026-11.org.tcm-ha:libiscsi-2"
 
+# The SCSI families that apply to a disk backstore. Under TCG the full list
+# takes most of an hour, so `make check` runs QUICK; LIBISCSI_FULL=1 runs all.
 FAMILIES = ["Read6", "Read10", "Read12", "Read16", "Write10", "Write12", "Write16",
             "WriteVerify10", "WriteVerify12", "WriteVerify16", "Verify10", "Verify12",
             "Verify16", "Unmap", "WriteSame10", "WriteSame16", "CompareAndWrite",
@@ -20,6 +23,10 @@ FAMILIES = ["Read6", "Read10", "Read12", "Read16", "Write10", "Write12", "Write1
             "ProutRegister", "ProutReserve", "ProutClear", "ProutPreempt",
             "PrinReadKeys", "PrinServiceactionRange", "PrinReportCapabilities",
             "TestUnitReady", "SynchronizeCache10", "SynchronizeCache16"]
+QUICK = ["Read10", "Write16", "Unmap", "WriteSame16", "CompareAndWrite", "Inquiry",
+         "ReadCapacity16", "ReportTargetPortGroups", "ProutRegister", "ProutReserve",
+         "ProutClear", "ProutPreempt", "PrinReadKeys", "PrinServiceactionRange",
+         "PrinReportCapabilities", "TestUnitReady", "SynchronizeCache10"]
 
 # Tests expected to fail, with the reason (kept in step with the issue note).
 KNOWN = {}
@@ -53,11 +60,12 @@ def run_suite(g: vm.Guest, tests: str) -> tuple[dict, list[str], str]:
 
 def test_libiscsi_scsi_families(iscsi_ha):
     g = iscsi_ha
-    tests = ",".join(f"SCSI.{f}" for f in FAMILIES)
+    families = FAMILIES if os.environ.get("LIBISCSI_FULL") == "1" else QUICK
+    tests = ",".join(f"SCSI.{f}" for f in families)
     counts, failed, out = run_suite(g, tests)
     print(f"\n[libiscsi] {counts}")
     for name in failed:
         print(f"[libiscsi] FAILED {name}: {KNOWN.get(name, 'unexpected')}")
-    assert counts["ran"] > 50, out[-3000:]
+    assert counts["ran"] >= 2 * len(families), out[-3000:]
     unexpected = [f for f in failed if f not in KNOWN]
     assert not unexpected, out[-6000:]

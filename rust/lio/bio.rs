@@ -134,7 +134,7 @@ impl Bdev {
 
     /// Submits `segs` starting at 512-byte `sector` with operation `opf` as
     /// chained bios; `end_io` runs once with `private` after the last one
-    /// completes, also on error. `Err` means nothing was submitted and
+    /// completes, also on error and for an empty `segs` (at once). `Err` means nothing was submitted and
     /// `end_io` will not run.
     pub(crate) fn submit(
         self,
@@ -188,7 +188,11 @@ impl Bdev {
             let last = bio.as_ptr();
             (*last).bi_private = private;
             (*last).bi_end_io = Some(end_io);
-            if status == blk::OK {
+            // No segment at all (a zero-length transfer): nothing to send
+            // to the device, but `end_io` must still run once, or the
+            // command would never complete.
+            let empty = (*last).bi_vcnt == 0;
+            if status == blk::OK && !empty {
                 kb::submit_bio(last);
             } else {
                 (*last).bi_status = status;

@@ -313,6 +313,14 @@ unsafe extern "C" fn execute_rw(
         (true, false) => bio::OP_WRITE,
         (true, true) => bio::OP_WRITE | bio::FUA,
     };
+    if nents == 0 && opf & bio::FUA != 0 {
+        // A zero-length FUA write still asks for what is cached to be on
+        // the medium.
+        return match dev.flush(cmd.cast(), flush_done) {
+            Ok(()) => reason::NONE,
+            Err(_) => reason::OUT_OF_RESOURCES,
+        };
+    }
     let sector = c.sectors(c.lba());
     // SAFETY: LIO's scatterlist of `nents` entries for this command.
     let segs = unsafe { bio::SgIter::new(sgl, nents) };
