@@ -151,6 +151,14 @@ fn show_fmt(page: &mut [u8; PAGE_SIZE], args: kernel::fmt::Arguments<'_>) -> Res
     Ok(w.bytes_written())
 }
 
+/// A parsed value, or `EINVAL` after a dmesg line naming attribute and value.
+fn parsed<T>(r: core::result::Result<T, node::NodeError<'_>>) -> Result<T> {
+    r.map_err(|e| {
+        pr_err!("{}\n", Core(e));
+        EINVAL
+    })
+}
+
 /// Refuses a change of `attr` while `ha` devices are enabled.
 fn refuse_while_devices(attr: &str, changed: bool) -> Result {
     let n = NODE.devices();
@@ -170,10 +178,7 @@ impl AttributeOperations<0> for Node {
     }
 
     fn store(this: &Node, page: &[u8]) -> Result {
-        let v = node::parse_ha_id(text(page)?).map_err(|e| {
-            pr_err!("{}\n", Core(e));
-            EINVAL
-        })?;
+        let v = parsed(node::parse_ha_id(text(page)?))?;
         let _guard = this.private.lock();
         refuse_while_devices("ha_id", v != NODE.ha_id())?;
         NODE.ha_id.store(v, Ordering::Relaxed);
@@ -190,10 +195,7 @@ impl AttributeOperations<1> for Node {
     }
 
     fn store(this: &Node, page: &[u8]) -> Result {
-        let v = node::parse_ha_mode(text(page)?).map_err(|e| {
-            pr_err!("{}\n", Core(e));
-            EINVAL
-        })?;
+        let v = parsed(node::parse_ha_mode(text(page)?))?;
         let _guard = this.private.lock();
         refuse_while_devices("ha_mode", v != NODE.mode())?;
         NODE.mode.store(v as u8, Ordering::Relaxed);
@@ -211,10 +213,7 @@ impl AttributeOperations<2> for Node {
     }
 
     fn store(this: &Node, page: &[u8]) -> Result {
-        let v = node::parse_peer(text(page)?).map_err(|e| {
-            pr_err!("{}\n", Core(e));
-            EINVAL
-        })?;
+        let v = parsed(node::parse_peer(text(page)?))?;
         let mut p = this.private.lock();
         if p.peer != v {
             p.peer = v;
@@ -236,10 +235,7 @@ impl AttributeOperations<3> for Node {
     }
 
     fn store(_this: &Node, page: &[u8]) -> Result {
-        let v = node::parse_role(text(page)?).map_err(|e| {
-            pr_err!("{}\n", Core(e));
-            EINVAL
-        })?;
+        let v = parsed(node::parse_role(text(page)?))?;
         let code = match v {
             Role::Primary => 0,
             Role::Secondary => 1,
@@ -262,10 +258,7 @@ impl AttributeOperations<4> for Node {
     }
 
     fn store(this: &Node, page: &[u8]) -> Result {
-        let k = node::parse_key(page).map_err(|e| {
-            pr_err!("{}\n", Core(e));
-            EINVAL
-        })?;
+        let k = parsed(node::parse_key(page))?;
         let mut fresh = KVec::with_capacity(k.len(), GFP_KERNEL)?;
         fresh.extend_from_slice(k, GFP_KERNEL)?;
         let mut p = this.private.lock();

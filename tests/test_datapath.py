@@ -28,6 +28,11 @@ def cleanup(node: vm.Guest) -> None:
     node.run("dmsetup remove_all; rmmod tcm_loop; rmmod tcm_ha")
 
 
+def md5(g: vm.Guest, dev: str, bs, skip: int, count: int) -> str:
+    """md5sum line of `count` blocks of `bs` at block `skip` of `dev`, read direct."""
+    return g.run(f"dd if={dev} bs={bs} skip={skip} count={count} iflag=direct 2>/dev/null | md5sum").out
+
+
 def fio(g: vm.Guest, dev: str, rw: str, bs: str, size: str = "32M", extra: str = "") -> None:
     r = g.run(f"fio --name=v --filename={dev} --direct=1 --ioengine=libaio --iodepth=16 "
               f"--rw={rw} --bs={bs} --size={size} --verify=crc32c --do_verify=1 "
@@ -47,7 +52,7 @@ def test_data_lands_on_backing_device(disk):
     g, sd = disk
     g.run(f"head -c 4M /dev/urandom > /tmp/p && dd if=/tmp/p of={sd} bs=1M seek=7 oflag=direct")
     back = g.run("dd if=/dev/vdb bs=1M skip=7 count=4 iflag=direct 2>/dev/null | md5sum").out
-    front = g.run(f"dd if={sd} bs=1M skip=7 count=4 iflag=direct 2>/dev/null | md5sum").out
+    front = md5(g, sd, "1M", 7, 4)
     want = g.run("md5sum < /tmp/p").out
     assert back.split()[0] == want.split()[0] == front.split()[0]
 
@@ -67,7 +72,7 @@ def test_sync_cache_and_fua(disk):
     g.run("head -c 512 /dev/urandom > /tmp/b")
     g.run(f"sg_raw -s 512 -i /tmp/b {sd} 2a 08 00 00 00 10 00 00 01 00")
     g.run(f"sg_raw -s 512 -i /tmp/b {sd} 8a 08 00 00 00 00 00 00 00 11 00 00 00 01 00 00")
-    got = g.run("dd if=/dev/vdb bs=512 skip=16 count=2 iflag=direct 2>/dev/null | md5sum").out
+    got = md5(g, "/dev/vdb", 512, 16, 2)
     want = g.run("cat /tmp/b /tmp/b | md5sum").out
     assert got.split()[0] == want.split()[0]
 
@@ -76,7 +81,7 @@ def test_write_verify(disk):
     g, sd = disk
     g.run("head -c 4096 /dev/urandom > /tmp/wv")
     g.run(f"sg_write_verify --lba=100 --num=8 --in=/tmp/wv {sd}")
-    got = g.run("dd if=/dev/vdb bs=512 skip=100 count=8 iflag=direct 2>/dev/null | md5sum").out
+    got = md5(g, "/dev/vdb", 512, 100, 8)
     assert got.split()[0] == g.run("md5sum < /tmp/wv").out.split()[0]
 
 
@@ -84,12 +89,12 @@ def test_write_same(disk):
     g, sd = disk
     g.run("head -c 512 /dev/urandom > /tmp/ws && for i in $(seq 300); do cat /tmp/ws; done > /tmp/ws300")
     g.run(f"sg_write_same --16 --lba=2000 --num=300 --in=/tmp/ws {sd}")
-    got = g.run("dd if=/dev/vdb bs=512 skip=2000 count=300 iflag=direct 2>/dev/null | md5sum").out
+    got = md5(g, "/dev/vdb", 512, 2000, 300)
     assert got.split()[0] == g.run("md5sum < /tmp/ws300").out.split()[0]
     # Zeroes (the write-zeroes path) over the same range.
     g.run("head -c 512 /dev/zero > /tmp/z")
     g.run(f"sg_write_same --10 --lba=2000 --num=300 --in=/tmp/z {sd}")
-    got = g.run("dd if=/dev/vdb bs=512 skip=2000 count=300 iflag=direct 2>/dev/null | md5sum").out
+    got = md5(g, "/dev/vdb", 512, 2000, 300)
     assert got.split()[0] == g.run("head -c 153600 /dev/zero | md5sum").out.split()[0]
 
 
@@ -112,12 +117,12 @@ def test_compare_and_write(disk):
     g.run("cat /tmp/old /tmp/new > /tmp/caw1 && cat /tmp/new /tmp/old > /tmp/caw2")
     # Matching compare: the new data is written.
     g.run(f"sg_compare_and_write --lba=3000 --num=1 --in=/tmp/caw1 {sd}")
-    got = g.run("dd if=/dev/vdb bs=512 skip=3000 count=1 iflag=direct 2>/dev/null | md5sum").out
+    got = md5(g, "/dev/vdb", 512, 3000, 1)
     assert got.split()[0] == g.run("md5sum < /tmp/new").out.split()[0]
     # The compare now fails (the block holds "new", we compare with "old").
     r = g.run(f"sg_compare_and_write --lba=3000 --num=1 --in=/tmp/caw1 {sd}", check=False)
     assert r.rc == 14, r  # sg3_utils: SG_LIB_CAT_MISCOMPARE
-    got = g.run("dd if=/dev/vdb bs=512 skip=3000 count=1 iflag=direct 2>/dev/null | md5sum").out
+    got = md5(g, "/dev/vdb", 512, 3000, 1)
     assert got.split()[0] == g.run("md5sum < /tmp/new").out.split()[0]
 
 
