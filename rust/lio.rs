@@ -319,6 +319,9 @@ unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     crate::core_logic::scsi::io::last_lba(sectors, bs)
 }
 
+/// Largest UNMAP (and WRITE SAME with UNMAP) range advertised in VPD 0xB0.
+const MAX_UNMAP_LBAS: u32 = 1 << 20;
+
 unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
     // SAFETY: LIO passes a device from `alloc_device`, configured or being
     // configured.
@@ -335,6 +338,10 @@ unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
         // enables them when the device supports deletes).
         attrib.emulate_tpu = true;
         attrib.emulate_tpws = true;
+        // A virtio or NVMe device advertises up to 4 Gi sectors per discard;
+        // one UNMAP descriptor that large takes minutes on a slow backend
+        // and initiators (and libiscsi) treat > 1 Mi blocks as bogus.
+        attrib.max_unmap_lba_count = attrib.max_unmap_lba_count.min(MAX_UNMAP_LBAS);
     }
     discard
 }

@@ -25,6 +25,9 @@ def test_agent_reports_exit_status_and_output(trio):
     assert (r.rc, r.out, r.err) == (7, "out\n", "err\n")
     assert a.run("hostname").out.strip() == "nodea"
     assert "nodeb" in trio.guests["nodeb"].run("cat /etc/iscsi/initiatorname.iscsi").out
+    # Longer than one virtio-serial write (32 KiB): the reply arrives whole.
+    big = a.run("head -c 300000 /dev/zero | tr '\\0' x; echo; echo end").out
+    assert big == "x" * 300000 + "\nend\n"
 
 
 def test_splat_detection_sees_a_warning():

@@ -441,13 +441,17 @@ unsafe extern "C" fn gate(cmd: *mut b::se_cmd) -> b::sense_reason_t {
 /// Parses a CDB with LIO's SBC parser and our data-path operations, takes
 /// over the SPC commands the backstore owns, and gates execution.
 pub(crate) unsafe extern "C" fn parse_cdb(cmd: *mut b::se_cmd) -> b::sense_reason_t {
-    // SAFETY: LIO passes a live command; the ops table is static.
+    // SAFETY: LIO passes a live command, not completed during parsing.
+    let c = unsafe { Cmd::from_raw(cmd) };
+    if c.as_ref().is_some_and(|c| io::caw_without_blocks(c.cdb(), c.data_length())) {
+        return reason::INVALID_CDB_FIELD;
+    }
+    // SAFETY: as above; the ops table is static.
     let r = unsafe { b::sbc_parse_cdb(cmd, EXEC_OPS.0.get()) };
     if r != reason::NONE {
         return r;
     }
-    // SAFETY: as above; not completed during parsing.
-    if let Some(c) = unsafe { Cmd::from_raw(cmd) } {
+    if let Some(c) = c {
         if let Some(f) = super::spc::emulation(c.cdb()) {
             c.set_exec(f);
         }

@@ -76,6 +76,17 @@ pub(crate) fn last_lba(sectors: u64, block_size: u32) -> u64 {
     (sectors / per_block).saturating_sub(1)
 }
 
+/// COMPARE AND WRITE whose 8-bit NUMBER OF LOGICAL BLOCKS is 0 while data
+/// is sent: the initiator meant more blocks than the field holds (256 wraps to
+/// 0), more than the MAXIMUM COMPARE AND WRITE LENGTH we report. LIO's size
+/// check would call it an invalid information unit; the field at fault is the
+/// CDB's, so the backstore answers INVALID FIELD IN CDB.
+pub(crate) fn caw_without_blocks(cdb: &[u8], data_length: usize) -> bool {
+    cdb.first() == Some(&super::opcode::COMPARE_AND_WRITE)
+        && cdb.get(13) == Some(&0)
+        && data_length != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +128,19 @@ mod tests {
         let mut b = [0u8; 512];
         b[511] = 1;
         assert!(!all_zero(&b));
+    }
+
+    #[test]
+    fn caw_with_wrapped_block_count() {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x89;
+        assert!(caw_without_blocks(&cdb, 2 * 256 * 512));
+        assert!(!caw_without_blocks(&cdb, 0));
+        cdb[13] = 1;
+        assert!(!caw_without_blocks(&cdb, 1024));
+        cdb[0] = 0x8a;
+        cdb[13] = 0;
+        assert!(!caw_without_blocks(&cdb, 1024));
+        assert!(!caw_without_blocks(&[], 1024));
     }
 }
