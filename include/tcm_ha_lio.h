@@ -29,4 +29,16 @@ struct page *tcm_ha_sg_page(struct scatterlist *sg);
 bool tcm_ha_ratelimit(void);
 unsigned int tcm_ha_dev_port_ids(struct se_device *dev, u16 *ids, unsigned int max);
 
+/* rust/helpers.c: the interlink's socket options, kthread_run() and HMAC. */
+struct socket;
+struct task_struct;
+struct hmac_sha256_ctx;
+void tcm_ha_sock_tune(struct socket *sock, unsigned int rcv_ms, unsigned int snd_ms);
+struct task_struct *tcm_ha_kthread_run(int (*fn)(void *), void *data, const char *name);
+bool tcm_ha_is_err(const void *ptr);
+long tcm_ha_ptr_err(const void *ptr);
+void tcm_ha_hmac_sha256_update(struct hmac_sha256_ctx *ctx, const u8 *data, size_t len);
+
+#include <linux/reboot.h>
+
 #endif /* TCM_HA_LIO_H */

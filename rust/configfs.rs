@@ -5,7 +5,7 @@
 //! this file keeps the values and publishes what the data path reads in
 //! [`NODE`] (atomics, read without locks from command context).
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use kernel::{
     configfs::{self, AttributeOperations},
     configfs_attrs,
@@ -13,12 +13,13 @@ use kernel::{
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use crate::core_logic::control::Role;
 use crate::core_logic::node::{self, Peer};
 use crate::core_logic::scsi::alua::{HaMode, Link};
+use crate::link::Interlink;
 
 /// Shows a value of the plain-Rust core (`core::fmt::Display`) through the
 /// kernel's formatting.
@@ -83,6 +84,16 @@ impl NodeState {
         self.devices.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Publishes the interlink state (the link thread).
+    pub(crate) fn set_link(&self, l: Link) {
+        let v = match l {
+            Link::Offline => 0,
+            Link::Connecting => 1,
+            Link::Online => 2,
+        };
+        self.link.store(v, Ordering::Relaxed);
+    }
+
     /// Uncounts a device enabled before.
     pub(crate) fn device_gone(&self) {
         self.devices.fetch_sub(1, Ordering::Relaxed);
@@ -93,27 +104,18 @@ impl NodeState {
     }
 }
 
-/// Settings that only configfs reads.
-struct Private {
-    peer: Peer,
-    key: KVec<u8>,
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        self.key.iter_mut().for_each(|b| *b = 0);
-    }
-}
-
 /// Data of the `tcm_ha` configfs subsystem.
 #[pin_data]
 pub(crate) struct Node {
+    /// Serialises the checks and updates of `ha_id` / `ha_mode`.
     #[pin]
-    private: Mutex<Private>,
+    lock: Mutex<()>,
+    /// Peer, key and state of the interlink.
+    link: Arc<Interlink>,
 }
 
 /// The `tcm_ha` configfs subsystem.
-pub(crate) fn subsystem() -> impl PinInit<configfs::Subsystem<Node>, Error> {
+pub(crate) fn subsystem(link: Arc<Interlink>) -> impl PinInit<configfs::Subsystem<Node>, Error> {
     let item_type = configfs_attrs! {
         container: configfs::Subsystem<Node>,
         data: Node,
@@ -131,7 +133,8 @@ pub(crate) fn subsystem() -> impl PinInit<configfs::Subsystem<Node>, Error> {
         c"tcm_ha",
         item_type,
         try_pin_init!(Node {
-            private <- new_mutex!(Private { peer: Peer::None, key: KVec::new() }),
+            lock <- new_mutex!(()),
+            link,
         }),
     )
 }
@@ -179,9 +182,11 @@ impl AttributeOperations<0> for Node {
 
     fn store(this: &Node, page: &[u8]) -> Result {
         let v = parsed(node::parse_ha_id(text(page)?))?;
-        let _guard = this.private.lock();
+        let _guard = this.lock.lock();
         refuse_while_devices("ha_id", v != NODE.ha_id())?;
-        NODE.ha_id.store(v, Ordering::Relaxed);
+        if NODE.ha_id.swap(v, Ordering::Relaxed) != v {
+            this.link.changed();
+        }
         Ok(())
     }
 }
@@ -196,9 +201,11 @@ impl AttributeOperations<1> for Node {
 
     fn store(this: &Node, page: &[u8]) -> Result {
         let v = parsed(node::parse_ha_mode(text(page)?))?;
-        let _guard = this.private.lock();
+        let _guard = this.lock.lock();
         refuse_while_devices("ha_mode", v != NODE.mode())?;
-        NODE.mode.store(v as u8, Ordering::Relaxed);
+        if NODE.mode.swap(v as u8, Ordering::Relaxed) != v as u8 {
+            this.link.changed();
+        }
         Ok(())
     }
 }
@@ -208,15 +215,12 @@ impl AttributeOperations<2> for Node {
     type Data = Node;
 
     fn show(this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let peer = this.private.lock().peer;
-        show_fmt(page, fmt!("{}\n", Core(peer)))
+        show_fmt(page, fmt!("{}\n", Core(this.link.peer())))
     }
 
     fn store(this: &Node, page: &[u8]) -> Result {
         let v = parsed(node::parse_peer(text(page)?))?;
-        let mut p = this.private.lock();
-        if p.peer != v {
-            p.peer = v;
+        if this.link.set_peer(v) {
             match v {
                 Peer::None => pr_info!("ha_peer cleared: no interlink (active/unavailable)\n"),
                 _ => pr_info!("ha_peer set to '{}'\n", Core(v)),
@@ -253,18 +257,13 @@ impl AttributeOperations<4> for Node {
 
     /// The key is never shown, only whether one is set.
     fn show(this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let set = !this.private.lock().key.is_empty();
+        let set = this.link.has_key();
         show_fmt(page, fmt!("{}\n", if set { "(set)" } else { "(not set)" }))
     }
 
     fn store(this: &Node, page: &[u8]) -> Result {
         let k = parsed(node::parse_key(page))?;
-        let mut fresh = KVec::with_capacity(k.len(), GFP_KERNEL)?;
-        fresh.extend_from_slice(k, GFP_KERNEL)?;
-        let mut p = this.private.lock();
-        p.key.iter_mut().for_each(|b| *b = 0);
-        p.key = fresh;
-        Ok(())
+        this.link.set_key(k)
     }
 }
 
@@ -273,16 +272,9 @@ impl AttributeOperations<5> for Node {
     type Data = Node;
 
     fn show(this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let peer = this.private.lock().peer;
-        let state = match NODE.link() {
-            Link::Offline => "offline",
-            Link::Connecting => "connecting",
-            Link::Online => "online",
-        };
-        match peer {
-            Peer::None => show_fmt(page, fmt!("{}\n", state)),
-            _ => show_fmt(page, fmt!("{} (the interlink transport is not implemented yet)\n", state)),
-        }
+        let mut w = kernel::str::Formatter::new(page);
+        this.link.show(&mut w)?;
+        Ok(w.bytes_written())
     }
 }
 
@@ -290,7 +282,22 @@ impl AttributeOperations<5> for Node {
 impl AttributeOperations<6> for Node {
     type Data = Node;
 
-    fn show(_this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        show_fmt(page, fmt!("devices: {}\n", NODE.devices()))
+    fn show(this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let s = &this.link.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        show_fmt(
+            page,
+            fmt!(
+                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\n",
+                NODE.devices(),
+                n(&s.link_ups),
+                n(&s.link_drops),
+                n(&s.failures),
+                n(&s.auth_failures),
+                n(&s.rejected_connections),
+                n(&s.frames_in),
+                n(&s.frames_out)
+            ),
+        )
     }
 }

@@ -91,3 +91,48 @@ unsigned int tcm_ha_dev_port_ids(struct se_device *dev, u16 *ids, unsigned int m
 	spin_unlock(&dev->se_port_lock);
 	return n;
 }
+
+/* Interlink: socket options (static inlines of net/sock.h and linux/tcp.h),
+ * kthread_run() (a macro) and the HMAC update (a static inline). */
+#include <linux/kthread.h>
+#include <linux/tcp.h>
+#include <net/sock.h>
+#include <crypto/sha2.h>
+
+void tcm_ha_sock_tune(struct socket *sock, unsigned int rcv_ms, unsigned int snd_ms)
+{
+	struct sock *sk = sock->sk;
+
+	sk->sk_allocation = GFP_NOIO;
+	sock_set_reuseaddr(sk);
+	sock_set_keepalive(sk);
+	tcp_sock_set_keepidle(sk, 1);
+	tcp_sock_set_keepintvl(sk, 1);
+	tcp_sock_set_keepcnt(sk, 2);
+	tcp_sock_set_user_timeout(sk, 2000);
+	tcp_sock_set_nodelay(sk);
+	lock_sock(sk);
+	sk->sk_rcvtimeo = msecs_to_jiffies(rcv_ms);
+	sk->sk_sndtimeo = msecs_to_jiffies(snd_ms);
+	release_sock(sk);
+}
+
+struct task_struct *tcm_ha_kthread_run(int (*fn)(void *), void *data, const char *name)
+{
+	return kthread_run(fn, data, "%s", name);
+}
+
+bool tcm_ha_is_err(const void *ptr)
+{
+	return IS_ERR(ptr);
+}
+
+long tcm_ha_ptr_err(const void *ptr)
+{
+	return PTR_ERR(ptr);
+}
+
+void tcm_ha_hmac_sha256_update(struct hmac_sha256_ctx *ctx, const u8 *data, size_t len)
+{
+	hmac_sha256_update(ctx, data, len);
+}

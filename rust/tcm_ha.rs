@@ -10,8 +10,10 @@ use kernel::prelude::*;
 
 mod backend;
 mod configfs;
+mod link;
 mod lio;
 mod scsi;
+mod sys;
 
 // The plain-Rust layers are wired into the module issue by issue; until then
 // parts of them are only exercised by the host tests.
@@ -32,6 +34,10 @@ module! {
 
 #[pin_data(PinnedDrop)]
 struct TcmHa {
+    /// The interlink thread: stopped first on unload, so the peer sees the
+    /// link close before anything else goes away.
+    #[pin]
+    _link: link::Service,
     /// `/sys/kernel/config/tcm_ha/`: the node's HA settings.
     #[pin]
     _node: kernel::configfs::Subsystem<configfs::Node>,
@@ -40,8 +46,10 @@ struct TcmHa {
 
 impl kernel::InPlaceModule for TcmHa {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let shared = link::new_interlink();
         try_pin_init!(TcmHa {
-            _node <- configfs::subsystem(),
+            _link <- link::Service::start(shared.as_ref().map_err(|e| *e)?.clone()),
+            _node <- configfs::subsystem(shared.as_ref().map_err(|e| *e)?.clone()),
             _backend: {
                 let backend = lio::Registration::register(module)?;
                 pr_info!(

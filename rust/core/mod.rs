@@ -6,6 +6,7 @@
 //! `cargo test` and fuzzing.
 
 pub(crate) mod control;
+pub(crate) mod link;
 pub(crate) mod node;
 pub(crate) mod scsi;
 pub(crate) mod wire;

@@ -197,6 +197,30 @@ pub(crate) struct Config<'k> {
     pub(crate) local: LocalParams,
 }
 
+impl Config<'_> {
+    /// Whether these settings can bring a link up at all (checked before
+    /// any connection is made).
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.local;
+        if self.key.is_empty() && !self.allow_empty_key {
+            return Err(ConfigError::NoKey);
+        }
+        if !(1..=2).contains(&l.ha_id) {
+            return Err(ConfigError::HaIdInvalid(l.ha_id));
+        }
+        if l.ha_mode > 2 {
+            return Err(ConfigError::HaModeInvalid(l.ha_mode));
+        }
+        if !(MIN_MAX_PAYLOAD..=MAX_PAYLOAD).contains(&l.max_payload) {
+            return Err(ConfigError::MaxPayloadInvalid(l.max_payload));
+        }
+        if l.max_inflight == 0 {
+            return Err(ConfigError::MaxInflightZero);
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Config<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -568,22 +592,7 @@ impl<'k, M: Mac> Handshake<'k, M> {
         mac: M,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Self, ConfigError> {
-        let l = &cfg.local;
-        if cfg.key.is_empty() && !cfg.allow_empty_key {
-            return Err(ConfigError::NoKey);
-        }
-        if !(1..=2).contains(&l.ha_id) {
-            return Err(ConfigError::HaIdInvalid(l.ha_id));
-        }
-        if l.ha_mode > 2 {
-            return Err(ConfigError::HaModeInvalid(l.ha_mode));
-        }
-        if !(MIN_MAX_PAYLOAD..=MAX_PAYLOAD).contains(&l.max_payload) {
-            return Err(ConfigError::MaxPayloadInvalid(l.max_payload));
-        }
-        if l.max_inflight == 0 {
-            return Err(ConfigError::MaxInflightZero);
-        }
+        cfg.validate()?;
         Ok(Handshake {
             mac,
             key: cfg.key,

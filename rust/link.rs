@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The interlink (issue 4): one kernel thread keeps one TCP connection to the
+//! peer node, as `ha_peer` says (listen or connect), authenticates it and
+//! checks the peer's parameters (`core::link::Session`), sends heartbeats and
+//! drops a dead peer, and reconnects with capped exponential backoff.
+//!
+//! The thread never blocks for long: every socket call has a timeout
+//! ([`sys::RECV_TIMEOUT_MS`], [`sys::SEND_TIMEOUT_MS`]), so it notices within
+//! a fraction of a second that it must stop (module unload), that a setting
+//! changed (the link is dropped with `Bye(config changed)` and re-established
+//! with the new settings), or that the system goes down (reboot notifier: the
+//! socket is closed first so the peer sees the drop at once).
+
+use core::net::SocketAddr;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kernel::{c_str, new_mutex, prelude::*, sync::Arc, sync::Mutex};
+
+use crate::configfs::{Core, NODE};
+use crate::core_logic::link::{Backoff, LinkError, RepeatGate, Session, SendError, Text, Tx};
+use crate::core_logic::node::Peer;
+use crate::core_logic::scsi::alua::Link as LinkState;
+use crate::core_logic::wire::handshake::{Config, LinkParams, LocalParams, Side};
+use crate::core_logic::wire::msg::{ByeReason, NONCE_LEN};
+use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD};
+use crate::sys::{self, KernelMac, Kthread, RebootHook, RebootNotifier, TcpSocket, ThreadBody};
+
+/// Limits announced at login; both nodes must agree.
+const MAX_LUNS: u32 = 1024;
+const MAX_PORTS: u32 = 256;
+const MAX_INITS_PER_PORT: u32 = 2048;
+/// Commands one node may have outstanding at the other.
+const MAX_INFLIGHT: u32 = 256;
+
+/// Settings the link runs with; `gen` changes with every change.
+struct Settings {
+    peer: Peer,
+    key: KVec<u8>,
+    gen: u64,
+}
+
+impl Drop for Settings {
+    fn drop(&mut self) {
+        self.key.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+/// What `ha_link` shows besides the state.
+struct Status {
+    /// Address of the connected peer and its ha_id, while online.
+    peer: Option<(Option<SocketAddr>, u8)>,
+    last_error: Text<200>,
+}
+
+/// Counters shown in `stats`.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) link_ups: AtomicU64,
+    pub(crate) link_drops: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) rejected_connections: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+}
+
+/// The interlink's shared state: settings from configfs, status for
+/// `ha_link`, counters.
+#[pin_data]
+pub(crate) struct Interlink {
+    #[pin]
+    settings: Mutex<Settings>,
+    #[pin]
+    status: Mutex<Status>,
+    gen: AtomicU64,
+    /// Set by the reboot notifier: drop the link and stay down.
+    halted: AtomicBool,
+    /// The thread has no connection open.
+    idle: AtomicBool,
+    /// Random identity of this node for this module load.
+    node_id: u64,
+    pub(crate) stats: Stats,
+}
+
+impl Interlink {
+    fn new() -> impl PinInit<Self, Error> {
+        let mut id = [0u8; 8];
+        sys::random_bytes(&mut id);
+        try_pin_init!(Interlink {
+            settings <- new_mutex!(Settings { peer: Peer::None, key: KVec::new(), gen: 0 }),
+            status <- new_mutex!(Status { peer: None, last_error: Text::new() }),
+            gen: AtomicU64::new(0),
+            halted: AtomicBool::new(false),
+            idle: AtomicBool::new(true),
+            node_id: u64::from_ne_bytes(id),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Marks the settings changed: a running link is dropped and
+    /// re-established with them.
+    pub(crate) fn changed(&self) {
+        let mut s = self.settings.lock();
+        s.gen = s.gen.wrapping_add(1);
+        self.gen.store(s.gen, Ordering::Release);
+    }
+
+    /// The peer setting.
+    pub(crate) fn peer(&self) -> Peer {
+        self.settings.lock().peer
+    }
+
+    /// Sets `ha_peer`; returns whether it changed.
+    pub(crate) fn set_peer(&self, p: Peer) -> bool {
+        let mut s = self.settings.lock();
+        if s.peer == p {
+            return false;
+        }
+        s.peer = p;
+        s.gen = s.gen.wrapping_add(1);
+        self.gen.store(s.gen, Ordering::Release);
+        true
+    }
+
+    /// Whether a key is set.
+    pub(crate) fn has_key(&self) -> bool {
+        !self.settings.lock().key.is_empty()
+    }
+
+    /// Sets `ha_key` (the old one is wiped).
+    pub(crate) fn set_key(&self, k: &[u8]) -> Result {
+        let mut fresh = KVec::with_capacity(k.len(), GFP_KERNEL)?;
+        fresh.extend_from_slice(k, GFP_KERNEL)?;
+        let mut s = self.settings.lock();
+        s.key.iter_mut().for_each(|b| *b = 0);
+        s.key = fresh;
+        s.gen = s.gen.wrapping_add(1);
+        self.gen.store(s.gen, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the `ha_link` text.
+    pub(crate) fn show(&self, w: &mut impl kernel::fmt::Write) -> kernel::fmt::Result {
+        let state = match NODE.link() {
+            LinkState::Offline => "offline",
+            LinkState::Connecting => "connecting",
+            LinkState::Online => "online",
+        };
+        writeln!(w, "{}", state)?;
+        let st = self.status.lock();
+        if let (LinkState::Online, Some((addr, id))) = (NODE.link(), st.peer) {
+            match addr {
+                Some(a) => writeln!(w, "peer: ha_id {} at {}", id, a)?,
+                None => writeln!(w, "peer: ha_id {}", id)?,
+            }
+        }
+        if !st.last_error.as_str().is_empty() {
+            writeln!(w, "last error: {}", st.last_error.as_str())?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<(u64, Peer, KVec<u8>)> {
+        let s = self.settings.lock();
+        let mut key = KVec::with_capacity(s.key.len(), GFP_KERNEL)?;
+        key.extend_from_slice(&s.key, GFP_KERNEL)?;
+        Ok((s.gen, s.peer, key))
+    }
+
+    fn stale(&self, gen: u64) -> bool {
+        sys::should_stop() || self.halted.load(Ordering::Acquire) || self.gen.load(Ordering::Acquire) != gen
+    }
+
+    fn set_error(&self, args: core::fmt::Arguments<'_>) {
+        self.status.lock().last_error.set(args);
+    }
+
+    /// Sleeps `ms` in short steps; returns early when the settings changed
+    /// or the thread must stop.
+    fn pause(&self, ms: u32, gen: u64) {
+        let mut left = ms;
+        while left > 0 && !self.stale(gen) {
+            let step = left.min(50);
+            sys::sleep_ms(step);
+            left -= step;
+        }
+    }
+}
+
+/// Frames go out through the socket.
+struct SockTx<'a>(&'a TcpSocket);
+
+impl Tx for SockTx<'_> {
+    fn send(&mut self, frame: &[u8]) -> core::result::Result<(), SendError> {
+        self.0.send_all(frame).map_err(SendError)
+    }
+}
+
+/// How a connection ended.
+enum End {
+    /// The link had come up.
+    WasUp,
+    /// It failed before coming up (with the remote address, if known).
+    Failed(LinkError, Option<SocketAddr>),
+    /// Settings changed or the thread stops.
+    Stopped,
+}
+
+impl ThreadBody for Interlink {
+    fn run(&self) {
+        let mut backoff = Backoff::new();
+        let mut gate = RepeatGate::new();
+        let mut listener: Option<(SocketAddr, TcpSocket)> = None;
+        let mut rx = KVVec::new();
+        let mut warned_gen = None;
+        while !sys::should_stop() {
+            let Ok((gen, peer, key)) = self.snapshot() else {
+                sys::sleep_ms(100);
+                continue;
+            };
+            if self.halted.load(Ordering::Acquire) || matches!(peer, Peer::None) {
+                listener = None;
+                NODE.set_link(if matches!(peer, Peer::None) { LinkState::Offline } else { LinkState::Connecting });
+                self.pause(1000, gen);
+                if self.gen.load(Ordering::Acquire) != gen {
+                    gate.clear();
+                    backoff.reset();
+                }
+                continue;
+            }
+            NODE.set_link(LinkState::Connecting);
+            if rx.is_empty() && rx.resize(HEADER_LEN + MAX_PAYLOAD as usize, 0, GFP_KERNEL).is_err() {
+                self.pause(backoff.next_delay(), gen);
+                continue;
+            }
+            if key.is_empty() && peer.is_loopback() && warned_gen != Some(gen) {
+                pr_warn!("interlink: no ha_key set: the link to loopback peer '{}' is NOT authenticated (allowed only on loopback)\n", Core(peer));
+                warned_gen = Some(gen);
+            }
+            // Settings that cannot work are reported once, before any
+            // connection is tried; they do not change until a write.
+            if let Err(e) = self.config(Side::Connector, peer, &key).validate() {
+                if warned_gen != Some(gen) {
+                    pr_err!("interlink: {}\n", Core(e));
+                    warned_gen = Some(gen);
+                }
+                self.set_error(format_args!("{}", e));
+                listener = None;
+                self.pause(60_000, gen);
+                continue;
+            }
+            let end = match peer {
+                Peer::None => End::Stopped,
+                Peer::Listen(a) => {
+                    if listener.as_ref().map(|l| l.0) != Some(a) {
+                        listener = None;
+                        match TcpSocket::listen(a) {
+                            Ok(s) => {
+                                pr_info!("interlink: listening for the peer on {}\n", Core(a));
+                                listener = Some((a, s));
+                            }
+                            Err(e) => {
+                                self.failed(&mut gate, a, format_args!("cannot listen: error {}", e.to_errno()));
+                                self.pause(backoff.next_delay(), gen);
+                                continue;
+                            }
+                        }
+                    }
+                    let Some((_, l)) = listener.as_ref() else { continue };
+                    match l.accept(false) {
+                        Ok(Some(s)) => self.connection(s, Side::Listener, gen, peer, &key, Some(l), &mut rx),
+                        Ok(None) => continue,
+                        Err(e) => End::Failed(LinkError::Recv(e.to_errno()), None),
+                    }
+                }
+                Peer::Connect(a) => {
+                    listener = None;
+                    match TcpSocket::connect(a) {
+                        Ok(s) => self.connection(s, Side::Connector, gen, peer, &key, None, &mut rx),
+                        Err(e) => {
+                            self.failed(&mut gate, a, format_args!("cannot connect: error {}", e.to_errno()));
+                            self.pause(backoff.next_delay(), gen);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match end {
+                End::WasUp => {
+                    backoff.reset();
+                    gate.clear();
+                    self.pause(Backoff::MIN_MS, gen);
+                }
+                End::Stopped => {}
+                End::Failed(e, remote) => {
+                    if e.is_auth_failure() {
+                        self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let addr = match (remote, peer) {
+                        (Some(a), _) | (None, Peer::Listen(a) | Peer::Connect(a)) => a,
+                        (None, Peer::None) => continue,
+                    };
+                    if let Some(n) = gate.note(e.kind()) {
+                        self.log_failure(addr, &e, n);
+                    }
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    self.set_error(format_args!("{}", e));
+                    self.pause(backoff.next_delay(), gen);
+                }
+            }
+        }
+        NODE.set_link(LinkState::Offline);
+        self.idle.store(true, Ordering::Release);
+    }
+}
+
+impl Interlink {
+    /// The handshake settings for a connection on `side`.
+    fn config<'k>(&self, side: Side, peer: Peer, key: &'k [u8]) -> Config<'k> {
+        let local = LocalParams {
+            ha_id: NODE.ha_id(),
+            ha_mode: NODE.mode() as u8,
+            max_payload: MAX_PAYLOAD,
+            max_inflight: MAX_INFLIGHT,
+            max_luns: MAX_LUNS,
+            max_ports: MAX_PORTS,
+            max_inits_per_port: MAX_INITS_PER_PORT,
+            features: 0,
+            node_id: self.node_id,
+        };
+        Config { side, key, allow_empty_key: key.is_empty() && peer.is_loopback(), local }
+    }
+
+    fn failed(&self, gate: &mut RepeatGate, a: SocketAddr, args: core::fmt::Arguments<'_>) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = gate.note(100) {
+            if n > 1 {
+                pr_err!("interlink: {}: {} ({} times in a row)\n", Core(a), args, n);
+            } else {
+                pr_err!("interlink: {}: {}\n", Core(a), args);
+            }
+        }
+        self.set_error(args);
+    }
+
+    fn log_failure(&self, a: SocketAddr, e: &LinkError, n: u32) {
+        if n > 1 {
+            pr_err!("interlink: peer {}: {} ({} times in a row)\n", Core(a), Core(e), n);
+        } else {
+            pr_err!("interlink: peer {}: {}\n", Core(a), Core(e));
+        }
+    }
+
+    /// Runs one connection until it ends.
+    #[allow(clippy::too_many_arguments)]
+    fn connection(
+        &self,
+        sock: TcpSocket,
+        side: Side,
+        gen: u64,
+        peer: Peer,
+        key: &[u8],
+        listener: Option<&TcpSocket>,
+        rx: &mut KVVec<u8>,
+    ) -> End {
+        self.idle.store(false, Ordering::Release);
+        let addr = sock.peer_addr();
+        let end = self.converse(&sock, side, gen, peer, key, listener, rx, addr);
+        // Close first: the peer sees the drop at once.
+        sock.shutdown();
+        drop(sock);
+        if let End::WasUp | End::Stopped = end {
+            if NODE.link() == LinkState::Online {
+                self.stats.link_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        NODE.set_link(LinkState::Connecting);
+        self.status.lock().peer = None;
+        self.idle.store(true, Ordering::Release);
+        end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn converse(
+        &self,
+        sock: &TcpSocket,
+        side: Side,
+        gen: u64,
+        peer: Peer,
+        key: &[u8],
+        listener: Option<&TcpSocket>,
+        rx: &mut KVVec<u8>,
+        addr: Option<SocketAddr>,
+    ) -> End {
+        let cfg = self.config(side, peer, key);
+        let mut nonce = [0u8; NONCE_LEN];
+        sys::random_bytes(&mut nonce);
+        let mut tx = SockTx(sock);
+        let mut s = match Session::new(cfg, KernelMac, nonce, sys::now_ms()) {
+            Ok(s) => s,
+            Err(e) => return End::Failed(e, addr),
+        };
+        if let Err(e) = s.start(sys::now_ms(), &mut tx) {
+            return End::Failed(e, addr);
+        }
+        let mut fill = 0usize;
+        let result = loop {
+            if self.stale(gen) {
+                let why = if self.gen.load(Ordering::Acquire) != gen {
+                    ByeReason::ConfigChanged
+                } else {
+                    ByeReason::Shutdown
+                };
+                if s.params().is_some() {
+                    pr_info!("interlink: closing the link to {}: {}\n", Core(peer), Core(why));
+                }
+                s.bye(why, sys::now_ms(), &mut tx);
+                break Ok(());
+            }
+            if let Some(l) = listener {
+                self.reject_extra(l);
+            }
+            let room = rx.get_mut(fill..).unwrap_or(&mut []);
+            match sock.recv(room) {
+                Ok(Some(0)) => break Err(LinkError::Closed),
+                Ok(Some(n)) => {
+                    fill = (fill + n).min(rx.len());
+                    match s.on_bytes(rx.get(..fill).unwrap_or(&[]), sys::now_ms(), &mut tx) {
+                        Ok((used, up)) => {
+                            rx.copy_within(used..fill, 0);
+                            fill -= used;
+                            if let Some(p) = up {
+                                self.up(&p, addr);
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(LinkError::Recv(e)),
+            }
+            if let Err(e) = s.on_tick(sys::now_ms(), &mut tx) {
+                break Err(e);
+            }
+        };
+        self.stats.frames_in.fetch_add(s.frames_in, Ordering::Relaxed);
+        self.stats.frames_out.fetch_add(s.frames_out, Ordering::Relaxed);
+        match (result, s.params().is_some()) {
+            (Ok(()), _) => End::Stopped,
+            (Err(e), true) => {
+                pr_warn!("interlink: link to {} down: {}\n", Core(peer), Core(e));
+                self.set_error(format_args!("{}", e));
+                End::WasUp
+            }
+            (Err(e), false) => End::Failed(e, addr),
+        }
+    }
+
+    fn up(&self, p: &LinkParams, addr: Option<SocketAddr>) {
+        self.stats.link_ups.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.status.lock();
+            st.peer = Some((addr, p.peer_ha_id));
+            st.last_error = Text::new();
+        }
+        NODE.set_link(LinkState::Online);
+        match addr {
+            Some(a) => pr_info!(
+                "interlink: online with peer ha_id {} at {} (ha_mode {}, max_payload {}, max_inflight {})\n",
+                p.peer_ha_id, Core(a), p.ha_mode, p.max_payload, p.max_inflight
+            ),
+            None => pr_info!("interlink: online with peer ha_id {}\n", p.peer_ha_id),
+        }
+    }
+
+    /// Turns away connections to our listener while a link is in use.
+    fn reject_extra(&self, l: &TcpSocket) {
+        while let Ok(Some(extra)) = l.accept(true) {
+            self.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            match extra.peer_addr() {
+                Some(a) => pr_warn!("interlink: rejected a second connection from {}: the link is in use\n", Core(a)),
+                None => pr_warn!("interlink: rejected a second connection: the link is in use\n"),
+            }
+            extra.shutdown();
+        }
+    }
+}
+
+impl RebootHook for Interlink {
+    fn on_reboot(&self) {
+        pr_info!("interlink: system going down: closing the link\n");
+        self.halted.store(true, Ordering::Release);
+        // The thread notices within one receive timeout; give it a bound.
+        for _ in 0..40 {
+            if self.idle.load(Ordering::Acquire) {
+                break;
+            }
+            sys::sleep_ms(25);
+        }
+    }
+}
+
+/// The running interlink: its thread and reboot notifier.
+#[pin_data]
+pub(crate) struct Service {
+    #[pin]
+    _reboot: RebootNotifier<Interlink>,
+    _thread: Kthread<Interlink>,
+}
+
+impl Service {
+    /// Starts the link thread (idle until `ha_peer` is set).
+    pub(crate) fn start(link: Arc<Interlink>) -> impl PinInit<Self, Error> {
+        try_pin_init!(Service {
+            _reboot <- RebootNotifier::new(link.clone()),
+            _thread: Kthread::run(c_str!("tcm_ha_link"), link)?,
+        })
+    }
+}
+
+/// Allocates the shared state (configfs needs it before the thread runs).
+pub(crate) fn new_interlink() -> Result<Arc<Interlink>> {
+    Arc::pin_init(Interlink::new(), GFP_KERNEL)
+}
