@@ -117,9 +117,14 @@ void tcm_ha_sock_tune(struct socket *sock, unsigned int rcv_ms, unsigned int snd
 	release_sock(sk);
 }
 
+/* kthread_run() plus a task reference, dropped by kthread_stop_put(). */
 struct task_struct *tcm_ha_kthread_run(int (*fn)(void *), void *data, const char *name)
 {
-	return kthread_run(fn, data, "%s", name);
+	struct task_struct *t = kthread_run(fn, data, "%s", name);
+
+	if (!IS_ERR(t))
+		get_task_struct(t);
+	return t;
 }
 
 bool tcm_ha_is_err(const void *ptr)

@@ -17,7 +17,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{c_str, new_mutex, prelude::*, sync::Arc, sync::Mutex};
 
 use crate::configfs::{Core, NODE};
-use crate::core_logic::link::{Backoff, LinkError, RepeatGate, Session, SendError, Text, Tx};
+use crate::core_logic::link::{
+    mac_self_test, Backoff, LinkError, RepeatGate, SendError, Session, Text, Tx,
+};
 use crate::core_logic::node::Peer;
 use crate::core_logic::scsi::alua::Link as LinkState;
 use crate::core_logic::wire::handshake::{Config, LinkParams, LocalParams, Side};
@@ -213,19 +215,22 @@ impl ThreadBody for Interlink {
         let mut listener: Option<(SocketAddr, TcpSocket)> = None;
         let mut rx = KVVec::new();
         let mut warned_gen = None;
+        let mut seen_gen = None;
         while !sys::should_stop() {
             let Ok((gen, peer, key)) = self.snapshot() else {
                 sys::sleep_ms(100);
                 continue;
             };
+            if seen_gen != Some(gen) {
+                // New settings: start over at once.
+                seen_gen = Some(gen);
+                gate.clear();
+                backoff.reset();
+            }
             if self.halted.load(Ordering::Acquire) || matches!(peer, Peer::None) {
                 listener = None;
                 NODE.set_link(if matches!(peer, Peer::None) { LinkState::Offline } else { LinkState::Connecting });
                 self.pause(1000, gen);
-                if self.gen.load(Ordering::Acquire) != gen {
-                    gate.clear();
-                    backoff.reset();
-                }
                 continue;
             }
             NODE.set_link(LinkState::Connecting);
@@ -305,7 +310,11 @@ impl ThreadBody for Interlink {
                     }
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     self.set_error(format_args!("{}", e));
-                    self.pause(backoff.next_delay(), gen);
+                    // Connection attempts come from the connecting node,
+                    // whose backoff spaces them; the listener only waits
+                    // briefly, so a fixed peer is accepted soon.
+                    let delay = backoff.next_delay();
+                    self.pause(if matches!(peer, Peer::Listen(_)) { delay.min(1000) } else { delay }, gen);
                 }
             }
         }
@@ -511,8 +520,15 @@ pub(crate) struct Service {
 impl Service {
     /// Starts the link thread (idle until `ha_peer` is set).
     pub(crate) fn start(link: Arc<Interlink>) -> impl PinInit<Self, Error> {
+        let mac_ok = mac_self_test(&KernelMac);
         try_pin_init!(Service {
-            _reboot <- RebootNotifier::new(link.clone()),
+            _reboot <- {
+                if !mac_ok {
+                    pr_err!("interlink: HMAC-SHA256 self-test failed: refusing to load\n");
+                    return Err(EINVAL);
+                }
+                RebootNotifier::new(link.clone())
+            },
             _thread: Kthread::run(c_str!("tcm_ha_link"), link)?,
         })
     }

@@ -230,3 +230,19 @@ def test_rmmod_closes_the_link_and_never_hangs(pair):
     r = a.run("t0=$(date +%s%N); rmmod tcm_ha; echo $(( ($(date +%s%N) - t0) / 1000000 ))", timeout=30)
     assert int(r.out.strip()) < 2000, r.out
     wait_state(b, "connecting", timeout=5)
+
+
+def test_reboot_closes_the_link_first(pair, accel):
+    """The reboot notifier says Bye before the system goes down: the peer
+    sees a clean close, not a dead peer 1.5 s later."""
+    a, b = pair
+    configure(a, b)
+    wait_state(a, "online")
+    wait_state(b, "online")
+    a.run("dmesg -C")
+    b.run("(sleep 1; reboot -f) >/dev/null 2>&1 &")
+    wait_state(a, "connecting", timeout=20)
+    log = a.run("dmesg").out
+    assert "peer closed the link: shutdown" in log, log
+    assert "declared dead" not in log, log
+    b.restart(accel)

@@ -255,6 +255,19 @@ class Guest:
                         break
             return reply
 
+    def restart(self, accel: str, timeout: float = 600) -> None:
+        """Boots the guest again after its QEMU exited (it runs with
+        -no-reboot, so a guest reboot ends QEMU)."""
+        if self.proc is not None:
+            self.proc.wait(timeout=60)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.start(accel)
+        self.wait_ready(timeout)
+        self.configure_network()
+        self.mark()
+
     def stop(self) -> None:
         if self.proc is None:
             return

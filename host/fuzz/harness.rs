@@ -8,6 +8,7 @@
 //! Panics here are the fuzzing oracle; this file is never built into the
 //! kernel module.
 
+use crate::core_logic::link::{SendError, Session, Tx};
 use crate::core_logic::wire::frame::{encode_frame, split_frame, FrameHeader, SeqChecker};
 use crate::core_logic::wire::handshake::{
     AbortReason, Config, Handshake, LocalParams, Mac, Outcome, Phase, Side, Step, MIN_MAX_PAYLOAD,
@@ -204,4 +205,63 @@ pub(crate) fn handshake(data: &[u8]) -> Option<Phase> {
     let step = hs.on_timeout();
     assert!(matches!(step.outcome, Outcome::Abort(_)));
     Some(phase)
+}
+
+
+/// Takes every frame and drops it.
+struct NullTx;
+
+impl Tx for NullTx {
+    fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        assert!(frame.len() >= HEADER_LEN);
+        Ok(())
+    }
+}
+
+/// Feeds `data` (after its first byte) to a listener-side [`Session`] as a
+/// byte stream arriving in chunks of 1..=64 bytes, with clock ticks between
+/// chunks (both picked by the first byte): never a panic, never more bytes
+/// consumed than were given, and every failure has a text.
+pub(crate) fn session(data: &[u8]) {
+    let Some((&pick, stream)) = data.split_first() else {
+        return;
+    };
+    let cfg = Config {
+        side: Side::Listener,
+        key: b"k",
+        allow_empty_key: false,
+        local: LocalParams {
+            ha_id: 2,
+            ha_mode: 0,
+            max_payload: MIN_MAX_PAYLOAD,
+            max_inflight: 1,
+            max_luns: 1024,
+            max_ports: 256,
+            max_inits_per_port: 2048,
+            features: 0,
+            node_id: 7,
+        },
+    };
+    let mut s = Session::new(cfg, FuzzMac, [pick; 32], 0).expect("a valid configuration");
+    s.start(0, &mut NullTx).expect("NullTx never fails");
+    let chunk = usize::from(pick % 64) + 1;
+    let (mut start, mut end, mut now) = (0usize, 0usize, 0u64);
+    while end < stream.len() {
+        end = (end + chunk).min(stream.len());
+        match s.on_bytes(&stream[start..end], now, &mut NullTx) {
+            Ok((used, _)) => {
+                assert!(used <= end - start);
+                start += used;
+            }
+            Err(e) => {
+                display(&e);
+                return;
+            }
+        }
+        now += u64::from(pick) * 7;
+        if let Err(e) = s.on_tick(now, &mut NullTx) {
+            display(&e);
+            return;
+        }
+    }
 }

@@ -297,6 +297,18 @@ impl<'k, M: Mac> Session<'k, M> {
     }
 }
 
+/// Checks an HMAC-SHA256 implementation against RFC 4231 test case 2, fed
+/// in two parts as the handshake does; the module runs it at load so a
+/// broken crypto binding fails loudly instead of as "authentication failed".
+pub(crate) fn mac_self_test(m: &impl Mac) -> bool {
+    const WANT: [u8; 32] = [
+        0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75,
+        0xc7, 0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec,
+        0x38, 0x43,
+    ];
+    m.hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]) == WANT
+}
+
 /// Reconnect delay: doubles from [`Backoff::MIN_MS`] up to [`Backoff::MAX_MS`]
 /// on each failure, back to the minimum once a link came up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -571,6 +583,12 @@ mod tests {
         l.send(&Message::LoginAck, 3, &mut to_c).unwrap();
         let e = pump(&mut c, &mut to_c, &mut to_l, 3).unwrap_err();
         assert!(matches!(e, LinkError::UnexpectedWhileUp(_)), "{e}");
+    }
+
+    #[test]
+    fn mac_self_test_accepts_hmac_sha256_only() {
+        assert!(mac_self_test(&super::super::wire::handshake::tests::TestMac));
+        assert!(!mac_self_test(&ToyMac));
     }
 
     #[test]

@@ -401,6 +401,13 @@ mod tests {
         assert_eq!(fuzz_harness::handshake(&[0]), None);
         fuzz_harness::decode(&connector[2..]);
         fuzz_harness::decode(&[]);
+        for pick in [0u8, 1, 63, 200] {
+            let mut d = std::vec![pick];
+            d.extend_from_slice(&connector[2..]);
+            fuzz_harness::session(&d);
+        }
+        fuzz_harness::session(b"");
+        fuzz_harness::session(b"\x05GET / HTTP/1.1\r\n\r\n");
     }
 
     /// Replays every file under `host/fuzz/regressions/` through both fuzz
@@ -417,6 +424,7 @@ mod tests {
                 let data = std::fs::read(&path).unwrap();
                 fuzz_harness::decode(&data);
                 fuzz_harness::handshake(&data);
+                fuzz_harness::session(&data);
             }
         }
     }
