@@ -126,3 +126,22 @@ def splat_guard(request):
 def pytest_sessionfinish(session, exitstatus):
     for bed in list(_live):
         bed.stop()
+
+
+# Measurements the tests print ("[tag] ..." lines), repeated in the summary so
+# a CI log shows them without -s.
+_measurements: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        for line in report.capstdout.splitlines():
+            if line.startswith("[") and not line.startswith("[tcm_ha]"):
+                _measurements.append(f"{line}  ({report.nodeid.split('::')[-1]})")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _measurements:
+        terminalreporter.section("measurements")
+        for line in _measurements:
+            terminalreporter.write_line(line)
