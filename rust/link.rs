@@ -229,6 +229,11 @@ impl ThreadBody for Interlink {
             }
             if self.halted.load(Ordering::Acquire) || matches!(peer, Peer::None) {
                 listener = None;
+                if matches!(peer, Peer::None) {
+                    // No interlink by choice: errors of earlier settings no
+                    // longer apply (dmesg keeps them).
+                    self.status.lock().last_error = Text::new();
+                }
                 NODE.set_link(if matches!(peer, Peer::None) { LinkState::Offline } else { LinkState::Connecting });
                 self.pause(1000, gen);
                 continue;
