@@ -6,6 +6,7 @@
 #   make check      host unit tests + VM tests (T=<pattern> selects tests)
 #   make demo       boot two nodes, load the module, show its state
 #   make bench      benchmarks (bench-local: ha vs iblock ratios on one node)
+#   make install-targetcli [DESTDIR=/]  install targetcli-ha (tools/targetcli-ha)
 #   make clean
 
 SHELL := /bin/bash
@@ -26,7 +27,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo bench bench-local clean
+.PHONY: all module setup kernel check host-test vm-test demo bench bench-local install-targetcli clean
 
 all: module
 
@@ -65,6 +66,12 @@ bench: bench-local
 
 bench-local: setup module
 	$(PYTHON) scripts/bench_local.py
+
+# targetcli-ha into DESTDIR (default /): needs that root's python3, targetcli-fb
+# and python3-rtslib-fb (Debian bookworm's).
+DESTDIR ?= /
+install-targetcli:
+	bash tools/targetcli-ha/install.sh "$(DESTDIR)"
 
 clean:
 	$(MAKE) -C "$(KDIR_SH)" M="$(CURDIR)" clean 2>/dev/null || true

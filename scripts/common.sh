@@ -69,8 +69,15 @@ kbuild_dir() {
 }
 
 # The debootstrapped root depends only on the package list; the image adds the
-# guest files (tests/guest, scripts/guest-setup.sh) and the kernel's modules.
+# guest files (tests/guest, scripts/guest-setup.sh, tools/targetcli-ha) and the
+# kernel's modules.
 rootfs_key() { echo "$GUEST_PACKAGES" | sha256sum | cut -c1-12; }
 image_key() {
-	{ rootfs_key; cat "$TCM_HA_ROOT/scripts/guest-setup.sh" "$TCM_HA_ROOT/tests/guest/"*; } | sha256sum | cut -c1-12
+	{
+		rootfs_key
+		cat "$TCM_HA_ROOT/scripts/guest-setup.sh" "$TCM_HA_ROOT/tests/guest/"*
+		# Names and contents of every file the image takes from tools/targetcli-ha.
+		(cd "$TCM_HA_ROOT/tools/targetcli-ha" && find . -type f ! -name '*.pyc' | LC_ALL=C sort |
+			while read -r f; do echo "$f"; cat "$f"; done)
+	} | sha256sum | cut -c1-12
 }

@@ -33,3 +33,5 @@ printf '[Journal]\nStorage=volatile\nForwardToConsole=no\n' >"$root/etc/systemd/
 # dm-multipath; the guest kernel has no dm-service-time (multipath's default).
 printf 'defaults {\n\tuser_friendly_names yes\n\tfind_multipaths no\n\tpath_selector "round-robin 0"\n}\n' >"$root/etc/multipath.conf"
 rm -f "$root/etc/iscsi/initiatorname.iscsi"
+# targetcli-ha: the distribution's targetcli with the `ha` backstore.
+bash "$(dirname "$0")/../tools/targetcli-ha/install.sh" "$root"
