@@ -95,6 +95,8 @@ impl HaDev {
         s.lun_id = lun_id;
         s.role = role;
         self.scsi.set_role(role);
+        // A role change is an ALUA state change for the LUN's nexuses.
+        self.scsi.check_alua_change();
         s.readonly = readonly;
         Ok(())
     }
@@ -137,7 +139,15 @@ impl HaDev {
             nonrot: bdev.nonrot(),
             io: bdev.io(),
         };
-        pr_info!("{}: enabled on dev={} ({} sectors of 512 bytes)\n", self.name(), text(path), bdev.nr_sectors());
+        let lun_id = s.lun_id.unwrap_or_else(|| control::derived_lun_id(self.name()));
+        self.scsi.set_lun_id(lun_id);
+        pr_info!(
+            "{}: enabled on dev={} ({} sectors of 512 bytes), lun_id {}\n",
+            self.name(),
+            text(path),
+            bdev.nr_sectors(),
+            lun_id
+        );
         s.bdev = Some(bdev);
         Ok(hw)
     }

@@ -246,6 +246,7 @@ impl AttributeOperations<3> for Node {
         };
         if NODE.role.swap(code, Ordering::Relaxed) != code {
             pr_info!("node role: {}\n", v.as_str());
+            crate::link::refresh_alua();
         }
         Ok(())
     }

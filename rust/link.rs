@@ -23,7 +23,10 @@ use crate::core_logic::link::{
 use crate::core_logic::node::Peer;
 use crate::core_logic::scsi::alua::Link as LinkState;
 use crate::core_logic::wire::handshake::{Config, LinkParams, LocalParams, Side};
-use crate::core_logic::wire::msg::{ByeReason, NONCE_LEN};
+use crate::core_logic::control::Role;
+use crate::core_logic::scsi::alua::PeerRole;
+use crate::core_logic::wire::msg::{ByeReason, LunRole, LunState, Message, MAX_LUN_PORTS, NONCE_LEN, SERIAL_LEN};
+use crate::lio;
 use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD};
 use crate::sys::{self, KernelMac, Kthread, RebootHook, RebootNotifier, TcpSocket, ThreadBody};
 
@@ -217,6 +220,7 @@ impl ThreadBody for Interlink {
         let mut warned_gen = None;
         let mut seen_gen = None;
         while !sys::should_stop() {
+            refresh_alua();
             let Ok((gen, peer, key)) = self.snapshot() else {
                 sys::sleep_ms(100);
                 continue;
@@ -418,6 +422,7 @@ impl Interlink {
             return End::Failed(e, addr);
         }
         let mut fill = 0usize;
+        let mut inv = Inventory::new();
         let result = loop {
             if self.stale(gen) {
                 let why = if self.gen.load(Ordering::Acquire) != gen {
@@ -439,12 +444,14 @@ impl Interlink {
                 Ok(Some(0)) => break Err(LinkError::Closed),
                 Ok(Some(n)) => {
                     fill = (fill + n).min(rx.len());
-                    match s.on_bytes(rx.get(..fill).unwrap_or(&[]), sys::now_ms(), &mut tx) {
+                    let now = sys::now_ms();
+                    match s.on_bytes(rx.get(..fill).unwrap_or(&[]), now, &mut tx, &mut |m| inv.inbound(m)) {
                         Ok((used, up)) => {
                             rx.copy_within(used..fill, 0);
                             fill -= used;
                             if let Some(p) = up {
                                 self.up(&p, addr);
+                                inv.due = 0;
                             }
                         }
                         Err(e) => break Err(e),
@@ -456,7 +463,14 @@ impl Interlink {
             if let Err(e) = s.on_tick(sys::now_ms(), &mut tx) {
                 break Err(e);
             }
+            if s.params().is_some() && sys::now_ms() >= inv.due {
+                if let Err(e) = inv.sync(&mut s, &mut tx) {
+                    break Err(e);
+                }
+            }
         };
+        // Whatever the peer said no longer holds.
+        Inventory::forget_peer();
         self.stats.frames_in.fetch_add(s.frames_in, Ordering::Relaxed);
         self.stats.frames_out.fetch_add(s.frames_out, Ordering::Relaxed);
         match (result, s.params().is_some()) {
@@ -498,6 +512,176 @@ impl Interlink {
             extra.shutdown();
         }
     }
+}
+
+/// Inventory sync of one connection: what we announced, what the peer
+/// announced, and when to compare again.
+struct Inventory {
+    sent: KVec<LunState>,
+    peer: KVec<LunState>,
+    /// Peer LUNs reported as not matching ours (logged once each).
+    mismatched: KVec<u32>,
+    /// Next sync time (ms); 0 = at once.
+    due: u64,
+}
+
+/// Sync period: port and role changes reach the peer within this.
+const SYNC_MS: u64 = 500;
+
+impl Inventory {
+    fn new() -> Self {
+        Inventory { sent: KVec::new(), peer: KVec::new(), mismatched: KVec::new(), due: 0 }
+    }
+
+    /// A LunState or LunGone from the peer.
+    fn inbound(&mut self, m: &Message) {
+        match *m {
+            Message::LunState(l) => {
+                if let Some(old) = self.peer.iter_mut().find(|p| p.lun_id == l.lun_id) {
+                    *old = l;
+                } else if self.peer.len() >= MAX_LUNS as usize || self.peer.push(l, GFP_KERNEL).is_err() {
+                    pr_err!("interlink: no room for the peer's LUN {}: ignored\n", l.lun_id);
+                }
+            }
+            Message::LunGone(id) => self.peer.retain(|p| p.lun_id != id),
+            _ => {}
+        }
+        self.due = 0;
+    }
+
+    /// Our LUNs as announced.
+    fn local() -> KVec<LunState> {
+        let mut out = KVec::new();
+        lio::with_devices(|devs| {
+            for d in devs {
+                let scsi = &d.device().ha().scsi;
+                let (block_size, blocks) = d.geometry();
+                let mut serial = [0u8; SERIAL_LEN];
+                d.unit_serial(&mut serial);
+                let mut ports = [0u16; MAX_LUN_PORTS];
+                let n = d.port_ids(&mut ports);
+                let l = LunState {
+                    lun_id: scsi.lun_id(),
+                    role: match scsi.local_role() {
+                        Role::Primary => LunRole::Primary,
+                        Role::Secondary => LunRole::Secondary,
+                    },
+                    block_size,
+                    blocks,
+                    serial,
+                    nports: u8::try_from(n).unwrap_or(0),
+                    ports,
+                };
+                if out.push(l, GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        });
+        out
+    }
+
+    /// Sends what changed since the last sync and applies the peer's view.
+    fn sync(&mut self, s: &mut Session<'_, KernelMac>, tx: &mut SockTx<'_>) -> core::result::Result<(), LinkError> {
+        let now = sys::now_ms();
+        self.due = now + SYNC_MS;
+        let cur = Self::local();
+        for l in cur.iter() {
+            if !self.sent.iter().any(|o| o == l) {
+                s.send_when_up(&Message::LunState(*l), now, tx)?;
+            }
+        }
+        for o in self.sent.iter() {
+            if !cur.iter().any(|l| l.lun_id == o.lun_id) {
+                s.send_when_up(&Message::LunGone(o.lun_id), now, tx)?;
+            }
+        }
+        self.sent = cur;
+        self.apply();
+        Ok(())
+    }
+
+    /// Gives each of our LUNs what the peer says about it.
+    fn apply(&mut self) {
+        let mut newly_bad = [0u32; 8];
+        let mut nbad = 0;
+        lio::with_devices(|devs| {
+            for d in devs {
+                let scsi = &d.device().ha().scsi;
+                let id = scsi.lun_id();
+                let Some(p) = self.peer.iter().find(|p| p.lun_id == id) else {
+                    scsi.set_peer(None);
+                    continue;
+                };
+                let (bs, blocks) = d.geometry();
+                let mut serial = [0u8; SERIAL_LEN];
+                d.unit_serial(&mut serial);
+                if p.block_size != bs || p.blocks != blocks || p.serial != serial {
+                    // Kept non-active here rather than silently mismatched.
+                    scsi.set_peer(None);
+                    let serial_note = if p.serial == serial { "same" } else { "differs" };
+                    if !self.mismatched.contains(&id) {
+                        if nbad < newly_bad.len() {
+                            newly_bad[nbad] = id;
+                            nbad += 1;
+                        }
+                        pr_err!(
+                            "interlink: LUN {}: peer's copy differs (block size {} vs {}, {} vs {} blocks, serial {}): not using it\n",
+                            id, bs, p.block_size, blocks, p.blocks, serial_note
+                        );
+                    }
+                    continue;
+                }
+                let role = match p.role {
+                    LunRole::Primary => PeerRole::Primary,
+                    LunRole::Secondary => PeerRole::Secondary,
+                };
+                if role == PeerRole::Primary && scsi.local_role() == Role::Primary && !self.mismatched.contains(&id) {
+                    pr_err!("interlink: LUN {}: both nodes are primary (split brain): both report Transitioning until one is made secondary\n", id);
+                    if nbad < newly_bad.len() {
+                        newly_bad[nbad] = id;
+                        nbad += 1;
+                    }
+                }
+                scsi.set_peer(Some((role, p.ports())));
+            }
+        });
+        for id in newly_bad.iter().take(nbad) {
+            let _ = self.mismatched.push(*id, GFP_KERNEL);
+        }
+        // LUNs the peer has and we do not: reported once each.
+        let ours = Self::local();
+        for p in self.peer.iter() {
+            if !ours.iter().any(|l| l.lun_id == p.lun_id) && !self.mismatched.contains(&p.lun_id) {
+                pr_warn!("interlink: the peer has LUN {} which this node does not have\n", p.lun_id);
+                let _ = self.mismatched.push(p.lun_id, GFP_KERNEL);
+            }
+        }
+        refresh_alua();
+    }
+
+    /// The link is gone: nothing the peer said holds.
+    fn forget_peer() {
+        lio::with_devices(|devs| {
+            for d in devs {
+                d.device().ha().scsi.set_peer(None);
+            }
+        });
+        refresh_alua();
+    }
+}
+
+/// Raises ASYMMETRIC ACCESS STATE CHANGED where the LUN's group states
+/// changed (link state, roles, the peer's announcements) and logs the new
+/// states.
+pub(crate) fn refresh_alua() {
+    lio::with_devices(|devs| {
+        for d in devs {
+            let scsi = &d.device().ha().scsi;
+            if let Some(g) = scsi.check_alua_change() {
+                pr_info!("LUN {}: ALUA states now local {}, peer {}\n", scsi.lun_id(), Core(g.local), Core(g.peer));
+            }
+        }
+    });
 }
 
 impl RebootHook for Interlink {

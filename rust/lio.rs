@@ -152,6 +152,11 @@ impl Device {
         unsafe { &*dev.cast::<Device>() }
     }
 
+    /// The backstore's per-device state.
+    pub(crate) fn ha(&self) -> &backend::HaDev {
+        &self.inner
+    }
+
     /// The backing device, when configured.
     pub(crate) fn bdev(&self) -> Option<bio::Bdev> {
         let f = ptr::NonNull::new(self.io.load(core::sync::atomic::Ordering::Acquire))?;
@@ -213,6 +218,78 @@ unsafe extern "C" fn detach_hba(hba: *mut b::se_hba) {
     pr_info!("HBA {} detached\n", hba_id);
 }
 
+kernel::sync::global_lock! {
+    // SAFETY: `init_registry` runs in module init before any device exists.
+    unsafe(uninit) static DEVICES: Mutex<KVec<DevRef>> = KVec::new();
+}
+
+/// Prepares the device registry; call once, at module load.
+pub(crate) fn init_registry() {
+    // SAFETY: called once from module init, before LIO can call us.
+    unsafe { DEVICES.init() };
+}
+
+/// A configured `ha` device as the interlink sees it. It is in the
+/// registry from `configure_device` to `destroy_device`, and LIO frees a
+/// device only after `destroy_device`, so a listed device is alive and its
+/// backing device open.
+pub(crate) struct DevRef(ptr::NonNull<Device>);
+
+// SAFETY: the methods only read fields that are safe to read from any
+// thread (atomics, locks, LIO's port list under its spinlock).
+unsafe impl Send for DevRef {}
+
+impl DevRef {
+    /// The device.
+    pub(crate) fn device(&self) -> &Device {
+        // SAFETY: listed, hence alive (see the type's comment).
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Relative target port ids of the fabric LUNs exporting the device.
+    pub(crate) fn port_ids(&self, out: &mut [u16]) -> usize {
+        let max = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        let dev = ptr::addr_of!(self.device().se_dev).cast_mut();
+        // SAFETY: a live device; `out` has room for `max` ids.
+        let n = unsafe { b::tcm_ha_dev_port_ids(dev, out.as_mut_ptr(), max) };
+        usize::try_from(n).unwrap_or(0).min(out.len())
+    }
+
+    /// The unit serial (VPD 0x80) bytes, up to `out.len()`; returns the length.
+    pub(crate) fn unit_serial(&self, out: &mut [u8]) -> usize {
+        let d = self.device();
+        // SAFETY: `unit_serial` is a NUL-terminated array inside the live
+        // device; configfs may rewrite it concurrently, in which case we
+        // read a mix of old and new text, never out of bounds.
+        let serial = unsafe { &*ptr::addr_of!(d.se_dev.t10_wwn.unit_serial) };
+        let mut n = 0;
+        for (o, &c) in out.iter_mut().zip(serial.iter()) {
+            if c == 0 {
+                break;
+            }
+            *o = c as u8;
+            n += 1;
+        }
+        n
+    }
+
+    /// Logical block size and capacity in blocks.
+    pub(crate) fn geometry(&self) -> (u32, u64) {
+        let d = self.device();
+        // SAFETY: set at configure time, read-only afterwards.
+        let bs = unsafe { *ptr::addr_of!(d.se_dev.dev_attrib.block_size) };
+        let sectors = d.bdev().map_or(0, |io| io.nr_sectors());
+        let blocks = if bs >= 512 { sectors / u64::from(bs / 512) } else { 0 };
+        (bs, blocks)
+    }
+}
+
+/// Runs `f` on the configured devices (registry locked: keep it short).
+pub(crate) fn with_devices<R>(f: impl FnOnce(&[DevRef]) -> R) -> R {
+    let g = DEVICES.lock();
+    f(&g)
+}
+
 unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> *mut b::se_device {
     // SAFETY: LIO passes the NUL-terminated configfs directory name.
     let name = unsafe { CStr::from_char_ptr(name) };
@@ -252,6 +329,12 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
             (*dev).dev_attrib.is_nonrot = hw.nonrot;
         }
         d.io.store(hw.io.raw(), core::sync::atomic::Ordering::Release);
+        let listed = DevRef(ptr::NonNull::from(d));
+        if let Err(e) = DEVICES.lock().push(listed, GFP_KERNEL) {
+            d.io.store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
+            d.inner.destroy();
+            return Err(e.into());
+        }
         crate::configfs::NODE.device_added();
         Ok(0)
     })
@@ -260,6 +343,7 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
 unsafe extern "C" fn destroy_device(dev: *mut b::se_device) {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
+    DEVICES.lock().retain(|r| !ptr::eq(r.0.as_ptr(), d));
     d.io.store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
     d.inner.destroy();
     // Every `destroy_device` follows a successful `configure_device`.

@@ -6,11 +6,12 @@
 //! of the LUN. The decisions are the plain-Rust core's; this module keeps
 //! the state under a lock and hands it to the core. No `unsafe` here.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 use crate::configfs::NODE;
 use crate::core_logic::control::Role;
+use crate::core_logic::wire::msg::MAX_LUN_PORTS;
 use crate::core_logic::scsi::{
     alua::{self, HaView, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
@@ -68,6 +69,9 @@ struct State {
     pr: PrState,
     nexus: KVec<Entry>,
     next_id: NexusId,
+    /// The peer node's ports for this LUN (from its LunState).
+    peer_ports: [u16; MAX_LUN_PORTS],
+    n_peer_ports: usize,
 }
 
 impl State {
@@ -121,14 +125,30 @@ pub(crate) struct Scsi {
     /// The LUN's role override (`ha_role=` in the control string):
     /// 0 none, 1 primary, 2 secondary.
     role: AtomicU8,
+    /// HA identity (`lun_id=` or derived), set when enabled.
+    lun_id: AtomicU32,
+    /// The peer's role as last announced: 0 unknown, 1 primary, 2 secondary.
+    peer_role: AtomicU8,
+    /// Group states last reported (local << 8 | peer), to raise
+    /// ASYMMETRIC ACCESS STATE CHANGED when they change.
+    reported: AtomicU16,
 }
 
 impl Scsi {
     /// Empty state: no nexus known, no reservation.
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Scsi {
-            state <- new_spinlock!(State { pr: PrState::new(), nexus: KVec::new(), next_id: 0 }),
+            state <- new_spinlock!(State {
+                pr: PrState::new(),
+                nexus: KVec::new(),
+                next_id: 0,
+                peer_ports: [0; MAX_LUN_PORTS],
+                n_peer_ports: 0,
+            }),
             role: AtomicU8::new(0),
+            lun_id: AtomicU32::new(0),
+            peer_role: AtomicU8::new(0),
+            reported: AtomicU16::new(u16::MAX),
         })
     }
 
@@ -147,12 +167,68 @@ impl Scsi {
     /// Without an interlink the link is offline: a primary LUN is
     /// Active/Optimized, a secondary one Unavailable (Active/Unavailable).
     pub(crate) fn view(&self) -> HaView {
-        let local = match self.role.load(Ordering::Relaxed) {
+        let peer = match self.peer_role.load(Ordering::Relaxed) {
+            1 => PeerRole::Primary,
+            2 => PeerRole::Secondary,
+            _ => PeerRole::Unknown,
+        };
+        HaView { mode: NODE.mode(), link: NODE.link(), local: self.local_role(), peer }
+    }
+
+    /// This node's role for the LUN: its override, else the node's.
+    pub(crate) fn local_role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
             1 => Role::Primary,
             2 => Role::Secondary,
             _ => NODE.role(),
+        }
+    }
+
+    /// Records the LUN's HA identity (at enable).
+    pub(crate) fn set_lun_id(&self, id: u32) {
+        self.lun_id.store(id, Ordering::Relaxed);
+    }
+
+    /// The LUN's HA identity.
+    pub(crate) fn lun_id(&self) -> u32 {
+        self.lun_id.load(Ordering::Relaxed)
+    }
+
+    /// Records what the peer announced for this LUN (`None`: nothing, or
+    /// the link is down).
+    pub(crate) fn set_peer(&self, peer: Option<(PeerRole, &[u16])>) {
+        let (role, ports) = peer.unwrap_or((PeerRole::Unknown, &[]));
+        let code = match role {
+            PeerRole::Unknown => 0,
+            PeerRole::Primary => 1,
+            PeerRole::Secondary => 2,
         };
-        HaView { mode: NODE.mode(), link: NODE.link(), local, peer: PeerRole::Unknown }
+        self.peer_role.store(code, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        let n = ports.len().min(MAX_LUN_PORTS);
+        if let (Some(dst), Some(src)) = (st.peer_ports.get_mut(..n), ports.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        st.n_peer_ports = n;
+    }
+
+    /// Raises ASYMMETRIC ACCESS STATE CHANGED on every known I_T nexus if
+    /// the group states differ from the last ones seen here; returns the
+    /// states when they changed.
+    pub(crate) fn check_alua_change(&self) -> Option<alua::GroupStates> {
+        let g = alua::group_states(&self.view());
+        let code = (u16::from(g.local.code()) << 8) | u16::from(g.peer.code());
+        let old = self.reported.swap(code, Ordering::Relaxed);
+        if old == code {
+            return None;
+        }
+        if old != u16::MAX {
+            let mut st = self.state.lock();
+            for e in st.nexus.iter_mut() {
+                e.ua.push(Sense::ASYMMETRIC_ACCESS_STATE_CHANGED);
+            }
+        }
+        Some(g)
     }
 
     /// Peripheral qualifier for INQUIRY data.
@@ -197,11 +273,22 @@ impl Scsi {
         alua::node_tpg_id(NODE.ha_id())
     }
 
-    /// REPORT TARGET PORT GROUPS: this node's group with `ports` in the
-    /// state CTL's table gives.
+    /// REPORT TARGET PORT GROUPS: this node's group with `ports` and, in a
+    /// pair (`ha_id` 1 or 2), the peer's group with the ports it announced,
+    /// in the states of CTL's table.
     pub(crate) fn rtpg(&self, cdb: &[u8], ports: &[u16], buf: &mut [u8]) -> Result<DataIn, Sense> {
-        let state = alua::group_states(&self.view()).local;
-        let groups = [PortGroup::ctl(self.tpg_id(), state, ports)];
+        let states = alua::group_states(&self.view());
+        let local = PortGroup::ctl(self.tpg_id(), states.local, ports);
+        let ha_id = NODE.ha_id();
+        if ha_id == 0 {
+            return inquiry::report_target_port_groups(cdb, &[local], buf);
+        }
+        let (peer_ports, n) = {
+            let st = self.state.lock();
+            (st.peer_ports, st.n_peer_ports)
+        };
+        let peer = PortGroup::ctl(alua::node_tpg_id(3 - ha_id), states.peer, peer_ports.get(..n).unwrap_or(&[]));
+        let groups = if ha_id == 1 { [local, peer] } else { [peer, local] };
         inquiry::report_target_port_groups(cdb, &groups, buf)
     }
 

@@ -46,6 +46,7 @@ struct TcmHa {
 
 impl kernel::InPlaceModule for TcmHa {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        lio::init_registry();
         let shared = link::new_interlink();
         try_pin_init!(TcmHa {
             _link <- link::Service::start(shared.as_ref().map_err(|e| *e)?.clone()),

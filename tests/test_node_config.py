@@ -2,10 +2,13 @@
 requirement 1): defaults, validation with an errno and a dmesg line naming
 attribute and value, -EBUSY for ha_id/ha_mode while devices are enabled,
 the write-only key, and the node role and ha_id reaching ALUA."""
+import re
+
 import pytest
 
 import lio
 import vm
+from test_scsi import sg_of
 
 NODE = "/sys/kernel/config/tcm_ha"
 
@@ -108,15 +111,24 @@ def test_node_role_and_id_reach_alua(tcm_ha):
     assert write(g, "ha_id", "2")[0] == 0
     try:
         d = lio.create_ha(g, serial="0f0e0d0c-0b0a-4908-8706-050403020100")
-        sd = lio.loopback_lun(g, d, "5001405000000c00", "5001405000000c01", rtpi=5)
+        sd = sg_of(g, lio.loopback_lun(g, d, "5001405000000c00", "5001405000000c01", rtpi=5))
         di = g.run(f"sg_vpd -p 0x83 {sd}").out
         assert "Target port group: 0x3" in di, di  # node 2's group (CTL: 2 + ha_id - 1)
         assert write(g, "ha_role", "secondary")[0] == 0
+        # The role change is an access state change: the nexus hears of it.
+        r = g.run(f"sg_raw {sd} 00 00 00 00 00 00 2>&1", check=False)
+        assert r.rc != 0 and "Asymmetric access state changed" in r.out, r
         r = g.run(f"sg_raw -r 512 {sd} 28 00 00 00 00 00 00 00 01 00 2>&1", check=False)
         assert r.rc != 0 and "unavailable state" in r.out, r
-        assert "unavailable" in g.run(f"sg_rtpg -d {sd}").out
+        rtpg = g.run(f"sg_rtpg -d {sd}").out
+        # A pair member reports both groups: its own (0x3, unavailable) and
+        # the peer's (0x2, active/optimized as far as it knows).
+        assert re.search(r"target port group id : 0x3.*?\n.*?unavailable", rtpg, re.S), rtpg
+        assert "target port group id : 0x2" in rtpg, rtpg
         # A LUN's own ha_role overrides the node's.
         g.run(f"echo -n ha_role=primary > {d}/control")
+        r = g.run(f"sg_raw {sd} 00 00 00 00 00 00 2>&1", check=False)
+        assert r.rc != 0 and "Asymmetric access state changed" in r.out, r
         assert g.run(f"sg_raw -r 512 {sd} 28 00 00 00 00 00 00 00 01 00 2>&1", check=False).rc == 0
         assert write(g, "ha_role", "primary")[0] == 0
     finally:

@@ -118,6 +118,9 @@ def test_secondary_without_peer_is_unavailable(two_paths):
     g, a, _, d = two_paths
     g.run(f"echo -n ha_role=secondary > {d}/control")
     try:
+        # The role change is an access state change: unit attention first.
+        r = raw(g, a, "00 00 00 00 00 00")
+        assert r.rc != 0 and "Asymmetric access state changed" in r.out, r
         r = read1(g, a)
         assert r.rc != 0 and "Not Ready" in r.out and "unavailable state" in r.out, r
         r = raw(g, a, "00 00 00 00 00 00")  # TEST UNIT READY is refused too
@@ -127,6 +130,8 @@ def test_secondary_without_peer_is_unavailable(two_paths):
         assert "unavailable" in out, out
     finally:
         g.run(f"echo -n ha_role=primary > {d}/control")
+    r = read1(g, a)
+    assert r.rc != 0 and "Asymmetric access state changed" in r.out, r
     assert read1(g, a).rc == 0
 
 

@@ -248,7 +248,7 @@ pub(crate) fn session(data: &[u8]) {
     let (mut start, mut end, mut now) = (0usize, 0usize, 0u64);
     while end < stream.len() {
         end = (end + chunk).min(stream.len());
-        match s.on_bytes(&stream[start..end], now, &mut NullTx) {
+        match s.on_bytes(&stream[start..end], now, &mut NullTx, &mut |m| roundtrip(0, m)) {
             Ok((used, _)) => {
                 assert!(used <= end - start);
                 start += used;

@@ -154,6 +154,16 @@ pub(crate) fn params(s: &str) -> impl Iterator<Item = Result<Param<'_>, ControlE
         .map(parse_pair)
 }
 
+/// The `lun_id` of a device whose control string sets none: a hash of its
+/// configfs name, so two nodes that name a LUN alike agree on its identity.
+pub(crate) fn derived_lun_id(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h % (MAX_LUN_ID + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +226,15 @@ mod tests {
     fn role_round_trips() {
         for r in [Role::Primary, Role::Secondary] {
             assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+    }
+
+    #[test]
+    fn derived_lun_ids_are_stable_and_in_range() {
+        assert_eq!(derived_lun_id("disk0"), derived_lun_id("disk0"));
+        assert_ne!(derived_lun_id("disk0"), derived_lun_id("disk1"));
+        for n in ["", "a", "a-very-long-configfs-directory-name-of-a-lun"] {
+            assert!(derived_lun_id(n) <= MAX_LUN_ID);
         }
     }
 }

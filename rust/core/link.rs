@@ -18,7 +18,7 @@ use super::wire::handshake::{
     AbortReason, Config, ConfigError, Handshake, LinkParams, Mac, Outcome, Step,
     HANDSHAKE_TIMEOUT_MS,
 };
-use super::wire::msg::{ByeReason, Message, NONCE_LEN};
+use super::wire::msg::{ByeReason, Message, MAX_MESSAGE_PAYLOAD, NONCE_LEN};
 use super::wire::{EncodeError, WireError, HEADER_LEN};
 
 /// A heartbeat goes out when nothing was sent for this long (ms).
@@ -30,7 +30,7 @@ pub(crate) const HEARTBEAT_MS: u64 = 300;
 pub(crate) const DEAD_PEER_MS: u64 = 1500;
 
 /// Longest encoded frame of the messages a session sends itself.
-const MAX_OWN_FRAME: usize = HEADER_LEN + 128;
+const MAX_OWN_FRAME: usize = HEADER_LEN + MAX_MESSAGE_PAYLOAD;
 
 /// Sends whole frames on the connection.
 pub(crate) trait Tx {
@@ -172,12 +172,14 @@ impl<'k, M: Mac> Session<'k, M> {
 
     /// Consumes the complete frames at the start of `buf`. Returns how many
     /// bytes were used (the caller keeps the rest for the next call) and the
-    /// link parameters if the link came up during this call.
+    /// link parameters if the link came up during this call. Inventory
+    /// messages of an established link go to `inbox`.
     pub(crate) fn on_bytes(
         &mut self,
         buf: &[u8],
         now_ms: u64,
         tx: &mut impl Tx,
+        inbox: &mut impl FnMut(&Message),
     ) -> Result<(usize, Option<LinkParams>), LinkError> {
         let mut used = 0;
         let mut up = None;
@@ -193,7 +195,7 @@ impl<'k, M: Mac> Session<'k, M> {
             used += n;
             self.frames_in += 1;
             self.last_rx_ms = now_ms;
-            if let Some(p) = self.on_message(&msg, now_ms, tx)? {
+            if let Some(p) = self.on_message(&msg, now_ms, tx, inbox)? {
                 up = Some(p);
             }
         }
@@ -220,6 +222,20 @@ impl<'k, M: Mac> Session<'k, M> {
         Ok(())
     }
 
+    /// Sends an inventory message on the established link; `Ok(false)` (and
+    /// nothing sent) while the link is not up.
+    pub(crate) fn send_when_up(
+        &mut self,
+        msg: &Message,
+        now_ms: u64,
+        tx: &mut impl Tx,
+    ) -> Result<bool, LinkError> {
+        if self.params.is_none() {
+            return Ok(false);
+        }
+        self.send(msg, now_ms, tx).map(|()| true)
+    }
+
     /// Says Bye before the caller closes the connection (best effort).
     pub(crate) fn bye(&mut self, reason: ByeReason, now_ms: u64, tx: &mut impl Tx) {
         let _ = self.send(&Message::Bye(reason), now_ms, tx);
@@ -230,6 +246,7 @@ impl<'k, M: Mac> Session<'k, M> {
         msg: &Message,
         now_ms: u64,
         tx: &mut impl Tx,
+        inbox: &mut impl FnMut(&Message),
     ) -> Result<Option<LinkParams>, LinkError> {
         if self.params.is_none() {
             let step = self.hs.on_frame(msg);
@@ -239,6 +256,7 @@ impl<'k, M: Mac> Session<'k, M> {
             Message::Heartbeat(v) => self.send(&Message::HeartbeatAck(v), now_ms, tx)?,
             Message::HeartbeatAck(_) => {}
             Message::Bye(r) => return Err(LinkError::PeerBye(r)),
+            Message::LunState(_) | Message::LunGone(_) => inbox(msg),
             ref other => {
                 return Err(self.fail(LinkError::UnexpectedWhileUp(other.msg_type()), tx));
             }
@@ -474,7 +492,7 @@ mod tests {
         now: u64,
     ) -> Result<Option<LinkParams>, LinkError> {
         let bytes = core::mem::take(&mut from.0);
-        let (used, up) = to.on_bytes(&bytes, now, back)?;
+        let (used, up) = to.on_bytes(&bytes, now, back, &mut |_| {})?;
         assert_eq!(used, bytes.len());
         Ok(up)
     }
@@ -534,7 +552,7 @@ mod tests {
         assert_eq!(e, LinkError::DeadPeer(DEAD_PEER_MS));
         // ... and we said Bye(timeout).
         let bytes = core::mem::take(&mut to_l.0);
-        let hb_and_bye = l.on_bytes(&bytes, 0, &mut to_c).unwrap_err();
+        let hb_and_bye = l.on_bytes(&bytes, 0, &mut to_c, &mut |_| {}).unwrap_err();
         assert_eq!(hb_and_bye, LinkError::PeerBye(ByeReason::Timeout));
     }
 
@@ -552,13 +570,13 @@ mod tests {
     fn garbage_and_replays_abort_with_a_reason() {
         let (mut c, ..) = linked(b"k", b"k");
         let mut w = Wire::default();
-        let e = c.on_bytes(b"GET / HTTP/1.1\r\n\r\nxxxxxxxx", 5, &mut w).unwrap_err();
+        let e = c.on_bytes(b"GET / HTTP/1.1\r\n\r\nxxxxxxxx", 5, &mut w, &mut |_| {}).unwrap_err();
         assert!(matches!(e, LinkError::Wire(WireError::BadMagic { .. })), "{e}");
         // A frame replayed with sequence 0 on an established link.
         let (mut c2, _l2, ..) = linked(b"k", b"k");
         let mut buf = [0u8; 64];
         let n = encode_frame(0, &Message::Heartbeat(1), &mut buf).unwrap();
-        let e = c2.on_bytes(&buf[..n], 5, &mut w).unwrap_err();
+        let e = c2.on_bytes(&buf[..n], 5, &mut w, &mut |_| {}).unwrap_err();
         assert!(matches!(e, LinkError::Wire(WireError::SequenceDuplicate { .. })), "{e}");
     }
 
@@ -570,10 +588,28 @@ mod tests {
         c.start(0, &mut to_l).unwrap();
         l.start(0, &mut to_c).unwrap();
         let bytes = core::mem::take(&mut to_l.0);
-        let (used, _) = l.on_bytes(&bytes[..5], 0, &mut to_c).unwrap();
+        let (used, _) = l.on_bytes(&bytes[..5], 0, &mut to_c, &mut |_| {}).unwrap();
         assert_eq!(used, 0);
-        let (used, _) = l.on_bytes(&bytes, 0, &mut to_c).unwrap();
+        let (used, _) = l.on_bytes(&bytes, 0, &mut to_c, &mut |_| {}).unwrap();
         assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn inventory_flows_only_on_an_up_link() {
+        use super::super::wire::msg::tests::lun_state;
+        let mut c = session(Side::Connector, b"k", 1, 1);
+        let mut w = Wire::default();
+        c.start(0, &mut w).unwrap();
+        let m = Message::LunState(lun_state());
+        assert_eq!(c.send_when_up(&m, 0, &mut w), Ok(false));
+        let (mut c, mut l, mut to_l, _to_c, res) = linked(b"k", b"k");
+        res.unwrap();
+        assert_eq!(c.send_when_up(&m, 2, &mut to_l), Ok(true));
+        c.send_when_up(&Message::LunGone(42), 2, &mut to_l).unwrap();
+        let mut got = Vec::new();
+        let bytes = core::mem::take(&mut to_l.0);
+        l.on_bytes(&bytes, 2, &mut Wire::default(), &mut |m| got.push(*m)).unwrap();
+        assert_eq!(got, [m, Message::LunGone(42)]);
     }
 
     #[test]

@@ -51,6 +51,18 @@ impl AccessState {
     }
 }
 
+impl core::fmt::Display for AccessState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            AccessState::ActiveOptimized => "active/optimized",
+            AccessState::ActiveNonOptimized => "active/non-optimized",
+            AccessState::Standby => "standby",
+            AccessState::Unavailable => "unavailable",
+            AccessState::Transitioning => "transitioning",
+        })
+    }
+}
+
 /// Supported-states byte of an RTPG descriptor as CTL reports it:
 /// T_SUP | U_SUP | S_SUP | AN_SUP | AO_SUP = 8Fh (no LBD, no Offline;
 /// freebsd-ctl-ha-behaviour.md §1.4).

@@ -18,12 +18,15 @@
 //! | `0x0020` | Heartbeat    |   8 | 0: counter `u64`                                    |
 //! | `0x0021` | HeartbeatAck |   8 | 0: counter `u64` (echoed)                           |
 //! | `0x0030` | Bye          |   2 | 0: reason `u16`                                     |
+//! | `0x0100` | LunState     | 116 | 0: lun_id `u32`, 4: role `u8` (1 primary, 2 secondary), 5: port count `u8` (≤ 16), 6: reserved `u16` (0), 8: block_size `u32`, 12: blocks `u64`, 20: unit serial `[u8; 64]` (NUL-padded), 84: relative target port ids `[u16; 16]` |
+//! | `0x0101` | LunGone      |   4 | 0: lun_id `u32`                                     |
 //!
 //! Reason codes (LoginReject, Bye) are open sets: an unknown non-zero code is
 //! kept as `Other(code)` so a peer's newer reason still reaches the log. Code 0
 //! is never valid.
 
 use super::bytes::{Reader, Writer};
+use crate::core_logic::control::MAX_LUN_ID;
 use super::{EncodeError, WireError};
 use core::fmt;
 
@@ -34,7 +37,16 @@ pub(crate) const NONCE_LEN: usize = 32;
 pub(crate) const MAC_LEN: usize = 32;
 
 /// Largest payload of any message this version defines (sizes send buffers).
-pub(crate) const MAX_MESSAGE_PAYLOAD: usize = LOGIN_LEN;
+pub(crate) const MAX_MESSAGE_PAYLOAD: usize = LUN_STATE_LEN;
+
+/// Target ports a [`LunState`] can list.
+pub(crate) const MAX_LUN_PORTS: usize = 16;
+/// Bytes of the unit serial a [`LunState`] carries.
+pub(crate) const SERIAL_LEN: usize = 64;
+/// Payload length of [`LunState`].
+const LUN_STATE_LEN: usize = 20 + SERIAL_LEN + 2 * MAX_LUN_PORTS;
+/// Payload length of a LunGone.
+const LUN_GONE_LEN: usize = 4;
 
 /// Payload length of [`Hello`].
 const HELLO_LEN: usize = NONCE_LEN + 1;
@@ -73,6 +85,10 @@ pub(crate) enum MsgType {
     HeartbeatAck = 0x0021,
     /// The sender is closing the link.
     Bye = 0x0030,
+    /// A LUN as the sender has it (inventory sync).
+    LunState = 0x0100,
+    /// The sender no longer has a LUN.
+    LunGone = 0x0101,
 }
 
 impl MsgType {
@@ -88,6 +104,8 @@ impl MsgType {
             0x0020 => MsgType::Heartbeat,
             0x0021 => MsgType::HeartbeatAck,
             0x0030 => MsgType::Bye,
+            0x0100 => MsgType::LunState,
+            0x0101 => MsgType::LunGone,
             _ => return None,
         })
     }
@@ -109,6 +127,8 @@ impl MsgType {
             MsgType::Heartbeat => "Heartbeat",
             MsgType::HeartbeatAck => "HeartbeatAck",
             MsgType::Bye => "Bye",
+            MsgType::LunState => "LunState",
+            MsgType::LunGone => "LunGone",
         }
     }
 
@@ -123,6 +143,8 @@ impl MsgType {
             MsgType::LoginReject => LOGIN_REJECT_LEN,
             MsgType::Heartbeat | MsgType::HeartbeatAck => HEARTBEAT_LEN,
             MsgType::Bye => BYE_LEN,
+            MsgType::LunState => LUN_STATE_LEN,
+            MsgType::LunGone => LUN_GONE_LEN,
         };
         (len, len)
     }
@@ -359,6 +381,48 @@ impl fmt::Display for ByeReason {
     }
 }
 
+/// A LUN's role on the sending node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LunRole {
+    /// The sender is primary for the LUN.
+    Primary = 1,
+    /// The sender is secondary.
+    Secondary = 2,
+}
+
+/// A LUN as the sending node has it: identity, role, geometry and the
+/// relative target port ids it is exported through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LunState {
+    /// HA identity of the LUN, the same on both nodes (`lun_id=`).
+    pub(crate) lun_id: u32,
+    /// The sender's role for it.
+    pub(crate) role: LunRole,
+    /// Logical block size in bytes.
+    pub(crate) block_size: u32,
+    /// Capacity in logical blocks.
+    pub(crate) blocks: u64,
+    /// Unit serial number (VPD 0x80), NUL-padded.
+    pub(crate) serial: [u8; SERIAL_LEN],
+    /// How many of `ports` are valid.
+    pub(crate) nports: u8,
+    /// Relative target port ids of the sender's ports exporting the LUN.
+    pub(crate) ports: [u16; MAX_LUN_PORTS],
+}
+
+impl LunState {
+    /// The valid port ids.
+    pub(crate) fn ports(&self) -> &[u16] {
+        self.ports.get(..usize::from(self.nports)).unwrap_or(&[])
+    }
+
+    /// The serial without its NUL padding.
+    pub(crate) fn serial(&self) -> &[u8] {
+        let end = self.serial.iter().position(|&b| b == 0).unwrap_or(SERIAL_LEN);
+        self.serial.get(..end).unwrap_or(&[])
+    }
+}
+
 /// One decoded message.
 ///
 /// All current payloads are fixed-size, so a message owns its fields; later
@@ -383,6 +447,10 @@ pub(crate) enum Message {
     HeartbeatAck(u64),
     /// The sender closes the link.
     Bye(ByeReason),
+    /// See [`LunState`].
+    LunState(LunState),
+    /// The sender no longer has LUN `lun_id`.
+    LunGone(u32),
 }
 
 impl Message {
@@ -398,6 +466,8 @@ impl Message {
             Message::Heartbeat(_) => MsgType::Heartbeat,
             Message::HeartbeatAck(_) => MsgType::HeartbeatAck,
             Message::Bye(_) => MsgType::Bye,
+            Message::LunState(_) => MsgType::LunState,
+            Message::LunGone(_) => MsgType::LunGone,
         }
     }
 
@@ -483,6 +553,43 @@ impl Message {
                     None => return Some(Err(invalid("reason", u64::from(code)))),
                 }
             }
+            MsgType::LunState => {
+                let lun_id = r.u32()?;
+                let role = match r.u8()? {
+                    1 => LunRole::Primary,
+                    2 => LunRole::Secondary,
+                    v => return Some(Err(invalid("role", u64::from(v)))),
+                };
+                let nports = r.u8()?;
+                if usize::from(nports) > MAX_LUN_PORTS {
+                    return Some(Err(invalid("port count", u64::from(nports))));
+                }
+                let reserved = r.u16()?;
+                if reserved != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved))));
+                }
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                let block_size = r.u32()?;
+                if !(512..=65536).contains(&block_size) || !block_size.is_power_of_two() {
+                    return Some(Err(invalid("block_size", u64::from(block_size))));
+                }
+                let blocks = r.u64()?;
+                let serial = r.array()?;
+                let mut ports = [0u16; MAX_LUN_PORTS];
+                for p in ports.iter_mut() {
+                    *p = r.u16()?;
+                }
+                Message::LunState(LunState { lun_id, role, block_size, blocks, serial, nports, ports })
+            }
+            MsgType::LunGone => {
+                let lun_id = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                Message::LunGone(lun_id)
+            }
         };
         Some(Ok(msg))
     }
@@ -526,6 +633,20 @@ impl Message {
             }
             Message::Heartbeat(v) | Message::HeartbeatAck(v) => w.u64(*v),
             Message::Bye(reason) => w.u16(reason.code()),
+            Message::LunState(l) => {
+                w.u32(l.lun_id)?;
+                w.u8(l.role as u8)?;
+                w.u8(l.nports)?;
+                w.u16(0)?;
+                w.u32(l.block_size)?;
+                w.u64(l.blocks)?;
+                w.put(&l.serial)?;
+                for p in l.ports {
+                    w.u16(p)?;
+                }
+                Some(())
+            }
+            Message::LunGone(id) => w.u32(*id),
         }
     }
 }
@@ -535,7 +656,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 9] {
+    pub(crate) fn samples() -> [Message; 11] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -567,7 +688,59 @@ pub(crate) mod tests {
             Message::Heartbeat(0x1122_3344_5566_7788),
             Message::HeartbeatAck(7),
             Message::Bye(ByeReason::ConfigChanged),
+            Message::LunState(lun_state()),
+            Message::LunGone(16383),
         ]
+    }
+
+    pub(crate) fn lun_state() -> LunState {
+        let mut serial = [0u8; SERIAL_LEN];
+        serial[..8].copy_from_slice(b"SER-0042");
+        let mut ports = [0u16; MAX_LUN_PORTS];
+        ports[0] = 0x21;
+        ports[1] = 0x22;
+        LunState {
+            lun_id: 42,
+            role: LunRole::Secondary,
+            block_size: 4096,
+            blocks: 0x1_0000_0000,
+            serial,
+            nports: 2,
+            ports,
+        }
+    }
+
+    #[test]
+    fn roundtrip_lun_state_and_gone() {
+        roundtrip(samples()[9]);
+        roundtrip(samples()[10]);
+        let l = lun_state();
+        assert_eq!(l.ports(), &[0x21, 0x22]);
+        assert_eq!(l.serial(), b"SER-0042");
+    }
+
+    #[test]
+    fn lun_state_fields_are_checked() {
+        let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+        let n = Message::LunState(lun_state()).encode_payload(&mut buf).unwrap();
+        let bad = |off: usize, v: &[u8], field: &'static str| {
+            let mut b = buf;
+            b[off..off + v.len()].copy_from_slice(v);
+            match Message::decode(MsgType::LunState, &b[..n]) {
+                Err(WireError::InvalidField { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        };
+        bad(4, &[3], "role");
+        bad(5, &[17], "port count");
+        bad(6, &[1], "reserved");
+        bad(0, &[0, 0x40, 0, 0], "lun_id");
+        bad(8, &[0, 3, 0, 0], "block_size");
+        bad(8, &[0, 0, 0, 0], "block_size");
+        assert!(matches!(
+            Message::decode(MsgType::LunGone, &[0xff, 0xff, 0, 0]),
+            Err(WireError::InvalidField { field: "lun_id", .. })
+        ));
     }
 
     fn roundtrip(m: Message) {
@@ -659,7 +832,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_type_numbers() {
-        for v in [0u16, 4, 0x000f, 0x0013, 0x0100, 0x0300, 0xffff] {
+        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x01ff, 0x0300, 0xffff] {
             assert_eq!(MsgType::from_u16(v), None, "{v:#x}");
         }
     }
