@@ -6,7 +6,7 @@
 use core::fmt::Write;
 use kernel::{new_mutex, prelude::*, str::CString, sync::Mutex};
 
-use crate::configfs::Core;
+use crate::configfs::{Core, NODE};
 use crate::core_logic::control::{self, Param, Role};
 use crate::lio::{BdevFile, HwAttribs, Page};
 use crate::scsi::Scsi;
@@ -88,6 +88,15 @@ impl HaDev {
                 pr_err!("{}: control: dev and readonly cannot change while the device is enabled\n", self.name());
                 return Err(EBUSY);
             }
+        }
+        let promoted = role.unwrap_or(NODE.role()) == Role::Primary && self.scsi.local_role() != Role::Primary;
+        if configured && promoted && self.scsi.peer_is_primary() {
+            pr_err!(
+                "{}: control: ha_role=primary refused: LUN {} is primary on the linked peer; make it secondary there first\n",
+                self.name(),
+                self.scsi.lun_id()
+            );
+            return Err(EBUSY);
         }
         if let Some(d) = dev {
             s.dev = Some(CString::try_from_fmt(fmt!("{}", d))?);

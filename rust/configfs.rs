@@ -238,12 +238,26 @@ impl AttributeOperations<3> for Node {
         show_fmt(page, fmt!("{}\n", NODE.role().as_str()))
     }
 
-    fn store(_this: &Node, page: &[u8]) -> Result {
+    fn store(this: &Node, page: &[u8]) -> Result {
         let v = parsed(node::parse_role(text(page)?))?;
         let code = match v {
             Role::Primary => 0,
             Role::Secondary => 1,
         };
+        let _guard = this.lock.lock();
+        if v == Role::Primary && NODE.role() != Role::Primary {
+            // Two primaries for one LUN while linked: refused.
+            let clash = crate::lio::with_devices(|devs| {
+                devs.iter()
+                    .map(|d| &d.device().ha().scsi)
+                    .find(|s| s.follows_node() && s.peer_is_primary())
+                    .map(|s| s.lun_id())
+            });
+            if let Some(id) = clash {
+                pr_err!("ha_role: primary refused: LUN {} is primary on the linked peer; make the peer secondary first\n", id);
+                return Err(EBUSY);
+            }
+        }
         if NODE.role.swap(code, Ordering::Relaxed) != code {
             pr_info!("node role: {}\n", v.as_str());
             crate::link::refresh_alua();

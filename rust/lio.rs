@@ -493,5 +493,9 @@ impl Drop for Registration {
         // SAFETY: registered in `register`; LIO holds a module reference per
         // HBA, so no HBA or device of ours exists when the module unloads.
         unsafe { b::target_backend_unregister(&*self.ops) };
+        // No device is left: give back the registry's buffer (a static is
+        // never dropped, and kmemleak reports the buffer after rmmod).
+        let empty = core::mem::take(&mut *DEVICES.lock());
+        drop(empty);
     }
 }

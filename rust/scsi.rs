@@ -13,7 +13,7 @@ use crate::configfs::NODE;
 use crate::core_logic::control::Role;
 use crate::core_logic::wire::msg::MAX_LUN_PORTS;
 use crate::core_logic::scsi::{
-    alua::{self, HaView, PeerRole},
+    alua::{self, HaView, Link, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
     io::Completion,
     nexus::{self, UaQueue},
@@ -173,6 +173,17 @@ impl Scsi {
             _ => PeerRole::Unknown,
         };
         HaView { mode: NODE.mode(), link: NODE.link(), local: self.local_role(), peer }
+    }
+
+    /// Whether the LUN follows the node's `ha_role` (no override).
+    pub(crate) fn follows_node(&self) -> bool {
+        self.role.load(Ordering::Relaxed) == 0
+    }
+
+    /// Whether the linked peer announced itself primary for this LUN: a
+    /// promotion here would make two primaries.
+    pub(crate) fn peer_is_primary(&self) -> bool {
+        self.peer_role.load(Ordering::Relaxed) == 1 && NODE.link() == Link::Online
     }
 
     /// This node's role for the LUN: its override, else the node's.

@@ -6,7 +6,9 @@ guests' kernel logs are kept under tests/out/<run>/<test>/.
 """
 from __future__ import annotations
 
+
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,12 +133,14 @@ def pytest_sessionfinish(session, exitstatus):
 # Measurements the tests print ("[tag] ..." lines), repeated in the summary so
 # a CI log shows them without -s.
 _measurements: list[str] = []
+# "[tag] text" lines printed by passing tests (not "[   1.23] dmesg").
+_MEASUREMENT = re.compile(r"\[[a-z][\w-]*\] ")
 
 
 def pytest_runtest_logreport(report):
     if report.when == "call":
         for line in report.capstdout.splitlines():
-            if line.startswith("[") and not line.startswith("[tcm_ha]"):
+            if _MEASUREMENT.match(line) and not line.startswith("[tcm_ha]"):
                 _measurements.append(f"{line}  ({report.nodeid.split('::')[-1]})")
 
 

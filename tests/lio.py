@@ -69,9 +69,12 @@ def create_ha(node: vm.Guest, name: str = "d0", control: str = "dev=/dev/vdb", h
     return d
 
 
-def loopback_lun(node: vm.Guest, dev: str, wwn: str, ini_wwn: str, rtpi: int = 0) -> str:
+def loopback_lun(node: vm.Guest, dev: str, wwn: str, ini_wwn: str, rtpi: int = 0,
+                 sg: bool = False) -> str:
     """Exports configfs device `dev` as LUN 0 of a tcm_loop target `naa.<wwn>`
-    with initiator port `naa.<ini_wwn>`; returns the SCSI disk (/dev/sdX).
+    with initiator port `naa.<ini_wwn>`; returns the SCSI disk (/dev/sdX), or
+    with `sg` its SCSI generic node (/dev/sgN: a LUN reporting peripheral
+    qualifier 1, as a secondary without its peer does, gets no disk).
     tcm_loop TPGs are never enabled, so LIO gives them relative target port
     id 0 unless `rtpi` sets one."""
     tpg = f"{LOOP}/naa.{wwn}/tpgt_1"
@@ -85,8 +88,8 @@ def loopback_lun(node: vm.Guest, dev: str, wwn: str, ini_wwn: str, rtpi: int = 0
     host = node.run(f"cat {tpg}/address").out.strip()  # "H:C:T"
     return node.run(
         f"udevadm settle; for i in $(seq 100); do "
-        f"b=$(ls /sys/class/scsi_device/{host}:0/device/block 2>/dev/null); "
-        f"test -n \"$b\" && test -b /dev/$b && echo /dev/$b && exit 0; sleep 0.1; done; "
+        f"b=$(ls /sys/class/scsi_device/{host}:0/device/{'scsi_generic' if sg else 'block'} 2>/dev/null); "
+        f"test -n \"$b\" && test -c /dev/$b -o -b /dev/$b && echo /dev/$b && exit 0; sleep 0.1; done; "
         f"echo no disk for {host}; exit 1").out.strip()
 
 

@@ -13,7 +13,7 @@ import lio
 import vm
 from conftest import INTERLINK_A
 from test_interlink import KEY, PORT, setattr_, wait_state
-from test_scsi import sg_of
+from test_scsi import ua_count
 
 SERIAL = "9b1f0c2e-55aa-4c1e-8d33-77e0a1b2c3d4"
 LUN_ID = 7
@@ -64,7 +64,7 @@ def lun_pair(trio):
         setattr_(g, "ha_role", role)
         setattr_(g, "ha_key", KEY)
         d = lio.create_ha(g, control=f"dev=/dev/vdb,lun_id={LUN_ID}", serial=SERIAL)
-        sgs[g.name] = (sg_of(g, lio.loopback_lun(g, d, wwn, wwn[:-1] + "1", rtpi=rtpi)), d)
+        sgs[g.name] = (lio.loopback_lun(g, d, wwn, wwn[:-1] + "1", rtpi=rtpi, sg=True), d)
     try:
         yield a, b, sgs["nodea"], sgs["nodeb"]
     finally:
@@ -87,15 +87,17 @@ def test_both_nodes_report_both_groups(lun_pair):
     # Before the link: A primary alone, B secondary without a primary.
     wait_rtpg(a, sa, {0x2: ("active/optimized", [0x11]), 0x3: ("unavailable", [])})
     wait_rtpg(b, sb, {0x2: ("active/optimized", []), 0x3: ("unavailable", [0x21])})
+    uas = ua_count(a, sa), ua_count(b, sb)
     link(a, b)
     t0 = time.time()
     want = {0x2: ("active/optimized", [0x11]), 0x3: ("standby", [0x21])}
     wait_rtpg(a, sa, want)
     wait_rtpg(b, sb, want)
     print(f"\n[ha-alua] both nodes agree {time.time() - t0:.2f}s after link up")
-    # The secondary refuses media access as Standby, after the UA saying so.
-    r = b.run(f"sg_raw {sb} 00 00 00 00 00 00 2>&1", check=False)
-    assert r.rc != 0 and "Asymmetric access state changed" in r.out, r.out
+    # Both nexuses heard of the change (B's own state, A's peer group; a
+    # Transitioning step on the way may add one).
+    assert ua_count(a, sa) > uas[0] and ua_count(b, sb) > uas[1], uas
+    # The secondary refuses media access as Standby.
     r = b.run(f"sg_raw -r 512 {sb} 28 00 00 00 00 00 00 00 01 00 2>&1", check=False)
     assert r.rc != 0 and "standby state" in r.out, r.out
     assert "ALUA states now local standby, peer active/optimized" in b.run("dmesg").out
@@ -111,7 +113,7 @@ def test_mismatched_copy_is_not_used(lun_pair):
     # LIO changes a unit serial only while the device is not exported.
     lio.clear_loopback(b)
     b.run(f"echo other-serial-0000 > {db}/wwn/vpd_unit_serial")
-    sb = sg_of(b, lio.loopback_lun(b, db, "5001405000000bb0", "5001405000000bb1", rtpi=0x21))
+    sb = lio.loopback_lun(b, db, "5001405000000bb0", "5001405000000bb1", rtpi=0x21, sg=True)
     link(a, b)
     r = b.run("for i in $(seq 100); do dmesg | grep -q \"peer's copy differs\" && exit 0; sleep 0.1; done; exit 1",
               check=False)
@@ -134,3 +136,31 @@ def test_two_primaries_never_both_optimized(lun_pair):
     want = {0x2: ("active/optimized", [0x11]), 0x3: ("standby", [0x21])}
     wait_rtpg(a, sa, want)
     wait_rtpg(b, sb, want)
+
+
+def test_second_primary_is_refused_while_linked(lun_pair):
+    """With the link up, promoting B while A is primary fails with EBUSY
+    (node-wide and per LUN) and changes nothing; the planned switch (A
+    secondary first, then B primary) works and moves the optimized group."""
+    a, b, (sa, _), (sb, db) = lun_pair
+    link(a, b)
+    want = {0x2: ("active/optimized", [0x11]), 0x3: ("standby", [0x21])}
+    wait_rtpg(b, sb, want)
+    r = b.run(f"echo primary > /sys/kernel/config/tcm_ha/ha_role", check=False)
+    assert r.rc != 0 and "Device or resource busy" in r.err, r
+    assert f"ha_role: primary refused: LUN {LUN_ID} is primary on the linked peer" in b.run("dmesg").out
+    r = b.run(f"echo -n ha_role=primary > {db}/control", check=False)
+    assert r.rc != 0 and "Device or resource busy" in r.err, r
+    assert f"ha_role=primary refused: LUN {LUN_ID} is primary on the linked peer" in b.run("dmesg").out
+    assert b.run("cat /sys/kernel/config/tcm_ha/ha_role").out == "secondary\n"
+    wait_rtpg(a, sa, want, timeout=2)
+    wait_rtpg(b, sb, want, timeout=2)
+    # The planned switch: demote A, then B may take over once it has heard.
+    setattr_(a, "ha_role", "secondary")
+    r = b.run("for i in $(seq 50); do echo primary > /sys/kernel/config/tcm_ha/ha_role 2>/dev/null && exit 0; "
+              "sleep 0.1; done; exit 1", check=False)
+    assert r.rc == 0, b.run("dmesg | tail").out
+    want = {0x2: ("standby", [0x11]), 0x3: ("active/optimized", [0x21])}
+    wait_rtpg(a, sa, want)
+    wait_rtpg(b, sb, want)
+    assert b.run(f"sg_raw -r 512 {sb} 28 00 00 00 00 00 00 00 01 00 2>&1", check=False).rc == 0

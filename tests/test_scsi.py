@@ -38,6 +38,16 @@ def sg_of(g: vm.Guest, sd: str) -> str:
     return f"/dev/{name}"
 
 
+def ua_count(g: vm.Guest, sg: str) -> int:
+    """How often the initiator's kernel logged ASYMMETRIC ACCESS STATE
+    CHANGED for the device of `sg`. scsi_dh_alua takes that unit attention
+    itself (it rechecks the port groups and retries the command), so
+    user-space tools never see it; the kernel log line is the proof that it
+    was delivered."""
+    hctl = g.run(f"ls /sys/class/scsi_generic/{sg.rsplit('/', 1)[1]}/device/scsi_device").out.strip()
+    return int(g.run(f"dmesg | grep -c '{hctl}: Asymmetric access state changed'", check=False).out.strip() or 0)
+
+
 def raw(g: vm.Guest, sd: str, cdb: str, extra: str = "") -> vm.Result:
     """sg_raw without failing on a non-GOOD status; .out holds all text."""
     r = g.run(f"sg_raw {extra} {sd} {cdb} 2>&1", check=False)
@@ -116,11 +126,12 @@ def test_stpg_is_refused(two_paths):
 
 def test_secondary_without_peer_is_unavailable(two_paths):
     g, a, _, d = two_paths
+    uas = ua_count(g, a)
     g.run(f"echo -n ha_role=secondary > {d}/control")
     try:
         # The role change is an access state change: unit attention first.
         r = raw(g, a, "00 00 00 00 00 00")
-        assert r.rc != 0 and "Asymmetric access state changed" in r.out, r
+        assert r.rc != 0 and ua_count(g, a) == uas + 1, (r, uas)
         r = read1(g, a)
         assert r.rc != 0 and "Not Ready" in r.out and "unavailable state" in r.out, r
         r = raw(g, a, "00 00 00 00 00 00")  # TEST UNIT READY is refused too
@@ -130,9 +141,7 @@ def test_secondary_without_peer_is_unavailable(two_paths):
         assert "unavailable" in out, out
     finally:
         g.run(f"echo -n ha_role=primary > {d}/control")
-    r = read1(g, a)
-    assert r.rc != 0 and "Asymmetric access state changed" in r.out, r
-    assert read1(g, a).rc == 0
+    assert read1(g, a).rc == 0 and ua_count(g, a) == uas + 2
 
 
 def prout(g, sd, args):
