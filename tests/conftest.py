@@ -68,13 +68,48 @@ def node(request, accel):
     _live.remove(bed)
 
 
+_trio: list[vm.Bed] = []
+_last_trio_test: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def trio(request, accel):
-    """Node A, node B (256 MiB /dev/vdb each) and an initiator, linked."""
+    """Node A, node B (256 MiB /dev/vdb each) and an initiator, linked.
+    Stopped right after the last test that uses it (see below)."""
     bed = _bed(request, accel, build_trio)
+    _trio.append(bed)
     yield bed
-    bed.stop()
-    _live.remove(bed)
+    _stop_trio()
+
+
+def _stop_trio() -> None:
+    for bed in _trio:
+        bed.stop()
+        if bed in _live:
+            _live.remove(bed)
+    _trio.clear()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Runs the modules that use the three-guest bed first (each module kept
+    whole, in its order) and remembers their last test: the bed is stopped
+    after it, so the single-node modules neither share the two cores with
+    three idle guests nor wait for their kmemleak scans after every test."""
+    modules: dict[str, list] = {}
+    for it in items:
+        modules.setdefault(it.nodeid.split("::")[0], []).append(it)
+    uses = {m: any("trio" in it.fixturenames for it in its) for m, its in modules.items()}
+    items[:] = [it for m, its in modules.items() if uses[m] for it in its] + \
+               [it for m, its in modules.items() if not uses[m] for it in its]
+    trio_tests = [it.nodeid for it in items if "trio" in it.fixturenames]
+    _last_trio_test[:] = trio_tests[-1:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    if _last_trio_test and item.nodeid == _last_trio_test[0]:
+        _stop_trio()
 
 
 def _check_guest(g: vm.Guest, outdir: Path) -> list[str]:

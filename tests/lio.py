@@ -85,6 +85,12 @@ def loopback_lun(node: vm.Guest, dev: str, wwn: str, ini_wwn: str, rtpi: int = 0
     node.run(f"mkdir -p {tpg}/lun/lun_0 && "
              f"echo naa.{ini_wwn} > {tpg}/nexus && "
              f"ln -s {dev} {tpg}/lun/lun_0/{dev.rsplit('/', 1)[1]}")
+    return loopback_node(node, tpg, sg)
+
+
+def loopback_node(node: vm.Guest, tpg: str, sg: bool = False) -> str:
+    """The SCSI disk (or with `sg` the SCSI generic node) of LUN 0 of the
+    tcm_loop TPG at configfs path `tpg`, once udev has made it."""
     host = node.run(f"cat {tpg}/address").out.strip()  # "H:C:T"
     return node.run(
         f"udevadm settle; for i in $(seq 100); do "

@@ -132,13 +132,7 @@ def test_refused_by_the_module_is_rolled_back(tnode):
 
 def loopback_disk(g: vm.Guest) -> str:
     """The SCSI disk of the loopback target LOOP_WWN (LUN 0)."""
-    tpg = f"{lio.LOOP}/{LOOP_WWN}/tpgt_1"
-    host = g.run(f"cat {tpg}/address").out.strip()
-    return g.run(
-        f"udevadm settle; for i in $(seq 100); do "
-        f"b=$(ls /sys/class/scsi_device/{host}:0/device/block 2>/dev/null); "
-        f"test -n \"$b\" && test -b /dev/$b && echo /dev/$b && exit 0; sleep 0.1; done; "
-        f"echo no disk for {host}; exit 1").out.strip()
+    return lio.loopback_node(g, f"{lio.LOOP}/{LOOP_WWN}/tpgt_1")
 
 
 def map_iscsi_and_loopback(g: vm.Guest) -> None:
