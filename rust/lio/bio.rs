@@ -21,6 +21,10 @@ pub(crate) const OP_READ: u32 = kb::req_op_REQ_OP_READ;
 pub(crate) const OP_WRITE: u32 = kb::req_op_REQ_OP_WRITE;
 /// `REQ_FUA`: forced unit access.
 pub(crate) const FUA: u32 = 1 << kb::req_flag_bits___REQ_FUA;
+/// `REQ_SYNC | REQ_IDLE`: a write someone waits for, as O_DIRECT writes
+/// are; without it writeback throttling (WBT) treats the data writes of
+/// a SCSI command as background writeback and holds them back.
+pub(crate) const SYNC_WRITE: u32 = (1 << kb::req_flag_bits___REQ_SYNC) | (1 << kb::req_flag_bits___REQ_IDLE);
 /// `REQ_PREFLUSH`: flush the volatile cache first.
 pub(crate) const PREFLUSH: u32 = 1 << kb::req_flag_bits___REQ_PREFLUSH;
 
@@ -135,16 +139,20 @@ impl Bdev {
     /// Submits `segs` starting at 512-byte `sector` with operation `opf` as
     /// chained bios; `end_io` runs once with `private` after the last one
     /// completes, also on error and for an empty `segs` (at once). `Err` means nothing was submitted and
-    /// `end_io` will not run.
+    /// `end_io` will not run. `nr_segs` sizes the bios (as `bio_max_segs`
+    /// does): a 4 KiB command gets a one-vector bio, not a 256-vector one.
     pub(crate) fn submit(
         self,
         mut sector: u64,
         opf: u32,
+        nr_segs: u64,
         segs: impl Iterator<Item = Seg>,
         private: *mut c_void,
         end_io: unsafe extern "C" fn(*mut kb::bio),
     ) -> Result {
-        let vecs = kb::BIO_MAX_VECS as u16;
+        let max = u64::from(kb::BIO_MAX_VECS);
+        // Lossless: at most BIO_MAX_VECS (256), and at least one.
+        let vecs = nr_segs.clamp(1, max) as u16;
         let mut bio = self.alloc(vecs, opf).ok_or(ENOMEM)?;
         let mut plug = kb::blk_plug::default();
         // SAFETY: `plug` lives on this stack frame until `blk_finish_plug`.

@@ -310,8 +310,8 @@ unsafe extern "C" fn execute_rw(
     let write = dir == kb::dma_data_direction::DMA_TO_DEVICE;
     let opf = match (write, c.fua()) {
         (false, _) => bio::OP_READ,
-        (true, false) => bio::OP_WRITE,
-        (true, true) => bio::OP_WRITE | bio::FUA,
+        (true, false) => bio::OP_WRITE | bio::SYNC_WRITE,
+        (true, true) => bio::OP_WRITE | bio::SYNC_WRITE | bio::FUA,
     };
     if nents == 0 && opf & bio::FUA != 0 {
         // A zero-length FUA write still asks for what is cached to be on
@@ -324,7 +324,7 @@ unsafe extern "C" fn execute_rw(
     let sector = c.sectors(c.lba());
     // SAFETY: LIO's scatterlist of `nents` entries for this command.
     let segs = unsafe { bio::SgIter::new(sgl, nents) };
-    match dev.submit(sector, opf, segs, cmd.cast(), rw_done) {
+    match dev.submit(sector, opf, u64::from(nents), segs, cmd.cast(), rw_done) {
         Ok(()) => reason::NONE,
         Err(_) => reason::OUT_OF_RESOURCES,
     }
@@ -396,8 +396,8 @@ unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_
         c.complete(done);
         return reason::NONE;
     }
-    let opf = if c.fua() { bio::OP_WRITE | bio::FUA } else { bio::OP_WRITE };
-    match dev.submit(sector, opf, bio::repeat(seg, blocks), cmd.cast(), rw_done) {
+    let opf = if c.fua() { bio::OP_WRITE | bio::SYNC_WRITE | bio::FUA } else { bio::OP_WRITE | bio::SYNC_WRITE };
+    match dev.submit(sector, opf, blocks, bio::repeat(seg, blocks), cmd.cast(), rw_done) {
         Ok(()) => reason::NONE,
         Err(_) => reason::OUT_OF_RESOURCES,
     }
