@@ -1,7 +1,9 @@
 """pytest fixtures for the tcm_ha VM test bed.
 
 Fixtures boot guests once per test module; every test is followed by a splat
-check on every running guest (console and dmesg) and a kmemleak scan, and the
+check on every running guest (console and dmesg), the last test of each
+module also by a kmemleak scan (two scans cost seconds per guest under TCG;
+a leak is then reported at the end of the module that made it), and the
 guests' kernel logs are kept under tests/out/<run>/<test>/.
 """
 from __future__ import annotations
@@ -70,6 +72,8 @@ def node(request, accel):
 
 _trio: list[vm.Bed] = []
 _last_trio_test: list[str] = []
+# The last test of each module (after reordering): kmemleak scans run there.
+_module_last: set[str] = set()
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +107,8 @@ def pytest_collection_modifyitems(session, config, items):
                [it for m, its in modules.items() if not uses[m] for it in its]
     trio_tests = [it.nodeid for it in items if "trio" in it.fixturenames]
     _last_trio_test[:] = trio_tests[-1:]
+    _module_last.clear()
+    _module_last.update(its[-1].nodeid for its in modules.values())
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -112,7 +118,7 @@ def pytest_runtest_teardown(item, nextitem):
         _stop_trio()
 
 
-def _check_guest(g: vm.Guest, outdir: Path) -> list[str]:
+def _check_guest(g: vm.Guest, outdir: Path, scan: bool) -> list[str]:
     problems = []
     if not g.alive():
         problems.append(f"{g.name}: QEMU exited during the test:\n{g.console_tail()}")
@@ -122,8 +128,9 @@ def _check_guest(g: vm.Guest, outdir: Path) -> list[str]:
     leaks = ""
     try:
         dmesg = g.run("dmesg -c", timeout=300, check=False).out
-        leaks = g.kmemleak_scan()
-        g.run("echo clear > /sys/kernel/debug/kmemleak", timeout=300, check=False)
+        if scan:
+            leaks = g.kmemleak_scan()
+            g.run("echo clear > /sys/kernel/debug/kmemleak", timeout=300, check=False)
     except vm.GuestError as e:
         problems.append(str(e))
     outdir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +151,8 @@ def _check_guest(g: vm.Guest, outdir: Path) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def splat_guard(request):
-    """Fails the test if any live guest printed a splat or leaked memory."""
+    """Fails the test if any live guest printed a splat, or at the end of a
+    module leaked memory."""
     for bed in _live:
         for g in bed.guests.values():
             g.mark()
@@ -154,7 +162,8 @@ def splat_guard(request):
     problems = []
     if guests:
         with ThreadPoolExecutor(len(guests)) as pool:
-            for p in pool.map(lambda g: _check_guest(g, outdir), guests):
+            scan = request.node.nodeid in _module_last
+            for p in pool.map(lambda g: _check_guest(g, outdir, scan), guests):
                 problems += p
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
