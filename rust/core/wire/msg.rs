@@ -20,6 +20,15 @@
 //! | `0x0030` | Bye          |   2 | 0: reason `u16`                                     |
 //! | `0x0100` | LunState     | 116 | 0: lun_id `u32`, 4: role `u8` (1 primary, 2 secondary), 5: port count `u8` (≤ 16), 6: reserved `u16` (0), 8: block_size `u32`, 12: blocks `u64`, 20: unit serial `[u8; 64]` (NUL-padded), 84: relative target port ids `[u16; 16]` |
 //! | `0x0101` | LunGone      |   4 | 0: lun_id `u32`                                     |
+//! | `0x0110` | PrBegin      |  20 | 0: lun_id `u32`, 4: snapshot `u32`, 8: PR generation `u32`, 12: registration count `u16` (≤ 128), 14: reservation type `u8` (0 none, else the SPC code), 15: reserved `u8` (0), 16: holder index `u16` (0xFFFF: none or All Registrants), 18: reserved `u16` (0) |
+//! | `0x0111` | PrReg        | 264 | 0: lun_id `u32`, 4: snapshot `u32`, 8: index `u16`, 10: relative target port `u16`, 12: key `u64` (≠ 0), 20: protocol id `u8` (≤ 0x0F), 21: ISID length `u8` (≤ 16), 22: name length `u16` (1..=223), 24: ISID `[u8; 16]`, 40: initiator port name `[u8; 224]` (zero-padded) |
+//! | `0x0112` | PrEnd        |   8 | 0: lun_id `u32`, 4: snapshot `u32`                   |
+//!
+//! A persistent-reservation snapshot of one LUN is `PrBegin`, then `count`
+//! `PrReg` with indexes 0, 1, … in order, then `PrEnd`, all with the same
+//! lun_id and snapshot number; registrations name their I_T nexus by its
+//! initiator port (protocol, name, ISID) and relative target port, never by
+//! a local handle. See [`crate::core_logic::scsi::pr::SnapshotBuilder`].
 //!
 //! Reason codes (LoginReject, Bye) are open sets: an unknown non-zero code is
 //! kept as `Other(code)` so a peer's newer reason still reaches the log. Code 0
@@ -37,7 +46,20 @@ pub(crate) const NONCE_LEN: usize = 32;
 pub(crate) const MAC_LEN: usize = 32;
 
 /// Largest payload of any message this version defines (sizes send buffers).
-pub(crate) const MAX_MESSAGE_PAYLOAD: usize = LUN_STATE_LEN;
+pub(crate) const MAX_MESSAGE_PAYLOAD: usize = PR_REG_LEN;
+
+/// Longest initiator port name a [`PrReg`] carries (an iSCSI name).
+pub(crate) const PR_NAME_LEN: usize = 223;
+/// Longest ISID text a [`PrReg`] carries.
+pub(crate) const PR_ISID_LEN: usize = 16;
+/// Registrations one snapshot can hold.
+pub(crate) const PR_MAX_REGS: u16 = 128;
+/// Payload length of [`PrBegin`].
+const PR_BEGIN_LEN: usize = 20;
+/// Payload length of [`PrReg`].
+const PR_REG_LEN: usize = 24 + PR_ISID_LEN + PR_NAME_LEN + 1;
+/// Payload length of [`PrEnd`].
+const PR_END_LEN: usize = 8;
 
 /// Target ports a [`LunState`] can list.
 pub(crate) const MAX_LUN_PORTS: usize = 16;
@@ -89,6 +111,12 @@ pub(crate) enum MsgType {
     LunState = 0x0100,
     /// The sender no longer has a LUN.
     LunGone = 0x0101,
+    /// Start of a persistent-reservation snapshot of one LUN.
+    PrBegin = 0x0110,
+    /// One registration of that snapshot.
+    PrReg = 0x0111,
+    /// End of the snapshot.
+    PrEnd = 0x0112,
 }
 
 impl MsgType {
@@ -106,6 +134,9 @@ impl MsgType {
             0x0030 => MsgType::Bye,
             0x0100 => MsgType::LunState,
             0x0101 => MsgType::LunGone,
+            0x0110 => MsgType::PrBegin,
+            0x0111 => MsgType::PrReg,
+            0x0112 => MsgType::PrEnd,
             _ => return None,
         })
     }
@@ -129,6 +160,9 @@ impl MsgType {
             MsgType::Bye => "Bye",
             MsgType::LunState => "LunState",
             MsgType::LunGone => "LunGone",
+            MsgType::PrBegin => "PrBegin",
+            MsgType::PrReg => "PrReg",
+            MsgType::PrEnd => "PrEnd",
         }
     }
 
@@ -145,6 +179,9 @@ impl MsgType {
             MsgType::Bye => BYE_LEN,
             MsgType::LunState => LUN_STATE_LEN,
             MsgType::LunGone => LUN_GONE_LEN,
+            MsgType::PrBegin => PR_BEGIN_LEN,
+            MsgType::PrReg => PR_REG_LEN,
+            MsgType::PrEnd => PR_END_LEN,
         };
         (len, len)
     }
@@ -423,6 +460,94 @@ impl LunState {
     }
 }
 
+/// Start of a persistent-reservation snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrBegin {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The sender's snapshot number; the same in every part.
+    pub(crate) snapshot: u32,
+    /// PRgeneration.
+    pub(crate) generation: u32,
+    /// How many [`PrReg`] follow (≤ [`PR_MAX_REGS`]).
+    pub(crate) count: u16,
+    /// Reservation type code (SPC), 0 when there is no reservation.
+    pub(crate) res_type: u8,
+    /// Index of the holder's registration; `None` without a reservation or
+    /// for All Registrants types.
+    pub(crate) holder: Option<u16>,
+}
+
+/// One registration of a snapshot, naming its I_T nexus by the initiator
+/// port and the relative target port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrReg {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The snapshot it belongs to.
+    pub(crate) snapshot: u32,
+    /// Position in the snapshot, from 0.
+    pub(crate) index: u16,
+    /// Relative target port id of the nexus.
+    pub(crate) rel_port: u16,
+    /// Reservation key (never 0).
+    pub(crate) key: u64,
+    /// SCSI protocol identifier of the initiator port.
+    pub(crate) proto: u8,
+    /// Valid bytes of `isid`.
+    pub(crate) isid_len: u8,
+    /// Valid bytes of `name`.
+    pub(crate) name_len: u16,
+    /// ISID text (iSCSI), zero-padded.
+    pub(crate) isid: [u8; PR_ISID_LEN],
+    /// Initiator port name, zero-padded.
+    pub(crate) name: [u8; PR_NAME_LEN + 1],
+}
+
+impl PrReg {
+    /// The initiator port name.
+    pub(crate) fn name(&self) -> &[u8] {
+        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
+    }
+
+    /// The ISID text.
+    pub(crate) fn isid(&self) -> &[u8] {
+        self.isid.get(..usize::from(self.isid_len)).unwrap_or(&[])
+    }
+
+    /// A registration record for `name`/`isid`; `None` if either is too
+    /// long, the name is empty or the key is 0.
+    pub(crate) fn new(
+        lun_id: u32,
+        snapshot: u32,
+        index: u16,
+        rel_port: u16,
+        key: u64,
+        proto: u8,
+        name: &[u8],
+        isid: &[u8],
+    ) -> Option<PrReg> {
+        if key == 0 || name.is_empty() || name.len() > PR_NAME_LEN || isid.len() > PR_ISID_LEN || proto > 0x0F {
+            return None;
+        }
+        let mut r = PrReg {
+            lun_id,
+            snapshot,
+            index,
+            rel_port,
+            key,
+            proto,
+            isid_len: u8::try_from(isid.len()).ok()?,
+            name_len: u16::try_from(name.len()).ok()?,
+            isid: [0; PR_ISID_LEN],
+            name: [0; PR_NAME_LEN + 1],
+        };
+        r.isid.get_mut(..isid.len())?.copy_from_slice(isid);
+        r.name.get_mut(..name.len())?.copy_from_slice(name);
+        Some(r)
+    }
+}
+
 /// One decoded message.
 ///
 /// All current payloads are fixed-size, so a message owns its fields; later
@@ -451,6 +576,12 @@ pub(crate) enum Message {
     LunState(LunState),
     /// The sender no longer has LUN `lun_id`.
     LunGone(u32),
+    /// See [`PrBegin`].
+    PrBegin(PrBegin),
+    /// See [`PrReg`].
+    PrReg(PrReg),
+    /// End of snapshot `.1` of LUN `.0`.
+    PrEnd(u32, u32),
 }
 
 impl Message {
@@ -468,6 +599,9 @@ impl Message {
             Message::Bye(_) => MsgType::Bye,
             Message::LunState(_) => MsgType::LunState,
             Message::LunGone(_) => MsgType::LunGone,
+            Message::PrBegin(_) => MsgType::PrBegin,
+            Message::PrReg(_) => MsgType::PrReg,
+            Message::PrEnd(..) => MsgType::PrEnd,
         }
     }
 
@@ -590,6 +724,79 @@ impl Message {
                 }
                 Message::LunGone(lun_id)
             }
+            MsgType::PrBegin => {
+                let lun_id = r.u32()?;
+                let snapshot = r.u32()?;
+                let generation = r.u32()?;
+                let count = r.u16()?;
+                let res_type = r.u8()?;
+                let reserved = r.u8()?;
+                let holder = r.u16()?;
+                let reserved2 = r.u16()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if count > PR_MAX_REGS {
+                    return Some(Err(invalid("registration count", u64::from(count))));
+                }
+                if !matches!(res_type, 0 | 1 | 3 | 5 | 6 | 7 | 8) {
+                    return Some(Err(invalid("reservation type", u64::from(res_type))));
+                }
+                if reserved != 0 || reserved2 != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved) | u64::from(reserved2))));
+                }
+                let holder = match holder {
+                    0xFFFF => None,
+                    h if h < count && res_type != 0 => Some(h),
+                    h => return Some(Err(invalid("holder index", u64::from(h)))),
+                };
+                Message::PrBegin(PrBegin { lun_id, snapshot, generation, count, res_type, holder })
+            }
+            MsgType::PrReg => {
+                let lun_id = r.u32()?;
+                let snapshot = r.u32()?;
+                let index = r.u16()?;
+                let rel_port = r.u16()?;
+                let key = r.u64()?;
+                let proto = r.u8()?;
+                let isid_len = r.u8()?;
+                let name_len = r.u16()?;
+                let isid: [u8; PR_ISID_LEN] = r.array()?;
+                let name: [u8; PR_NAME_LEN + 1] = r.array()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if index >= PR_MAX_REGS {
+                    return Some(Err(invalid("index", u64::from(index))));
+                }
+                if key == 0 {
+                    return Some(Err(invalid("key", 0)));
+                }
+                if proto > 0x0F {
+                    return Some(Err(invalid("protocol id", u64::from(proto))));
+                }
+                if usize::from(isid_len) > PR_ISID_LEN {
+                    return Some(Err(invalid("ISID length", u64::from(isid_len))));
+                }
+                if name_len == 0 || usize::from(name_len) > PR_NAME_LEN {
+                    return Some(Err(invalid("name length", u64::from(name_len))));
+                }
+                // Padding must be zero: one encoding per registration.
+                let pad_isid = isid.get(usize::from(isid_len)..).unwrap_or(&[]);
+                let pad_name = name.get(usize::from(name_len)..).unwrap_or(&[]);
+                if pad_isid.iter().chain(pad_name).any(|&b| b != 0) {
+                    return Some(Err(invalid("padding", 1)));
+                }
+                Message::PrReg(PrReg { lun_id, snapshot, index, rel_port, key, proto, isid_len, name_len, isid, name })
+            }
+            MsgType::PrEnd => {
+                let lun_id = r.u32()?;
+                let snapshot = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                Message::PrEnd(lun_id, snapshot)
+            }
         };
         Some(Ok(msg))
     }
@@ -647,6 +854,32 @@ impl Message {
                 Some(())
             }
             Message::LunGone(id) => w.u32(*id),
+            Message::PrBegin(b) => {
+                w.u32(b.lun_id)?;
+                w.u32(b.snapshot)?;
+                w.u32(b.generation)?;
+                w.u16(b.count)?;
+                w.u8(b.res_type)?;
+                w.u8(0)?;
+                w.u16(b.holder.unwrap_or(0xFFFF))?;
+                w.u16(0)
+            }
+            Message::PrReg(g) => {
+                w.u32(g.lun_id)?;
+                w.u32(g.snapshot)?;
+                w.u16(g.index)?;
+                w.u16(g.rel_port)?;
+                w.u64(g.key)?;
+                w.u8(g.proto)?;
+                w.u8(g.isid_len)?;
+                w.u16(g.name_len)?;
+                w.put(&g.isid)?;
+                w.put(&g.name)
+            }
+            Message::PrEnd(lun_id, snapshot) => {
+                w.u32(*lun_id)?;
+                w.u32(*snapshot)
+            }
         }
     }
 }
@@ -656,7 +889,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 11] {
+    pub(crate) fn samples() -> [Message; 14] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -690,7 +923,71 @@ pub(crate) mod tests {
             Message::Bye(ByeReason::ConfigChanged),
             Message::LunState(lun_state()),
             Message::LunGone(16383),
+            Message::PrBegin(PrBegin { lun_id: 7, snapshot: 3, generation: 9, count: 2, res_type: 1, holder: Some(1) }),
+            Message::PrReg(pr_reg()),
+            Message::PrEnd(7, 3),
         ]
+    }
+
+    pub(crate) fn pr_reg() -> PrReg {
+        PrReg::new(7, 3, 1, 0x21, 0xabcd, 5, b"iqn.1994-05.com.redhat:ini", b"23d000000001").unwrap()
+    }
+
+    #[test]
+    fn roundtrip_pr_snapshot_parts() {
+        for m in &samples()[11..] {
+            roundtrip(*m);
+        }
+        let g = pr_reg();
+        assert_eq!(g.name(), b"iqn.1994-05.com.redhat:ini");
+        assert_eq!(g.isid(), b"23d000000001");
+        let none = PrBegin { lun_id: 1, snapshot: 1, generation: 0, count: 0, res_type: 0, holder: None };
+        roundtrip(Message::PrBegin(none));
+        let long = [b'n'; PR_NAME_LEN];
+        roundtrip(Message::PrReg(PrReg::new(16383, u32::MAX, 127, 0xffff, u64::MAX, 0x0F, &long, &[b'i'; PR_ISID_LEN]).unwrap()));
+    }
+
+    #[test]
+    fn pr_reg_new_refuses_what_cannot_be_sent() {
+        assert!(PrReg::new(1, 1, 0, 1, 0, 5, b"n", b"").is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 5, b"", b"").is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 5, &[b'n'; PR_NAME_LEN + 1], b"").is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 5, b"n", &[b'i'; PR_ISID_LEN + 1]).is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 0x10, b"n", b"").is_none());
+    }
+
+    #[test]
+    fn pr_fields_are_checked() {
+        let field_of = |m: Message, off: usize, v: &[u8]| {
+            let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+            let n = m.encode_payload(&mut buf).unwrap();
+            buf[off..off + v.len()].copy_from_slice(v);
+            match Message::decode(m.msg_type(), &buf[..n]) {
+                Err(WireError::InvalidField { field, .. }) => field,
+                other => panic!("{off}: {other:?}"),
+            }
+        };
+        let begin = samples()[11];
+        assert_eq!(field_of(begin, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(begin, 12, &[129, 0]), "registration count");
+        assert_eq!(field_of(begin, 14, &[2]), "reservation type");
+        assert_eq!(field_of(begin, 14, &[9]), "reservation type");
+        assert_eq!(field_of(begin, 15, &[1]), "reserved");
+        assert_eq!(field_of(begin, 18, &[0, 1]), "reserved");
+        assert_eq!(field_of(begin, 16, &[2, 0]), "holder index");
+        // A holder without a reservation.
+        assert_eq!(field_of(begin, 14, &[0]), "holder index");
+        let reg = samples()[12];
+        assert_eq!(field_of(reg, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(reg, 8, &[128, 0]), "index");
+        assert_eq!(field_of(reg, 12, &[0; 8]), "key");
+        assert_eq!(field_of(reg, 20, &[0x10]), "protocol id");
+        assert_eq!(field_of(reg, 21, &[17]), "ISID length");
+        assert_eq!(field_of(reg, 22, &[0, 0]), "name length");
+        assert_eq!(field_of(reg, 22, &[224, 0]), "name length");
+        assert_eq!(field_of(reg, 24 + 15, &[1]), "padding");
+        assert_eq!(field_of(reg, 40 + 223, &[1]), "padding");
+        assert_eq!(field_of(samples()[13], 0, &[0, 0x40, 0, 0]), "lun_id");
     }
 
     pub(crate) fn lun_state() -> LunState {
@@ -832,7 +1129,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_type_numbers() {
-        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x01ff, 0x0300, 0xffff] {
+        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x0113, 0x01ff, 0x0300, 0xffff] {
             assert_eq!(MsgType::from_u16(v), None, "{v:#x}");
         }
     }
