@@ -25,7 +25,7 @@ use core::fmt;
 
 use super::opcode as op;
 use super::out::{sat32, Out};
-use super::sense::Sense;
+use super::sense::{Sense, SenseKey};
 use super::{be16, be32, be64, byte, DataIn};
 
 /// Capacity of the registration table of one LUN.
@@ -189,6 +189,26 @@ impl ProutAction {
     }
 }
 
+impl ProutRequest {
+    /// Service action and type codes, as the interlink's PrOut carries
+    /// them (type 0 when the action takes none).
+    pub(crate) fn wire_codes(&self) -> (u8, u8) {
+        (self.action as u8, self.ty.map_or(0, PrType::code))
+    }
+
+    /// The request a PrOut describes; `None` if its codes do not go
+    /// together (a type where none is taken, or none where one is).
+    pub(crate) fn from_wire(action: u8, ty: u8, key: u64, sa_key: u64) -> Option<ProutRequest> {
+        let action = ProutAction::from_u8(action)?;
+        let ty = match (action.uses_type(), ty) {
+            (true, t) => Some(PrType::from_u8(t)?),
+            (false, 0) => None,
+            (false, _) => return None,
+        };
+        Some(ProutRequest { action, ty, key, sa_key })
+    }
+}
+
 /// A parsed, validated PERSISTENT RESERVE OUT command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ProutRequest {
@@ -274,6 +294,35 @@ pub(crate) enum PrError {
 impl From<Sense> for PrError {
     fn from(s: Sense) -> PrError {
         PrError::Check(s)
+    }
+}
+
+/// SCSI status codes a PR OUT outcome travels as.
+const STATUS_GOOD: u8 = 0x00;
+const STATUS_CHECK: u8 = 0x02;
+const STATUS_CONFLICT: u8 = 0x18;
+
+/// A PR OUT outcome as the interlink's PrOutDone carries it: SCSI status
+/// and, for CHECK CONDITION, sense key, ASC and ASCQ.
+pub(crate) fn outcome_to_wire(r: Result<(), PrError>) -> (u8, [u8; 3]) {
+    match r {
+        Ok(()) => (STATUS_GOOD, [0; 3]),
+        Err(PrError::Conflict) => (STATUS_CONFLICT, [0; 3]),
+        Err(PrError::Check(s)) => (STATUS_CHECK, [s.key as u8, s.asc, s.ascq]),
+    }
+}
+
+/// The outcome a PrOutDone reports (the inverse of [`outcome_to_wire`]; a
+/// sense key this side does not know becomes HARDWARE ERROR).
+pub(crate) fn outcome_from_wire(status: u8, sense: [u8; 3]) -> Result<(), PrError> {
+    match status {
+        STATUS_GOOD => Ok(()),
+        STATUS_CONFLICT => Err(PrError::Conflict),
+        _ => {
+            let [k, asc, ascq] = sense;
+            let key = SenseKey::from_u8(k).unwrap_or(SenseKey::HardwareError);
+            Err(PrError::Check(Sense::new(key, asc, ascq)))
+        }
     }
 }
 
@@ -2171,6 +2220,36 @@ mod tests {
             }
         }
         assert_eq!(rebuild(&PrState::new(), |n| n), Ok(PrState::new()));
+    }
+
+    #[test]
+    fn requests_and_outcomes_cross_the_wire() {
+        for action in 0..=6u8 {
+            for ty in [0u8, 1, 3, 5, 6, 7, 8] {
+                let Some(r) = ProutRequest::from_wire(action, ty, 0x11, 0x22) else {
+                    // Only a type where none is taken, or none where one is.
+                    let uses = ProutAction::from_u8(action).unwrap().uses_type();
+                    assert_eq!(uses, ty == 0, "{action} {ty}");
+                    continue;
+                };
+                assert_eq!(r.wire_codes(), (action, ty));
+                assert_eq!((r.key, r.sa_key), (0x11, 0x22));
+            }
+        }
+        assert!(ProutRequest::from_wire(7, 0, 1, 1).is_none());
+        assert!(ProutRequest::from_wire(1, 2, 1, 1).is_none());
+        // The parser's requests survive the trip.
+        let mut params = [0u8; 24];
+        params[..8].copy_from_slice(&0xAAu64.to_be_bytes());
+        let req = ProutRequest::parse(&[0x5F, 0x01, 0x03, 0, 0, 0, 0, 0, 24, 0], &params).unwrap();
+        let (a, t) = req.wire_codes();
+        assert_eq!(ProutRequest::from_wire(a, t, req.key, req.sa_key), Some(req));
+        for r in [Ok(()), Err(PrError::Conflict), Err(PrError::Check(Sense::INVALID_RELEASE_OF_PR))] {
+            let (st, sense) = outcome_to_wire(r);
+            assert_eq!(outcome_from_wire(st, sense), r);
+        }
+        let odd = outcome_from_wire(STATUS_CHECK, [0x0C, 1, 2]);
+        assert_eq!(odd, Err(PrError::Check(Sense::new(SenseKey::HardwareError, 1, 2))));
     }
 
     #[test]

@@ -23,12 +23,19 @@
 //! | `0x0110` | PrBegin      |  20 | 0: lun_id `u32`, 4: snapshot `u32`, 8: PR generation `u32`, 12: registration count `u16` (≤ 128), 14: reservation type `u8` (0 none, else the SPC code), 15: reserved `u8` (0), 16: holder index `u16` (0xFFFF: none or All Registrants), 18: reserved `u16` (0) |
 //! | `0x0111` | PrReg        | 264 | 0: lun_id `u32`, 4: snapshot `u32`, 8: index `u16`, 10: relative target port `u16`, 12: key `u64` (≠ 0), 20: protocol id `u8` (≤ 0x0F), 21: ISID length `u8` (≤ 16), 22: name length `u16` (1..=223), 24: ISID `[u8; 16]`, 40: initiator port name `[u8; 224]` (zero-padded) |
 //! | `0x0112` | PrEnd        |   8 | 0: lun_id `u32`, 4: snapshot `u32`                   |
+//! | `0x0114` | PrOut        | 272 | 0: tag `u32`, 4: lun_id `u32`, 8: relative target port `u16`, 10: service action `u8` (0..=6), 11: reservation type `u8` (0 none, else the SPC code), 12: reservation key `u64`, 20: service action key `u64`, 28: initiator port (as in PrReg at 20) |
+//! | `0x0115` | PrOutDone    |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT), 9: sense key `u8`, 10: ASC `u8`, 11: ASCQ `u8` (0 unless CHECK CONDITION) |
 //!
 //! A persistent-reservation snapshot of one LUN is `PrBegin`, then `count`
 //! `PrReg` with indexes 0, 1, … in order, then `PrEnd`, all with the same
 //! lun_id and snapshot number; registrations name their I_T nexus by its
 //! initiator port (protocol, name, ISID) and relative target port, never by
 //! a local handle. See [`crate::core_logic::scsi::pr::SnapshotBuilder`].
+//!
+//! `PrOut` carries a PERSISTENT RESERVE OUT, already parsed and checked by
+//! the node it arrived at, to the LUN's primary, which executes it for that
+//! I_T nexus and answers with `PrOutDone` (same tag) after the snapshot that
+//! reflects it.
 //!
 //! Reason codes (LoginReject, Bye) are open sets: an unknown non-zero code is
 //! kept as `Other(code)` so a peer's newer reason still reaches the log. Code 0
@@ -46,7 +53,7 @@ pub(crate) const NONCE_LEN: usize = 32;
 pub(crate) const MAC_LEN: usize = 32;
 
 /// Largest payload of any message this version defines (sizes send buffers).
-pub(crate) const MAX_MESSAGE_PAYLOAD: usize = PR_REG_LEN;
+pub(crate) const MAX_MESSAGE_PAYLOAD: usize = PR_OUT_LEN;
 
 /// Longest initiator port name a [`PrReg`] carries (an iSCSI name).
 pub(crate) const PR_NAME_LEN: usize = 223;
@@ -57,9 +64,15 @@ pub(crate) const PR_MAX_REGS: u16 = 128;
 /// Payload length of [`PrBegin`].
 const PR_BEGIN_LEN: usize = 20;
 /// Payload length of [`PrReg`].
-const PR_REG_LEN: usize = 24 + PR_ISID_LEN + PR_NAME_LEN + 1;
+const PR_REG_LEN: usize = 20 + PORT_NAME_LEN;
 /// Payload length of [`PrEnd`].
 const PR_END_LEN: usize = 8;
+/// Length of a [`PortName`] on the wire.
+const PORT_NAME_LEN: usize = 4 + PR_ISID_LEN + PR_NAME_LEN + 1;
+/// Payload length of [`PrOut`].
+const PR_OUT_LEN: usize = 28 + PORT_NAME_LEN;
+/// Payload length of [`PrOutDone`].
+const PR_OUT_DONE_LEN: usize = 12;
 
 /// Target ports a [`LunState`] can list.
 pub(crate) const MAX_LUN_PORTS: usize = 16;
@@ -117,6 +130,10 @@ pub(crate) enum MsgType {
     PrReg = 0x0111,
     /// End of the snapshot.
     PrEnd = 0x0112,
+    /// A PERSISTENT RESERVE OUT for the primary to execute.
+    PrOut = 0x0114,
+    /// The primary's answer to a PrOut.
+    PrOutDone = 0x0115,
 }
 
 impl MsgType {
@@ -137,6 +154,8 @@ impl MsgType {
             0x0110 => MsgType::PrBegin,
             0x0111 => MsgType::PrReg,
             0x0112 => MsgType::PrEnd,
+            0x0114 => MsgType::PrOut,
+            0x0115 => MsgType::PrOutDone,
             _ => return None,
         })
     }
@@ -163,6 +182,8 @@ impl MsgType {
             MsgType::PrBegin => "PrBegin",
             MsgType::PrReg => "PrReg",
             MsgType::PrEnd => "PrEnd",
+            MsgType::PrOut => "PrOut",
+            MsgType::PrOutDone => "PrOutDone",
         }
     }
 
@@ -182,6 +203,8 @@ impl MsgType {
             MsgType::PrBegin => PR_BEGIN_LEN,
             MsgType::PrReg => PR_REG_LEN,
             MsgType::PrEnd => PR_END_LEN,
+            MsgType::PrOut => PR_OUT_LEN,
+            MsgType::PrOutDone => PR_OUT_DONE_LEN,
         };
         (len, len)
     }
@@ -478,6 +501,83 @@ pub(crate) struct PrBegin {
     pub(crate) holder: Option<u16>,
 }
 
+/// An initiator port as the wire names it: SCSI protocol identifier,
+/// name and ISID text (iSCSI; empty for other fabrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PortName {
+    /// SCSI protocol identifier (≤ 0x0F).
+    pub(crate) proto: u8,
+    isid_len: u8,
+    name_len: u16,
+    isid: [u8; PR_ISID_LEN],
+    name: [u8; PR_NAME_LEN + 1],
+}
+
+impl PortName {
+    /// `None` if the name is empty or too long, the ISID too long or the
+    /// protocol identifier out of range.
+    pub(crate) fn new(proto: u8, name: &[u8], isid: &[u8]) -> Option<PortName> {
+        if name.is_empty() || name.len() > PR_NAME_LEN || isid.len() > PR_ISID_LEN || proto > 0x0F {
+            return None;
+        }
+        let mut p = PortName {
+            proto,
+            isid_len: u8::try_from(isid.len()).ok()?,
+            name_len: u16::try_from(name.len()).ok()?,
+            isid: [0; PR_ISID_LEN],
+            name: [0; PR_NAME_LEN + 1],
+        };
+        p.isid.get_mut(..isid.len())?.copy_from_slice(isid);
+        p.name.get_mut(..name.len())?.copy_from_slice(name);
+        Some(p)
+    }
+
+    /// The initiator port name.
+    pub(crate) fn name(&self) -> &[u8] {
+        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
+    }
+
+    /// The ISID text.
+    pub(crate) fn isid(&self) -> &[u8] {
+        self.isid.get(..usize::from(self.isid_len)).unwrap_or(&[])
+    }
+
+    /// Reads and checks one: protocol id `u8`, ISID length `u8`, name
+    /// length `u16`, ISID `[u8; 16]`, name `[u8; 224]`, padding zero.
+    fn read(r: &mut Reader<'_>, msg: MsgType) -> Option<Result<PortName, WireError>> {
+        let invalid = |field, value| WireError::InvalidField { msg, field, value };
+        let proto = r.u8()?;
+        let isid_len = r.u8()?;
+        let name_len = r.u16()?;
+        let isid: [u8; PR_ISID_LEN] = r.array()?;
+        let name: [u8; PR_NAME_LEN + 1] = r.array()?;
+        if proto > 0x0F {
+            return Some(Err(invalid("protocol id", u64::from(proto))));
+        }
+        if usize::from(isid_len) > PR_ISID_LEN {
+            return Some(Err(invalid("ISID length", u64::from(isid_len))));
+        }
+        if name_len == 0 || usize::from(name_len) > PR_NAME_LEN {
+            return Some(Err(invalid("name length", u64::from(name_len))));
+        }
+        // Padding must be zero: one encoding per initiator port.
+        let pad_isid = isid.get(usize::from(isid_len)..).unwrap_or(&[]);
+        let pad_name = name.get(usize::from(name_len)..).unwrap_or(&[]);
+        if pad_isid.iter().chain(pad_name).any(|&b| b != 0) {
+            return Some(Err(invalid("padding", 1)));
+        }
+        Some(Ok(PortName { proto, isid_len, name_len, isid, name }))
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> Option<()> {
+        w.u8(self.proto)?;
+        w.u8(self.isid_len)?;
+        w.u16(self.name_len)?;
+        w.put(&self.isid)?;
+        w.put(&self.name)
+    }
+}
+
 /// One registration of a snapshot, naming its I_T nexus by the initiator
 /// port and the relative target port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -492,31 +592,14 @@ pub(crate) struct PrReg {
     pub(crate) rel_port: u16,
     /// Reservation key (never 0).
     pub(crate) key: u64,
-    /// SCSI protocol identifier of the initiator port.
-    pub(crate) proto: u8,
-    /// Valid bytes of `isid`.
-    pub(crate) isid_len: u8,
-    /// Valid bytes of `name`.
-    pub(crate) name_len: u16,
-    /// ISID text (iSCSI), zero-padded.
-    pub(crate) isid: [u8; PR_ISID_LEN],
-    /// Initiator port name, zero-padded.
-    pub(crate) name: [u8; PR_NAME_LEN + 1],
+    /// The initiator port.
+    pub(crate) port: PortName,
 }
 
 impl PrReg {
-    /// The initiator port name.
-    pub(crate) fn name(&self) -> &[u8] {
-        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
-    }
-
-    /// The ISID text.
-    pub(crate) fn isid(&self) -> &[u8] {
-        self.isid.get(..usize::from(self.isid_len)).unwrap_or(&[])
-    }
-
-    /// A registration record for `name`/`isid`; `None` if either is too
-    /// long, the name is empty or the key is 0.
+    /// A registration record; `None` if the key is 0 or the port cannot
+    /// be named (see [`PortName::new`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         lun_id: u32,
         snapshot: u32,
@@ -527,25 +610,55 @@ impl PrReg {
         name: &[u8],
         isid: &[u8],
     ) -> Option<PrReg> {
-        if key == 0 || name.is_empty() || name.len() > PR_NAME_LEN || isid.len() > PR_ISID_LEN || proto > 0x0F {
+        if key == 0 {
             return None;
         }
-        let mut r = PrReg {
-            lun_id,
-            snapshot,
-            index,
-            rel_port,
-            key,
-            proto,
-            isid_len: u8::try_from(isid.len()).ok()?,
-            name_len: u16::try_from(name.len()).ok()?,
-            isid: [0; PR_ISID_LEN],
-            name: [0; PR_NAME_LEN + 1],
-        };
-        r.isid.get_mut(..isid.len())?.copy_from_slice(isid);
-        r.name.get_mut(..name.len())?.copy_from_slice(name);
-        Some(r)
+        Some(PrReg { lun_id, snapshot, index, rel_port, key, port: PortName::new(proto, name, isid)? })
     }
+
+    /// The initiator port name.
+    pub(crate) fn name(&self) -> &[u8] {
+        self.port.name()
+    }
+
+    /// The ISID text.
+    pub(crate) fn isid(&self) -> &[u8] {
+        self.port.isid()
+    }
+}
+
+/// A PERSISTENT RESERVE OUT forwarded to the LUN's primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrOut {
+    /// The sender's handle for the answer.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// Relative target port of the I_T nexus.
+    pub(crate) rel_port: u16,
+    /// Service action code (0..=6).
+    pub(crate) action: u8,
+    /// Reservation type code, 0 when the action takes none.
+    pub(crate) res_type: u8,
+    /// RESERVATION KEY.
+    pub(crate) key: u64,
+    /// SERVICE ACTION RESERVATION KEY.
+    pub(crate) sa_key: u64,
+    /// The initiator port of the I_T nexus.
+    pub(crate) port: PortName,
+}
+
+/// The primary's answer to a [`PrOut`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrOutDone {
+    /// The PrOut's tag.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// SCSI status: 0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT.
+    pub(crate) status: u8,
+    /// Sense key, ASC and ASCQ of a CHECK CONDITION.
+    pub(crate) sense: [u8; 3],
 }
 
 /// One decoded message.
@@ -582,6 +695,10 @@ pub(crate) enum Message {
     PrReg(PrReg),
     /// End of snapshot `.1` of LUN `.0`.
     PrEnd(u32, u32),
+    /// See [`PrOut`].
+    PrOut(PrOut),
+    /// See [`PrOutDone`].
+    PrOutDone(PrOutDone),
 }
 
 impl Message {
@@ -602,6 +719,8 @@ impl Message {
             Message::PrBegin(_) => MsgType::PrBegin,
             Message::PrReg(_) => MsgType::PrReg,
             Message::PrEnd(..) => MsgType::PrEnd,
+            Message::PrOut(_) => MsgType::PrOut,
+            Message::PrOutDone(_) => MsgType::PrOutDone,
         }
     }
 
@@ -758,11 +877,7 @@ impl Message {
                 let index = r.u16()?;
                 let rel_port = r.u16()?;
                 let key = r.u64()?;
-                let proto = r.u8()?;
-                let isid_len = r.u8()?;
-                let name_len = r.u16()?;
-                let isid: [u8; PR_ISID_LEN] = r.array()?;
-                let name: [u8; PR_NAME_LEN + 1] = r.array()?;
+                let port = PortName::read(r, ty)?;
                 if lun_id > MAX_LUN_ID {
                     return Some(Err(invalid("lun_id", u64::from(lun_id))));
                 }
@@ -772,22 +887,11 @@ impl Message {
                 if key == 0 {
                     return Some(Err(invalid("key", 0)));
                 }
-                if proto > 0x0F {
-                    return Some(Err(invalid("protocol id", u64::from(proto))));
-                }
-                if usize::from(isid_len) > PR_ISID_LEN {
-                    return Some(Err(invalid("ISID length", u64::from(isid_len))));
-                }
-                if name_len == 0 || usize::from(name_len) > PR_NAME_LEN {
-                    return Some(Err(invalid("name length", u64::from(name_len))));
-                }
-                // Padding must be zero: one encoding per registration.
-                let pad_isid = isid.get(usize::from(isid_len)..).unwrap_or(&[]);
-                let pad_name = name.get(usize::from(name_len)..).unwrap_or(&[]);
-                if pad_isid.iter().chain(pad_name).any(|&b| b != 0) {
-                    return Some(Err(invalid("padding", 1)));
-                }
-                Message::PrReg(PrReg { lun_id, snapshot, index, rel_port, key, proto, isid_len, name_len, isid, name })
+                let port = match port {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                };
+                Message::PrReg(PrReg { lun_id, snapshot, index, rel_port, key, port })
             }
             MsgType::PrEnd => {
                 let lun_id = r.u32()?;
@@ -796,6 +900,44 @@ impl Message {
                     return Some(Err(invalid("lun_id", u64::from(lun_id))));
                 }
                 Message::PrEnd(lun_id, snapshot)
+            }
+            MsgType::PrOut => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let rel_port = r.u16()?;
+                let action = r.u8()?;
+                let res_type = r.u8()?;
+                let key = r.u64()?;
+                let sa_key = r.u64()?;
+                let port = PortName::read(r, ty)?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if action > 6 {
+                    return Some(Err(invalid("service action", u64::from(action))));
+                }
+                if !matches!(res_type, 0 | 1 | 3 | 5 | 6 | 7 | 8) {
+                    return Some(Err(invalid("reservation type", u64::from(res_type))));
+                }
+                let port = match port {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                };
+                Message::PrOut(PrOut { tag, lun_id, rel_port, action, res_type, key, sa_key, port })
+            }
+            MsgType::PrOutDone => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let status = r.u8()?;
+                let sense: [u8; 3] = r.array()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                let sense_ok = if status == 0x02 { sense[0] <= 0x0F } else { sense == [0; 3] };
+                if !matches!(status, 0x00 | 0x02 | 0x18) || !sense_ok {
+                    return Some(Err(invalid("status", u64::from(status))));
+                }
+                Message::PrOutDone(PrOutDone { tag, lun_id, status, sense })
             }
         };
         Some(Ok(msg))
@@ -870,15 +1012,27 @@ impl Message {
                 w.u16(g.index)?;
                 w.u16(g.rel_port)?;
                 w.u64(g.key)?;
-                w.u8(g.proto)?;
-                w.u8(g.isid_len)?;
-                w.u16(g.name_len)?;
-                w.put(&g.isid)?;
-                w.put(&g.name)
+                g.port.write(w)
             }
             Message::PrEnd(lun_id, snapshot) => {
                 w.u32(*lun_id)?;
                 w.u32(*snapshot)
+            }
+            Message::PrOut(o) => {
+                w.u32(o.tag)?;
+                w.u32(o.lun_id)?;
+                w.u16(o.rel_port)?;
+                w.u8(o.action)?;
+                w.u8(o.res_type)?;
+                w.u64(o.key)?;
+                w.u64(o.sa_key)?;
+                o.port.write(w)
+            }
+            Message::PrOutDone(d) => {
+                w.u32(d.tag)?;
+                w.u32(d.lun_id)?;
+                w.u8(d.status)?;
+                w.put(&d.sense)
             }
         }
     }
@@ -889,7 +1043,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 14] {
+    pub(crate) fn samples() -> [Message; 16] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -926,11 +1080,47 @@ pub(crate) mod tests {
             Message::PrBegin(PrBegin { lun_id: 7, snapshot: 3, generation: 9, count: 2, res_type: 1, holder: Some(1) }),
             Message::PrReg(pr_reg()),
             Message::PrEnd(7, 3),
+            Message::PrOut(pr_out()),
+            Message::PrOutDone(PrOutDone { tag: 9, lun_id: 7, status: 0x02, sense: [0x05, 0x26, 0x04] }),
         ]
     }
 
     pub(crate) fn pr_reg() -> PrReg {
         PrReg::new(7, 3, 1, 0x21, 0xabcd, 5, b"iqn.1994-05.com.redhat:ini", b"23d000000001").unwrap()
+    }
+
+    /// The field `decode` names after bytes at `off` of `m`'s payload are
+    /// overwritten with `v`.
+    fn field_of(m: Message, off: usize, v: &[u8]) -> &'static str {
+        let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+        let n = m.encode_payload(&mut buf).unwrap();
+        buf[off..off + v.len()].copy_from_slice(v);
+        match Message::decode(m.msg_type(), &buf[..n]) {
+            Err(WireError::InvalidField { field, .. }) => field,
+            other => panic!("{off}: {other:?}"),
+        }
+    }
+
+    pub(crate) fn pr_out() -> PrOut {
+        let port = PortName::new(5, b"iqn.1994-05.com.redhat:ini", b"23d000000001").unwrap();
+        PrOut { tag: 9, lun_id: 7, rel_port: 0x21, action: 4, res_type: 3, key: 0x1111, sa_key: 0x2222, port }
+    }
+
+    #[test]
+    fn pr_out_fields_are_checked() {
+        let out = Message::PrOut(pr_out());
+        assert_eq!(field_of(out, 4, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(out, 10, &[7]), "service action");
+        assert_eq!(field_of(out, 11, &[2]), "reservation type");
+        assert_eq!(field_of(out, 28, &[0x10]), "protocol id");
+        assert_eq!(field_of(out, 30, &[0, 0]), "name length");
+        assert_eq!(field_of(out, 32 + 15, &[1]), "padding");
+        let done = samples()[15];
+        assert_eq!(field_of(done, 4, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(done, 8, &[0x08]), "status");
+        assert_eq!(field_of(done, 8, &[0x00]), "status");
+        assert_eq!(field_of(done, 9, &[0x10]), "status");
+        roundtrip(Message::PrOutDone(PrOutDone { tag: 1, lun_id: 1, status: 0x18, sense: [0; 3] }));
     }
 
     #[test]
@@ -958,15 +1148,6 @@ pub(crate) mod tests {
 
     #[test]
     fn pr_fields_are_checked() {
-        let field_of = |m: Message, off: usize, v: &[u8]| {
-            let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
-            let n = m.encode_payload(&mut buf).unwrap();
-            buf[off..off + v.len()].copy_from_slice(v);
-            match Message::decode(m.msg_type(), &buf[..n]) {
-                Err(WireError::InvalidField { field, .. }) => field,
-                other => panic!("{off}: {other:?}"),
-            }
-        };
         let begin = samples()[11];
         assert_eq!(field_of(begin, 0, &[0, 0x40, 0, 0]), "lun_id");
         assert_eq!(field_of(begin, 12, &[129, 0]), "registration count");
