@@ -303,7 +303,7 @@ impl AttributeOperations<6> for Node {
         show_fmt(
             page,
             fmt!(
-                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\n",
+                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\n",
                 NODE.devices(),
                 n(&s.link_ups),
                 n(&s.link_drops),
@@ -311,7 +311,8 @@ impl AttributeOperations<6> for Node {
                 n(&s.auth_failures),
                 n(&s.rejected_connections),
                 n(&s.frames_in),
-                n(&s.frames_out)
+                n(&s.frames_out),
+                crate::forward::parked()
             ),
         )
     }

@@ -50,7 +50,7 @@ macro_rules! err_ratelimited {
 }
 
 mod bio;
-mod cmd;
+pub(crate) mod cmd;
 mod spc;
 
 /// A block device opened for the backstore; closed on drop.

@@ -11,13 +11,13 @@ use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 use crate::configfs::NODE;
 use crate::core_logic::control::Role;
-use crate::core_logic::wire::msg::MAX_LUN_PORTS;
+use crate::core_logic::wire::msg::{Message, PortName, PrBegin, PrReg, MAX_LUN_PORTS};
 use crate::core_logic::scsi::{
     alua::{self, HaView, Link, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
     io::Completion,
     nexus::{self, UaQueue},
-    pr::{self, Nexus, NexusId, PrError, PrEvent, PrState},
+    pr::{self, Nexus, NexusId, PrError, PrEvent, PrState, ProutRequest, SnapshotBuilder, SnapshotError},
     sense::Sense,
     DataIn,
 };
@@ -132,6 +132,10 @@ pub(crate) struct Scsi {
     /// Group states last reported (local << 8 | peer), to raise
     /// ASYMMETRIC ACCESS STATE CHANGED when they change.
     reported: AtomicU16,
+    /// Bumped by every change of the PR state made here (not by a
+    /// snapshot installed from the primary): the interlink sends a
+    /// snapshot when it differs from the one last sent.
+    pr_version: AtomicU32,
 }
 
 impl Scsi {
@@ -149,6 +153,7 @@ impl Scsi {
             lun_id: AtomicU32::new(0),
             peer_role: AtomicU8::new(0),
             reported: AtomicU16::new(u16::MAX),
+            pr_version: AtomicU32::new(1),
         })
     }
 
@@ -314,22 +319,100 @@ impl Scsi {
     /// ABORT's aborts are not carried out (LIO exports no per-nexus abort):
     /// the preempted nexuses' later commands meet the reservation check.
     pub(crate) fn pr_out(&self, key: Option<&NexusKey<'_>>, cdb: &[u8], params: &[u8]) -> Result<(), PrError> {
+        let req = ProutRequest::parse(cdb, params)?;
+        let k = key.ok_or(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES))?;
+        self.apply(k, &req)
+    }
+
+    /// Executes a parsed PR OUT for the nexus `k` (local, or the peer's
+    /// when it forwarded the command here).
+    pub(crate) fn apply(&self, k: &NexusKey<'_>, req: &ProutRequest) -> Result<(), PrError> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        let Some(k) = key else {
-            return Err(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES));
-        };
         let Some(id) = st.nexus_id(k) else {
             return Err(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES));
         };
         let nexus = Nexus { id, rel_port: k.rel_port };
         let State { pr, nexus: table, .. } = st;
-        pr.pr_out(nexus, cdb, params, &mut |ev| {
+        let r = pr.apply(nexus, req, &mut |ev| {
             if let PrEvent::UnitAttention { nexus, sense } = ev {
                 if let Some(e) = table.iter_mut().find(|e| e.id == nexus) {
                     e.ua.push(sense);
                 }
             }
-        })
+        });
+        if r.is_ok() {
+            self.pr_version.fetch_add(1, Ordering::Release);
+        }
+        r
+    }
+
+    /// Whether a PR OUT received here must be executed by the peer: this
+    /// node is secondary for the LUN and the linked peer is its primary.
+    pub(crate) fn pr_goes_to_peer(&self) -> bool {
+        self.local_role() == Role::Secondary && self.peer_is_primary()
+    }
+
+    /// Whether this node sends its PR state to the peer: primary for the
+    /// LUN, and the linked peer announced the same LUN as secondary.
+    pub(crate) fn pr_goes_from_here(&self) -> bool {
+        self.local_role() == Role::Primary
+            && self.peer_role.load(Ordering::Relaxed) == 2
+            && NODE.link() == Link::Online
+    }
+
+    /// The PR state's version (see `pr_version`).
+    pub(crate) fn pr_version(&self) -> u32 {
+        self.pr_version.load(Ordering::Acquire)
+    }
+
+    /// Puts a snapshot of the PR state into `out` (cleared first; it must
+    /// have room for [`pr::MAX_REGISTRANTS`] + 2 messages, so nothing is
+    /// allocated under the lock) as PrBegin, PrReg..., PrEnd numbered with
+    /// the version it reflects, which is returned. `None` if a registrant
+    /// cannot be named on the wire (an initiator name longer than 223).
+    pub(crate) fn pr_snapshot(&self, out: &mut KVVec<Message>) -> Option<u32> {
+        out.clear();
+        let lun_id = self.lun_id();
+        let st = self.state.lock();
+        // Read under the lock: a change made after this is a new version.
+        let snapshot = self.pr_version();
+        let regs = st.pr.registrations();
+        let res = st.pr.reservation();
+        let holder = res
+            .filter(|r| !r.ty.all_registrants())
+            .and_then(|r| regs.iter().position(|g| g.nexus.id == r.holder))
+            .and_then(|i| u16::try_from(i).ok());
+        let begin = PrBegin {
+            lun_id,
+            snapshot,
+            generation: st.pr.generation(),
+            count: u16::try_from(regs.len()).ok()?,
+            res_type: res.map_or(0, |r| r.ty.code()),
+            holder,
+        };
+        out.push(Message::PrBegin(begin), GFP_ATOMIC).ok()?;
+        for (i, g) in regs.iter().enumerate() {
+            let e = st.nexus.iter().find(|e| e.id == g.nexus.id)?;
+            let index = u16::try_from(i).ok()?;
+            let reg = PrReg::new(lun_id, snapshot, index, g.nexus.rel_port, g.key, e.proto, &e.name, e.isid())?;
+            out.push(Message::PrReg(reg), GFP_ATOMIC).ok()?;
+        }
+        out.push(Message::PrEnd(lun_id, snapshot), GFP_ATOMIC).ok()?;
+        Some(snapshot)
+    }
+
+    /// The local handle of the I_T nexus the peer names `port` through
+    /// relative port `rel_port` (remembered on first sight).
+    pub(crate) fn map_nexus(&self, port: &PortName, rel_port: u16) -> Option<Nexus> {
+        let k = NexusKey { proto: port.proto, initiator: port.name(), isid: port.isid(), rel_port };
+        let id = self.state.lock().nexus_id(&k)?;
+        Some(Nexus { id, rel_port })
+    }
+
+    /// Replaces the PR state with the primary's snapshot in `b`.
+    pub(crate) fn install(&self, b: &SnapshotBuilder, snapshot: u32) -> Result<(), SnapshotError> {
+        let mut st = self.state.lock();
+        b.finish(self.lun_id(), snapshot, &mut st.pr)
     }
 }

@@ -256,7 +256,13 @@ impl<'k, M: Mac> Session<'k, M> {
             Message::Heartbeat(v) => self.send(&Message::HeartbeatAck(v), now_ms, tx)?,
             Message::HeartbeatAck(_) => {}
             Message::Bye(r) => return Err(LinkError::PeerBye(r)),
-            Message::LunState(_) | Message::LunGone(_) => inbox(msg),
+            Message::LunState(_)
+            | Message::LunGone(_)
+            | Message::PrBegin(_)
+            | Message::PrReg(_)
+            | Message::PrEnd(..)
+            | Message::PrOut(_)
+            | Message::PrOutDone(_) => inbox(msg),
             ref other => {
                 return Err(self.fail(LinkError::UnexpectedWhileUp(other.msg_type()), tx));
             }
