@@ -498,6 +498,10 @@ impl Interlink {
             (Err(e), true) => {
                 pr_warn!("interlink: link to {} down: {}\n", Core(peer), Core(e));
                 self.set_error(format_args!("{}", e));
+                if e.peer_lost() && NODE.promote_on_peer_loss() {
+                    pr_warn!("failover=auto: peer lost ({}): this node is now primary for its LUNs that follow the node role\n", Core(e));
+                    refresh_alua();
+                }
                 End::WasUp
             }
             (Err(e), false) => End::Failed(e, addr),

@@ -64,8 +64,11 @@ impl PrSync {
         match m {
             Message::PrBegin(b) => {
                 self.building = None;
-                if with_lun(b.lun_id, Scsi::pr_goes_to_peer) != Some(true) {
-                    refuse(b.lun_id, "a PR snapshot from a peer that is not the LUN's primary here");
+                // The peer's LunState saying it is primary may still wait in
+                // the inventory (applied after this batch): being secondary
+                // here is what counts.
+                if with_lun(b.lun_id, |s| s.local_role()) != Some(Role::Secondary) {
+                    refuse(b.lun_id, "a PR snapshot from the peer while this node is primary for the LUN");
                     return;
                 }
                 match SnapshotBuilder::begin(b.lun_id, b.snapshot, b.generation, b.count, b.res_type, b.holder) {
@@ -98,6 +101,16 @@ impl PrSync {
                     pr_err!("LUN {}: no memory for the answer to a forwarded PR OUT\n", o.lun_id);
                 }
             }
+            Message::UaNexus(u) => {
+                if with_lun(u.lun_id, |s| s.ua_from_peer(Some((&u.port, u.rel_port)), u.asc)).is_none() {
+                    refuse(u.lun_id, "a unit attention for a LUN this node does not have");
+                }
+            }
+            Message::UaAll(lun_id, asc) => {
+                if with_lun(*lun_id, |s| s.ua_from_peer(None, *asc)).is_none() {
+                    refuse(*lun_id, "a unit attention for a LUN this node does not have");
+                }
+            }
             Message::PrOutDone(d) => {
                 if !forward::done(d) && lio::ratelimit() {
                     pr_warn!("LUN {}: answer for no waiting PR OUT (tag {}): ignored\n", d.lun_id, d.tag);
@@ -108,13 +121,18 @@ impl PrSync {
     }
 
     /// Sends what is due, in this order: snapshots of the LUNs whose PR
-    /// state changed, answers to the peer's PrOut, forwarded commands.
+    /// state changed, unit attentions for the peer's nexuses, answers to
+    /// the peer's PrOut, forwarded commands.
     pub(crate) fn flush(&mut self, send: &mut dyn FnMut(&Message) -> Result<(), LinkError>) -> Result<(), LinkError> {
         let mut due = KVec::new();
+        let mut uas = KVec::new();
         lio::with_devices(|devs| {
             for d in devs {
                 let s = &d.device().ha().scsi;
                 let id = s.lun_id();
+                if s.has_peer_uas() && uas.push(id, GFP_KERNEL).is_err() {
+                    break;
+                }
                 let last = self.sent.iter().find(|e| e.0 == id).map(|e| e.1);
                 if !s.pr_goes_from_here() {
                     // Sent again in full if this node becomes the sender.
@@ -140,6 +158,13 @@ impl PrSync {
                 }
             }
         }
+        for id in uas.iter().copied() {
+            if with_lun(id, |s| s.take_peer_uas(&mut self.scratch)).is_some() {
+                for m in self.scratch.iter() {
+                    send(m)?;
+                }
+            }
+        }
         for m in self.replies.iter() {
             send(m)?;
         }
@@ -162,7 +187,7 @@ fn execute(o: &PrOut) -> Result<(), PrError> {
     let k = NexusKey { proto: o.port.proto, initiator: o.port.name(), isid: o.port.isid(), rel_port: o.rel_port };
     let r = with_lun(o.lun_id, |s| {
         if s.local_role() == Role::Primary {
-            s.apply(&k, &req)
+            s.apply(&k, true, &req)
         } else {
             Err(PrError::Check(Sense::ALUA_TRANSITIONING))
         }

@@ -116,3 +116,77 @@ def test_pr_survives_link_flap_and_role_switch(lun_pair):
     assert r.rc != 0 and "Reservation Conflict" in r.out, r.out
     assert waiting(a) == waiting(b) == 0
 
+
+
+def probe(g: vm.Guest, sg: str):
+    """PERSISTENT RESERVE IN (READ KEYS): allowed on a Standby port, and it
+    reports a pending unit attention (TEST UNIT READY is refused there)."""
+    return g.run(f"sg_raw -r 64 {sg} 5e 00 00 00 00 00 00 00 40 00 2>&1", check=False)
+
+
+def test_unit_attentions_reach_the_other_node(lun_pair):
+    """A PR unit attention for a registrant logged in through B, raised by
+    a PR OUT through A, is reported through B; a LUN RESET through A gives
+    B's nexus BUS DEVICE RESET FUNCTION OCCURRED (libiscsi's
+    SCSI.MultipathIO.Reset expects a reset seen on every path)."""
+    a, b, (sa, _), (sb, _) = lun_pair
+    link(a, b)
+    wait_rtpg(b, sb, LINKED)
+    assert prout(a, sa, "--register --param-sark=0xa1").rc == 0
+    assert prout(b, sb, "--register --param-sark=0xb1").rc == 0
+    assert prout(b, sb, "--reserve --param-rk=0xb1 --prout-type=1").rc == 0
+    assert probe(b, sb).rc == 0
+    # A preempts B's reservation and registration.
+    assert prout(a, sa, "--preempt --param-rk=0xa1 --param-sark=0xb1 --prout-type=1").rc == 0
+    r = probe(b, sb)
+    assert r.rc != 0 and "Registrations preempted" in r.out, r.out + b.run("dmesg | tail").out
+    assert probe(b, sb).rc == 0  # reported once
+    # A LUN RESET through A.
+    r = a.run(f"sg_reset -d {sa} 2>&1", check=False)
+    assert r.rc == 0, r.out
+    r = probe(b, sb)
+    assert r.rc != 0 and "Bus device reset function occurred" in r.out, r.out + b.run("dmesg | tail").out
+    assert probe(b, sb).rc == 0
+    # Without the link nothing is queued for the peer: no stale attention
+    # after it comes back.
+    setattr_(b, "ha_peer", "")
+    wait_state(b, "offline")
+    assert a.run(f"sg_reset -d {sa} 2>&1", check=False).rc == 0
+    setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
+    wait_state(b, "online")
+    wait_rtpg(b, sb, LINKED)
+    assert "Bus device reset" not in probe(b, sb).out
+
+
+def test_auto_failover_promotes_the_secondary_and_keeps_pr(lun_pair):
+    """With failover=auto, B makes itself primary when A freezes (dead
+    peer), with A's PR state; A coming back primary is split brain (both
+    Transitioning) until the admin demotes it."""
+    a, b, (sa, _), (sb, _) = lun_pair
+    setattr_(b, "failover", "auto")
+    link(a, b)
+    wait_rtpg(b, sb, LINKED)
+    assert prout(b, sb, "--register --param-sark=0xb3").rc == 0
+    a.qmp("stop")
+    try:
+        wait_rtpg(b, sb, {0x2: ("transitioning", []), 0x3: ("active/optimized", [0x21])})
+        dmesg = b.run("dmesg").out
+        assert "failover=auto: peer lost" in dmesg and "declared dead" in dmesg, dmesg
+        assert b.run(f"cat {NODE}/ha_role").out == "primary\n"
+        # B now executes PR OUT itself, on the state it had from A.
+        assert prout(b, sb, "--reserve --param-rk=0xb3 --prout-type=1").rc == 0
+        assert keys(b, sb)[0] == ["b3"]
+        assert b.run(f"sg_raw -r 512 {sb} 28 00 00 00 00 00 00 00 01 00 2>&1", check=False).rc == 0
+    finally:
+        a.qmp("cont")
+    # A is still primary: split brain, never two optimized groups.
+    both = {0x2: ("transitioning", [0x11]), 0x3: ("transitioning", [0x21])}
+    wait_rtpg(b, sb, both, timeout=30)
+    assert "split brain" in b.run("dmesg").out
+    setattr_(a, "ha_role", "secondary")
+    want = {0x2: ("standby", [0x11]), 0x3: ("active/optimized", [0x21])}
+    wait_rtpg(a, sa, want)
+    wait_rtpg(b, sb, want)
+    # A, now secondary, gets B's PR state.
+    res = a.run(f"sg_persist -n --in -r {sa}").out
+    assert "Key=0xb3" in res and "Write Exclusive" in res, res

@@ -25,6 +25,8 @@
 //! | `0x0112` | PrEnd        |   8 | 0: lun_id `u32`, 4: snapshot `u32`                   |
 //! | `0x0114` | PrOut        | 272 | 0: tag `u32`, 4: lun_id `u32`, 8: relative target port `u16`, 10: service action `u8` (0..=6), 11: reservation type `u8` (0 none, else the SPC code), 12: reservation key `u64`, 20: service action key `u64`, 28: initiator port (as in PrReg at 20) |
 //! | `0x0115` | PrOutDone    |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT), 9: sense key `u8`, 10: ASC `u8`, 11: ASCQ `u8` (0 unless CHECK CONDITION) |
+//! | `0x0116` | UaNexus      | 254 | 0: lun_id `u32`, 4: relative target port `u16`, 6: ASC `u8`, 7: ASCQ `u8`, 8: reserved `u16` (0), 10: initiator port (as in PrReg at 20) |
+//! | `0x0117` | UaAll        |   8 | 0: lun_id `u32`, 4: ASC `u8`, 5: ASCQ `u8`, 6: reserved `u16` (0) |
 //!
 //! A persistent-reservation snapshot of one LUN is `PrBegin`, then `count`
 //! `PrReg` with indexes 0, 1, … in order, then `PrEnd`, all with the same
@@ -36,6 +38,10 @@
 //! the node it arrived at, to the LUN's primary, which executes it for that
 //! I_T nexus and answers with `PrOutDone` (same tag) after the snapshot that
 //! reflects it.
+//!
+//! `UaNexus` establishes a UNIT ATTENTION (ASC/ASCQ) for one I_T nexus of the
+//! receiver (a PR unit attention for a registrant logged in there);
+//! `UaAll` for every I_T nexus of the LUN on the receiver (a LUN reset).
 //!
 //! Reason codes (LoginReject, Bye) are open sets: an unknown non-zero code is
 //! kept as `Other(code)` so a peer's newer reason still reaches the log. Code 0
@@ -73,6 +79,10 @@ const PORT_NAME_LEN: usize = 4 + PR_ISID_LEN + PR_NAME_LEN + 1;
 const PR_OUT_LEN: usize = 28 + PORT_NAME_LEN;
 /// Payload length of [`PrOutDone`].
 const PR_OUT_DONE_LEN: usize = 12;
+/// Payload length of [`UaNexus`].
+const UA_NEXUS_LEN: usize = 10 + PORT_NAME_LEN;
+/// Payload length of a UaAll.
+const UA_ALL_LEN: usize = 8;
 
 /// Target ports a [`LunState`] can list.
 pub(crate) const MAX_LUN_PORTS: usize = 16;
@@ -134,6 +144,10 @@ pub(crate) enum MsgType {
     PrOut = 0x0114,
     /// The primary's answer to a PrOut.
     PrOutDone = 0x0115,
+    /// A unit attention for one I_T nexus of the receiver.
+    UaNexus = 0x0116,
+    /// A unit attention for every I_T nexus of a LUN on the receiver.
+    UaAll = 0x0117,
 }
 
 impl MsgType {
@@ -156,6 +170,8 @@ impl MsgType {
             0x0112 => MsgType::PrEnd,
             0x0114 => MsgType::PrOut,
             0x0115 => MsgType::PrOutDone,
+            0x0116 => MsgType::UaNexus,
+            0x0117 => MsgType::UaAll,
             _ => return None,
         })
     }
@@ -184,6 +200,8 @@ impl MsgType {
             MsgType::PrEnd => "PrEnd",
             MsgType::PrOut => "PrOut",
             MsgType::PrOutDone => "PrOutDone",
+            MsgType::UaNexus => "UaNexus",
+            MsgType::UaAll => "UaAll",
         }
     }
 
@@ -205,6 +223,8 @@ impl MsgType {
             MsgType::PrEnd => PR_END_LEN,
             MsgType::PrOut => PR_OUT_LEN,
             MsgType::PrOutDone => PR_OUT_DONE_LEN,
+            MsgType::UaNexus => UA_NEXUS_LEN,
+            MsgType::UaAll => UA_ALL_LEN,
         };
         (len, len)
     }
@@ -661,6 +681,19 @@ pub(crate) struct PrOutDone {
     pub(crate) sense: [u8; 3],
 }
 
+/// A unit attention for one I_T nexus of the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UaNexus {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// Relative target port of the I_T nexus.
+    pub(crate) rel_port: u16,
+    /// Additional sense code and qualifier (sense key UNIT ATTENTION).
+    pub(crate) asc: [u8; 2],
+    /// The initiator port of the I_T nexus.
+    pub(crate) port: PortName,
+}
+
 /// One decoded message.
 ///
 /// All current payloads are fixed-size, so a message owns its fields; later
@@ -699,6 +732,10 @@ pub(crate) enum Message {
     PrOut(PrOut),
     /// See [`PrOutDone`].
     PrOutDone(PrOutDone),
+    /// See [`UaNexus`].
+    UaNexus(UaNexus),
+    /// A unit attention (ASC, ASCQ `.1`) for every I_T nexus of LUN `.0`.
+    UaAll(u32, [u8; 2]),
 }
 
 impl Message {
@@ -721,6 +758,8 @@ impl Message {
             Message::PrEnd(..) => MsgType::PrEnd,
             Message::PrOut(_) => MsgType::PrOut,
             Message::PrOutDone(_) => MsgType::PrOutDone,
+            Message::UaNexus(_) => MsgType::UaNexus,
+            Message::UaAll(..) => MsgType::UaAll,
         }
     }
 
@@ -939,6 +978,36 @@ impl Message {
                 }
                 Message::PrOutDone(PrOutDone { tag, lun_id, status, sense })
             }
+            MsgType::UaNexus => {
+                let lun_id = r.u32()?;
+                let rel_port = r.u16()?;
+                let asc: [u8; 2] = r.array()?;
+                let reserved = r.u16()?;
+                let port = PortName::read(r, ty)?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if reserved != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved))));
+                }
+                let port = match port {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                };
+                Message::UaNexus(UaNexus { lun_id, rel_port, asc, port })
+            }
+            MsgType::UaAll => {
+                let lun_id = r.u32()?;
+                let asc: [u8; 2] = r.array()?;
+                let reserved = r.u16()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if reserved != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved))));
+                }
+                Message::UaAll(lun_id, asc)
+            }
         };
         Some(Ok(msg))
     }
@@ -1034,6 +1103,18 @@ impl Message {
                 w.u8(d.status)?;
                 w.put(&d.sense)
             }
+            Message::UaNexus(u) => {
+                w.u32(u.lun_id)?;
+                w.u16(u.rel_port)?;
+                w.put(&u.asc)?;
+                w.u16(0)?;
+                u.port.write(w)
+            }
+            Message::UaAll(lun_id, asc) => {
+                w.u32(*lun_id)?;
+                w.put(asc)?;
+                w.u16(0)
+            }
         }
     }
 }
@@ -1043,7 +1124,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 16] {
+    pub(crate) fn samples() -> [Message; 18] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -1082,6 +1163,8 @@ pub(crate) mod tests {
             Message::PrEnd(7, 3),
             Message::PrOut(pr_out()),
             Message::PrOutDone(PrOutDone { tag: 9, lun_id: 7, status: 0x02, sense: [0x05, 0x26, 0x04] }),
+            Message::UaNexus(UaNexus { lun_id: 7, rel_port: 0x21, asc: [0x2A, 0x05], port: pr_out().port }),
+            Message::UaAll(7, [0x29, 0x03]),
         ]
     }
 
@@ -1121,6 +1204,15 @@ pub(crate) mod tests {
         assert_eq!(field_of(done, 8, &[0x00]), "status");
         assert_eq!(field_of(done, 9, &[0x10]), "status");
         roundtrip(Message::PrOutDone(PrOutDone { tag: 1, lun_id: 1, status: 0x18, sense: [0; 3] }));
+        let ua = samples()[16];
+        roundtrip(ua);
+        assert_eq!(field_of(ua, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(ua, 8, &[1, 0]), "reserved");
+        assert_eq!(field_of(ua, 12, &[0, 0]), "name length");
+        let all = samples()[17];
+        roundtrip(all);
+        assert_eq!(field_of(all, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(all, 6, &[0, 1]), "reserved");
     }
 
     #[test]
