@@ -5,7 +5,7 @@
 //! this file keeps the values and publishes what the data path reads in
 //! [`NODE`] (atomics, read without locks from command context).
 
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use kernel::{
     configfs::{self, AttributeOperations},
     configfs_attrs,
@@ -37,6 +37,8 @@ pub(crate) struct NodeState {
     mode: AtomicU8,
     role: AtomicU8,
     link: AtomicU8,
+    /// `failover=auto`.
+    auto_failover: AtomicBool,
     /// Enabled `ha` devices: `ha_id` and `ha_mode` cannot change while
     /// any exists.
     devices: AtomicUsize,
@@ -48,6 +50,7 @@ pub(crate) static NODE: NodeState = NodeState {
     mode: AtomicU8::new(HaMode::ActiveStandby as u8),
     role: AtomicU8::new(0),
     link: AtomicU8::new(0),
+    auto_failover: AtomicBool::new(false),
     devices: AtomicUsize::new(0),
 };
 
@@ -77,6 +80,14 @@ impl NodeState {
             1 => Link::Connecting,
             _ => Link::Offline,
         }
+    }
+
+    /// With `failover=auto`, makes a secondary node primary (the link
+    /// thread calls this when the linked peer was lost); returns whether
+    /// it did.
+    pub(crate) fn promote_on_peer_loss(&self) -> bool {
+        self.auto_failover.load(Ordering::Relaxed)
+            && self.role.compare_exchange(1, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// Counts an enabled device (until [`NodeState::device_gone`]).
@@ -127,6 +138,7 @@ pub(crate) fn subsystem(link: Arc<Interlink>) -> impl PinInit<configfs::Subsyste
             ha_key: 4,
             ha_link: 5,
             stats: 6,
+            failover: 7,
         ],
     };
     configfs::Subsystem::new(
@@ -303,7 +315,7 @@ impl AttributeOperations<6> for Node {
         show_fmt(
             page,
             fmt!(
-                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\n",
+                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\n",
                 NODE.devices(),
                 n(&s.link_ups),
                 n(&s.link_drops),
@@ -311,8 +323,31 @@ impl AttributeOperations<6> for Node {
                 n(&s.auth_failures),
                 n(&s.rejected_connections),
                 n(&s.frames_in),
-                n(&s.frames_out)
+                n(&s.frames_out),
+                crate::forward::parked()
             ),
         )
+    }
+}
+
+#[vtable]
+impl AttributeOperations<7> for Node {
+    type Data = Node;
+
+    fn show(_this: &Node, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let auto = NODE.auto_failover.load(Ordering::Relaxed);
+        show_fmt(page, fmt!("{}\n", if auto { "auto" } else { "manual" }))
+    }
+
+    fn store(_this: &Node, page: &[u8]) -> Result {
+        let auto = parsed(node::parse_failover(text(page)?))?;
+        if NODE.auto_failover.swap(auto, Ordering::Relaxed) != auto {
+            if auto {
+                pr_warn!("failover=auto: a secondary makes itself primary when its peer is lost; fence the peer first (see Documentation)\n");
+            } else {
+                pr_info!("failover=manual\n");
+            }
+        }
+        Ok(())
     }
 }

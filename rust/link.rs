@@ -27,6 +27,8 @@ use crate::core_logic::control::Role;
 use crate::core_logic::scsi::alua::PeerRole;
 use crate::core_logic::wire::msg::{ByeReason, LunRole, LunState, Message, MAX_LUN_PORTS, NONCE_LEN, SERIAL_LEN};
 use crate::lio;
+use crate::forward;
+use crate::prsync::PrSync;
 use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD};
 use crate::sys::{self, KernelMac, Kthread, RebootHook, RebootNotifier, TcpSocket, ThreadBody};
 
@@ -185,6 +187,7 @@ impl Interlink {
     fn pause(&self, ms: u32, gen: u64) {
         let mut left = ms;
         while left > 0 && !self.stale(gen) {
+            forward::expire();
             let step = left.min(50);
             sys::sleep_ms(step);
             left -= step;
@@ -423,6 +426,10 @@ impl Interlink {
         }
         let mut fill = 0usize;
         let mut inv = Inventory::new();
+        let mut prs = match PrSync::new() {
+            Ok(p) => p,
+            Err(_) => return End::Failed(LinkError::Recv(ENOMEM.to_errno()), addr),
+        };
         let result = loop {
             if self.stale(gen) {
                 let why = if self.gen.load(Ordering::Acquire) != gen {
@@ -445,7 +452,11 @@ impl Interlink {
                 Ok(Some(n)) => {
                     fill = (fill + n).min(rx.len());
                     let now = sys::now_ms();
-                    match s.on_bytes(rx.get(..fill).unwrap_or(&[]), now, &mut tx, &mut |m| inv.inbound(m)) {
+                    let inbox = &mut |m: &Message| {
+                        inv.inbound(m);
+                        prs.inbound(m);
+                    };
+                    match s.on_bytes(rx.get(..fill).unwrap_or(&[]), now, &mut tx, inbox) {
                         Ok((used, up)) => {
                             rx.copy_within(used..fill, 0);
                             fill -= used;
@@ -468,7 +479,16 @@ impl Interlink {
                     break Err(e);
                 }
             }
+            if s.params().is_some() {
+                let r = prs.flush(&mut |m| s.send_when_up(m, sys::now_ms(), &mut tx).map(|_| ()));
+                if let Err(e) = r {
+                    break Err(e);
+                }
+            }
+            forward::expire();
         };
+        // Commands waiting for the peer fail now, not at their deadline.
+        forward::set_online(false);
         // Whatever the peer said no longer holds.
         Inventory::forget_peer();
         self.stats.frames_in.fetch_add(s.frames_in, Ordering::Relaxed);
@@ -478,6 +498,10 @@ impl Interlink {
             (Err(e), true) => {
                 pr_warn!("interlink: link to {} down: {}\n", Core(peer), Core(e));
                 self.set_error(format_args!("{}", e));
+                if e.peer_lost() && NODE.promote_on_peer_loss() {
+                    pr_warn!("failover=auto: peer lost ({}): this node is now primary for its LUNs that follow the node role\n", Core(e));
+                    refresh_alua();
+                }
                 End::WasUp
             }
             (Err(e), false) => End::Failed(e, addr),
@@ -492,6 +516,7 @@ impl Interlink {
             st.last_error = Text::new();
         }
         NODE.set_link(LinkState::Online);
+        forward::set_online(true);
         match addr {
             Some(a) => pr_info!(
                 "interlink: online with peer ha_id {} at {} (ha_mode {}, max_payload {}, max_inflight {})\n",
@@ -544,7 +569,7 @@ impl Inventory {
                 }
             }
             Message::LunGone(id) => self.peer.retain(|p| p.lun_id != id),
-            _ => {}
+            _ => return,
         }
         self.due = 0;
     }

@@ -50,7 +50,7 @@ macro_rules! err_ratelimited {
 }
 
 mod bio;
-mod cmd;
+pub(crate) mod cmd;
 mod spc;
 
 /// A block device opened for the backstore; closed on drop.
@@ -403,6 +403,17 @@ unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     crate::core_logic::scsi::io::last_lba(sectors, bs)
 }
 
+/// Task management seen by LIO for the device: a LUN RESET's unit
+/// attention is also due on the peer node's nexuses (LIO establishes it for
+/// this node's).
+unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table, _aborted: *mut kernel::bindings::list_head) {
+    if tmr == b::tcm_tmreq_table_TMR_LUN_RESET {
+        // SAFETY: LIO passes a configured device from `alloc_device`.
+        let d = unsafe { Device::from_se_dev(dev) };
+        d.inner.scsi.note_reset();
+    }
+}
+
 /// Largest UNMAP (and WRITE SAME with UNMAP) range advertised in VPD 0xB0.
 const MAX_UNMAP_LBAS: u32 = 1 << 20;
 
@@ -474,6 +485,7 @@ impl Registration {
         ops.set_configfs_dev_params = Some(set_params);
         ops.show_configfs_dev_params = Some(show_params);
         ops.parse_cdb = Some(cmd::parse_cdb);
+        ops.tmr_notify = Some(tmr_notify);
         ops.configure_unmap = Some(configure_unmap);
         ops.get_write_cache = Some(get_write_cache);
         ops.get_device_type = Some(b::sbc_get_device_type);

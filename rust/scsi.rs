@@ -6,18 +6,18 @@
 //! of the LUN. The decisions are the plain-Rust core's; this module keeps
 //! the state under a lock and hands it to the core. No `unsafe` here.
 
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 use crate::configfs::NODE;
 use crate::core_logic::control::Role;
-use crate::core_logic::wire::msg::MAX_LUN_PORTS;
+use crate::core_logic::wire::msg::{Message, PortName, PrBegin, PrReg, UaNexus, MAX_LUN_PORTS};
 use crate::core_logic::scsi::{
     alua::{self, HaView, Link, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
     io::Completion,
     nexus::{self, UaQueue},
-    pr::{self, Nexus, NexusId, PrError, PrEvent, PrState},
+    pr::{self, Nexus, NexusId, PrError, PrEvent, PrState, ProutRequest, SnapshotBuilder, SnapshotError},
     sense::Sense,
     DataIn,
 };
@@ -53,6 +53,9 @@ struct Entry {
     isid_len: usize,
     rel_port: u16,
     ua: UaQueue,
+    /// Logged in through the peer node (known from the interlink): its
+    /// unit attentions are sent there.
+    remote: bool,
 }
 
 impl Entry {
@@ -72,12 +75,18 @@ struct State {
     /// The peer node's ports for this LUN (from its LunState).
     peer_ports: [u16; MAX_LUN_PORTS],
     n_peer_ports: usize,
+    /// Unit attentions for nexuses of the peer, to be sent there.
+    peer_uas: KVec<(NexusId, Sense)>,
 }
 
 impl State {
-    /// The id of the nexus `k`, remembering it on first sight.
-    fn nexus_id(&mut self, k: &NexusKey<'_>) -> Option<NexusId> {
-        if let Some(e) = self.nexus.iter().find(|e| e.matches(k)) {
+    /// The id of the nexus `k`, remembering it on first sight (as the
+    /// peer's when `remote`).
+    fn nexus_id(&mut self, k: &NexusKey<'_>, remote: bool) -> Option<NexusId> {
+        if let Some(e) = self.nexus.iter_mut().find(|e| e.matches(k)) {
+            // A command through a local port proves the nexus local (a
+            // snapshot may have named it first).
+            e.remote &= remote;
             return Some(e.id);
         }
         let mut name = KVec::with_capacity(k.initiator.len(), GFP_ATOMIC).ok()?;
@@ -94,6 +103,7 @@ impl State {
             isid_len,
             rel_port: k.rel_port,
             ua: UaQueue::new(),
+            remote,
         };
         if self.nexus.len() < MAX_NEXUS {
             self.nexus.push(e, GFP_ATOMIC).ok()?;
@@ -132,6 +142,13 @@ pub(crate) struct Scsi {
     /// Group states last reported (local << 8 | peer), to raise
     /// ASYMMETRIC ACCESS STATE CHANGED when they change.
     reported: AtomicU16,
+    /// Bumped by every change of the PR state made here (not by a
+    /// snapshot installed from the primary): the interlink sends a
+    /// snapshot when it differs from the one last sent.
+    pr_version: AtomicU32,
+    /// A LUN RESET happened here: the peer's nexuses get its unit
+    /// attention.
+    reset: AtomicBool,
 }
 
 impl Scsi {
@@ -144,11 +161,14 @@ impl Scsi {
                 next_id: 0,
                 peer_ports: [0; MAX_LUN_PORTS],
                 n_peer_ports: 0,
+                peer_uas: KVec::new(),
             }),
             role: AtomicU8::new(0),
             lun_id: AtomicU32::new(0),
             peer_role: AtomicU8::new(0),
             reported: AtomicU16::new(u16::MAX),
+            pr_version: AtomicU32::new(1),
+            reset: AtomicBool::new(false),
         })
     }
 
@@ -215,7 +235,14 @@ impl Scsi {
             PeerRole::Secondary => 2,
         };
         self.peer_role.store(code, Ordering::Relaxed);
+        if code == 0 {
+            // Nothing to deliver them to any more.
+            self.reset.store(false, Ordering::Release);
+        }
         let mut st = self.state.lock();
+        if code == 0 {
+            st.peer_uas.clear();
+        }
         let n = ports.len().min(MAX_LUN_PORTS);
         if let (Some(dst), Some(src)) = (st.peer_ports.get_mut(..n), ports.get(..n)) {
             dst.copy_from_slice(src);
@@ -253,7 +280,7 @@ impl Scsi {
     pub(crate) fn admit(&self, key: Option<&NexusKey<'_>>, cdb: &[u8]) -> Result<(), Completion> {
         let flags = alua::classify(cdb);
         let mut st = self.state.lock();
-        let id = key.and_then(|k| st.nexus_id(k));
+        let id = key.and_then(|k| st.nexus_id(k, false));
         if let Some(id) = id {
             if !flags.no_ua {
                 if let Some(ua) = st.entry(id).and_then(|e| e.ua.pop()) {
@@ -314,22 +341,170 @@ impl Scsi {
     /// ABORT's aborts are not carried out (LIO exports no per-nexus abort):
     /// the preempted nexuses' later commands meet the reservation check.
     pub(crate) fn pr_out(&self, key: Option<&NexusKey<'_>>, cdb: &[u8], params: &[u8]) -> Result<(), PrError> {
+        let req = ProutRequest::parse(cdb, params)?;
+        let k = key.ok_or(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES))?;
+        self.apply(k, false, &req)
+    }
+
+    /// Executes a parsed PR OUT for the nexus `k` (local, or the peer's
+    /// when it forwarded the command here: `remote`). Unit attentions for
+    /// the peer's nexuses are kept for [`Scsi::take_peer_uas`].
+    pub(crate) fn apply(&self, k: &NexusKey<'_>, remote: bool, req: &ProutRequest) -> Result<(), PrError> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        let Some(k) = key else {
-            return Err(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES));
-        };
-        let Some(id) = st.nexus_id(k) else {
+        let Some(id) = st.nexus_id(k, remote) else {
             return Err(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES));
         };
         let nexus = Nexus { id, rel_port: k.rel_port };
-        let State { pr, nexus: table, .. } = st;
-        pr.pr_out(nexus, cdb, params, &mut |ev| {
+        let State { pr, nexus: table, peer_uas, .. } = st;
+        let peer_known = self.peer_role.load(Ordering::Relaxed) != 0;
+        let r = pr.apply(nexus, req, &mut |ev| {
             if let PrEvent::UnitAttention { nexus, sense } = ev {
-                if let Some(e) = table.iter_mut().find(|e| e.id == nexus) {
-                    e.ua.push(sense);
+                match table.iter_mut().find(|e| e.id == nexus) {
+                    Some(e) if e.remote => {
+                        // Bounded: a PR OUT raises at most one per registrant.
+                        if peer_known && peer_uas.len() < MAX_NEXUS {
+                            let _ = peer_uas.push((nexus, sense), GFP_ATOMIC);
+                        }
+                    }
+                    Some(e) => e.ua.push(sense),
+                    None => {}
                 }
             }
-        })
+        });
+        if r.is_ok() {
+            self.pr_version.fetch_add(1, Ordering::Release);
+        }
+        r
+    }
+
+    /// Whether a PR OUT received here must be executed by the peer: this
+    /// node is secondary for the LUN and the linked peer is its primary.
+    pub(crate) fn pr_goes_to_peer(&self) -> bool {
+        self.local_role() == Role::Secondary && self.peer_is_primary()
+    }
+
+    /// Whether this node sends its PR state to the peer: primary for the
+    /// LUN, and the linked peer announced the same LUN as secondary.
+    pub(crate) fn pr_goes_from_here(&self) -> bool {
+        self.local_role() == Role::Primary
+            && self.peer_role.load(Ordering::Relaxed) == 2
+            && NODE.link() == Link::Online
+    }
+
+    /// The PR state's version (see `pr_version`).
+    pub(crate) fn pr_version(&self) -> u32 {
+        self.pr_version.load(Ordering::Acquire)
+    }
+
+    /// Puts a snapshot of the PR state into `out` (cleared first; it must
+    /// have room for [`pr::MAX_REGISTRANTS`] + 2 messages, so nothing is
+    /// allocated under the lock) as PrBegin, PrReg..., PrEnd numbered with
+    /// the version it reflects, which is returned. `None` if a registrant
+    /// cannot be named on the wire (an initiator name longer than 223).
+    pub(crate) fn pr_snapshot(&self, out: &mut KVVec<Message>) -> Option<u32> {
+        out.clear();
+        let lun_id = self.lun_id();
+        let st = self.state.lock();
+        // Read under the lock: a change made after this is a new version.
+        let snapshot = self.pr_version();
+        let regs = st.pr.registrations();
+        let res = st.pr.reservation();
+        let holder = res
+            .filter(|r| !r.ty.all_registrants())
+            .and_then(|r| regs.iter().position(|g| g.nexus.id == r.holder))
+            .and_then(|i| u16::try_from(i).ok());
+        let begin = PrBegin {
+            lun_id,
+            snapshot,
+            generation: st.pr.generation(),
+            count: u16::try_from(regs.len()).ok()?,
+            res_type: res.map_or(0, |r| r.ty.code()),
+            holder,
+        };
+        out.push(Message::PrBegin(begin), GFP_ATOMIC).ok()?;
+        for (i, g) in regs.iter().enumerate() {
+            let e = st.nexus.iter().find(|e| e.id == g.nexus.id)?;
+            let index = u16::try_from(i).ok()?;
+            let reg = PrReg::new(lun_id, snapshot, index, g.nexus.rel_port, g.key, e.proto, &e.name, e.isid())?;
+            out.push(Message::PrReg(reg), GFP_ATOMIC).ok()?;
+        }
+        out.push(Message::PrEnd(lun_id, snapshot), GFP_ATOMIC).ok()?;
+        Some(snapshot)
+    }
+
+    /// The local handle of the I_T nexus the peer names `port` through
+    /// relative port `rel_port` (remembered on first sight).
+    pub(crate) fn map_nexus(&self, port: &PortName, rel_port: u16) -> Option<Nexus> {
+        let k = NexusKey { proto: port.proto, initiator: port.name(), isid: port.isid(), rel_port };
+        let id = self.state.lock().nexus_id(&k, true)?;
+        Some(Nexus { id, rel_port })
+    }
+
+    /// Notes a LUN RESET executed here (LIO's TMR): the peer establishes its
+    /// unit attention for its nexuses.
+    pub(crate) fn note_reset(&self) {
+        // Only while the peer has the LUN: a later link up must not
+        // deliver a stale attention.
+        if self.peer_role.load(Ordering::Relaxed) != 0 {
+            self.reset.store(true, Ordering::Release);
+        }
+    }
+
+    /// Moves the unit attentions due at the peer into `out` (cleared first;
+    /// room as for [`Scsi::pr_snapshot`], extra ones wait for the next
+    /// call): `UaAll` after a LUN RESET, `UaNexus` for the peer's nexuses.
+    pub(crate) fn take_peer_uas(&self, out: &mut KVVec<Message>) {
+        out.clear();
+        let lun_id = self.lun_id();
+        if self.reset.swap(false, Ordering::AcqRel) {
+            let s = Sense::BUS_DEVICE_RESET;
+            let _ = out.push(Message::UaAll(lun_id, [s.asc, s.ascq]), GFP_ATOMIC);
+        }
+        let mut st = self.state.lock();
+        let State { nexus, peer_uas, .. } = &mut *st;
+        let room = out.capacity().saturating_sub(out.len());
+        let n = peer_uas.len().min(room);
+        for (id, sense) in peer_uas.iter().take(n) {
+            let Some(e) = nexus.iter().find(|e| e.id == *id) else { continue };
+            let Some(port) = PortName::new(e.proto, &e.name, e.isid()) else { continue };
+            let ua = UaNexus { lun_id, rel_port: e.rel_port, asc: [sense.asc, sense.ascq], port };
+            let _ = out.push(Message::UaNexus(ua), GFP_ATOMIC);
+        }
+        let mut i = 0;
+        peer_uas.retain(|_| {
+            i += 1;
+            i > n
+        });
+    }
+
+    /// Whether unit attentions wait to be sent to the peer.
+    pub(crate) fn has_peer_uas(&self) -> bool {
+        self.reset.load(Ordering::Acquire) || !self.state.lock().peer_uas.is_empty()
+    }
+
+    /// Establishes a unit attention from the peer: for its nexus `port`
+    /// through `rel_port` (a local one), or with `None` for every local
+    /// nexus of the LUN.
+    pub(crate) fn ua_from_peer(&self, nexus: Option<(&PortName, u16)>, asc: [u8; 2]) {
+        let sense = Sense::unit_attention(asc[0], asc[1]);
+        let mut st = self.state.lock();
+        match nexus {
+            None => st.nexus.iter_mut().filter(|e| !e.remote).for_each(|e| e.ua.push(sense)),
+            Some((port, rel_port)) => {
+                let k = NexusKey { proto: port.proto, initiator: port.name(), isid: port.isid(), rel_port };
+                if let Some(id) = st.nexus_id(&k, false) {
+                    if let Some(e) = st.entry(id) {
+                        e.ua.push(sense);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces the PR state with the primary's snapshot in `b`.
+    pub(crate) fn install(&self, b: &SnapshotBuilder, snapshot: u32) -> Result<(), SnapshotError> {
+        let mut st = self.state.lock();
+        b.finish(self.lun_id(), snapshot, &mut st.pr)
     }
 }

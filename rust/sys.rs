@@ -119,8 +119,9 @@ pub(crate) struct TcpSocket(NonNull<kb::socket>);
 // socket calls the kernel itself serialises with the socket lock).
 unsafe impl Send for TcpSocket {}
 
-/// Receive timeout of link sockets: the link thread's loop period.
-pub(crate) const RECV_TIMEOUT_MS: u32 = 100;
+/// Receive timeout of link sockets: the link thread's loop period, hence
+/// the longest a PR snapshot or a forwarded command waits to be sent.
+pub(crate) const RECV_TIMEOUT_MS: u32 = 20;
 /// Send (and connect) timeout: a peer that does not take our frames for this
 /// long is dropped.
 pub(crate) const SEND_TIMEOUT_MS: u32 = 1000;

@@ -10,8 +10,10 @@ use kernel::prelude::*;
 
 mod backend;
 mod configfs;
+mod forward;
 mod link;
 mod lio;
+mod prsync;
 mod scsi;
 mod sys;
 
@@ -42,11 +44,14 @@ struct TcmHa {
     #[pin]
     _node: kernel::configfs::Subsystem<configfs::Node>,
     _backend: lio::Registration,
+    /// The forwarding tables, given back after the thread has stopped.
+    _forward: forward::Tables,
 }
 
 impl kernel::InPlaceModule for TcmHa {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         lio::init_registry();
+        forward::init();
         let shared = link::new_interlink();
         try_pin_init!(TcmHa {
             _link <- link::Service::start(shared.as_ref().map_err(|e| *e)?.clone()),
@@ -60,6 +65,7 @@ impl kernel::InPlaceModule for TcmHa {
                 );
                 backend
             },
+            _forward: forward::Tables,
         })
     }
 }

@@ -43,6 +43,7 @@ def test_defaults(tcm_ha):
     assert attr(g, "ha_role") == "primary\n"
     assert attr(g, "ha_key") == "(not set)\n"
     assert attr(g, "ha_link") == "offline\n"
+    assert attr(g, "failover") == "manual\n"
     assert attr(g, "stats").startswith("devices: 0\n")
 
 
@@ -53,6 +54,7 @@ def test_defaults(tcm_ha):
     ("ha_peer", "dial 192.0.2.2:7777", "ha_peer: bad value 'dial 192.0.2.2:7777'"),
     ("ha_peer", "connect 192.0.2.2:0", "ha_peer: bad value 'connect 192.0.2.2:0'"),
     ("ha_peer", "connect 2001:db8::2:7777", "ha_peer: bad value"),
+    ("failover", "yes", "failover: bad value 'yes': expected manual or auto"),
 ])
 def test_bad_values_are_refused(tcm_ha, name, value, expected):
     g = tcm_ha
@@ -65,7 +67,7 @@ def test_bad_values_are_refused(tcm_ha, name, value, expected):
 
 def test_good_values(tcm_ha):
     g = tcm_ha
-    for name, value in [("ha_id", "2"), ("ha_mode", "2"), ("ha_role", "secondary"),
+    for name, value in [("ha_id", "2"), ("ha_mode", "2"), ("ha_role", "secondary"), ("failover", "auto"),
                         ("ha_peer", "listen 0.0.0.0:7777"), ("ha_peer", "connect [2001:db8::2]:7777")]:
         assert write(g, name, value)[0] == 0
         assert attr(g, name) == value + "\n"
@@ -74,7 +76,8 @@ def test_good_values(tcm_ha):
     assert link.startswith("connecting\n") and "no ha_key configured" in link, link
     assert write(g, "ha_peer", "")[0] == 0 and attr(g, "ha_link") == "offline\n"
     assert "ha_peer cleared" in g.run("dmesg").out
-    for name, value in [("ha_id", "0"), ("ha_mode", "0"), ("ha_role", "primary")]:
+    assert "failover=auto: a secondary makes itself primary" in g.run("dmesg").out
+    for name, value in [("ha_id", "0"), ("ha_mode", "0"), ("ha_role", "primary"), ("failover", "manual")]:
         assert write(g, name, value)[0] == 0
 
 

@@ -83,6 +83,21 @@ impl LinkError {
         )
     }
 
+    /// Whether an established link ended because the peer is gone (dead,
+    /// disconnected without a word, or going down), as opposed to a
+    /// configuration change or a fault of the link itself: what
+    /// `failover=auto` promotes a secondary on.
+    pub(crate) fn peer_lost(&self) -> bool {
+        matches!(
+            self,
+            LinkError::DeadPeer(_)
+                | LinkError::Closed
+                | LinkError::Recv(_)
+                | LinkError::Send(_)
+                | LinkError::PeerBye(ByeReason::Shutdown)
+        )
+    }
+
     /// A small number naming the kind of failure, for [`RepeatGate`].
     pub(crate) fn kind(&self) -> u32 {
         match self {
@@ -256,7 +271,15 @@ impl<'k, M: Mac> Session<'k, M> {
             Message::Heartbeat(v) => self.send(&Message::HeartbeatAck(v), now_ms, tx)?,
             Message::HeartbeatAck(_) => {}
             Message::Bye(r) => return Err(LinkError::PeerBye(r)),
-            Message::LunState(_) | Message::LunGone(_) => inbox(msg),
+            Message::LunState(_)
+            | Message::LunGone(_)
+            | Message::PrBegin(_)
+            | Message::PrReg(_)
+            | Message::PrEnd(..)
+            | Message::PrOut(_)
+            | Message::PrOutDone(_)
+            | Message::UaNexus(_)
+            | Message::UaAll(..) => inbox(msg),
             ref other => {
                 return Err(self.fail(LinkError::UnexpectedWhileUp(other.msg_type()), tx));
             }
@@ -518,6 +541,18 @@ mod tests {
             }
         }
         (c, l, to_l, to_c, res)
+    }
+
+    #[test]
+    fn peer_lost_is_what_failover_acts_on() {
+        for e in [LinkError::DeadPeer(1500), LinkError::Closed, LinkError::Recv(-104), LinkError::Send(-32),
+                  LinkError::PeerBye(ByeReason::Shutdown)] {
+            assert!(e.peer_lost(), "{e:?}");
+        }
+        for e in [LinkError::PeerBye(ByeReason::ConfigChanged), LinkError::PeerBye(ByeReason::ProtocolError),
+                  LinkError::UnexpectedWhileUp(super::super::wire::msg::MsgType::Hello)] {
+            assert!(!e.peer_lost(), "{e:?}");
+        }
     }
 
     #[test]

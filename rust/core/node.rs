@@ -105,6 +105,16 @@ pub(crate) fn parse_role(s: &str) -> Result<Role, NodeError<'_>> {
     Role::parse(v).ok_or(bad("ha_role", v, "primary or secondary"))
 }
 
+/// Parses `failover`: `manual` (false) or `auto` (true: a secondary
+/// promotes itself when its linked peer is lost).
+pub(crate) fn parse_failover(s: &str) -> Result<bool, NodeError<'_>> {
+    match trim(s) {
+        "manual" => Ok(false),
+        "auto" => Ok(true),
+        v => Err(bad("failover", v, "manual or auto")),
+    }
+}
+
 /// Parses `ha_peer`: empty, `listen ADDR:PORT` or `connect ADDR:PORT`
 /// (IPv6 as `[ADDR]:PORT`); port 0 and unspecified connect addresses are
 /// refused.
@@ -168,6 +178,13 @@ mod tests {
         assert_eq!(parse_role("primary\n"), Ok(Role::Primary));
         assert_eq!(parse_role("secondary"), Ok(Role::Secondary));
         assert!(parse_role("master").is_err());
+    }
+
+    #[test]
+    fn failover_values() {
+        assert_eq!(parse_failover("manual\n"), Ok(false));
+        assert_eq!(parse_failover("auto"), Ok(true));
+        assert_eq!(parse_failover("yes").unwrap_err().to_string(), "failover: bad value 'yes': expected manual or auto");
     }
 
     #[test]

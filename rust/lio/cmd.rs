@@ -48,6 +48,11 @@ pub(crate) mod reason {
 /// A command LIO handed to the backstore.
 pub(crate) struct Cmd(NonNull<b::se_cmd>);
 
+// SAFETY: a `Cmd` is the one handle on an uncompleted command, and LIO lets
+// a backend complete a command from any context (iblock does from bio
+// completion); a parked command is completed by the interlink thread.
+unsafe impl Send for Cmd {}
+
 impl Cmd {
     /// # Safety
     /// `cmd` must be a live command of an `ha` device that has not been

@@ -16,6 +16,7 @@ use crate::core_logic::scsi::{
     opcode as op,
     pr::PrError,
 };
+use crate::forward;
 use crate::scsi::ISID_LEN;
 
 /// The emulation for `cdb`, if the backstore answers it itself.
@@ -175,13 +176,30 @@ unsafe extern "C" fn execute_pr_out(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
     let scsi = &c.device().inner.scsi;
     let cdb = c.cdb().get(..10).unwrap_or(&[]);
+    let len = c.data_length().min(PR_OUT_MAX);
     let mut isid = [0u8; ISID_LEN];
     let key = c.nexus(&mut isid);
-    let len = c.data_length().min(PR_OUT_MAX);
-    let r = if len == 0 {
-        Some(scsi.pr_out(key.as_ref(), cdb, &[]))
+    let r = if scsi.pr_goes_to_peer() {
+        // The primary executes it; checked here first, so that what it
+        // gets is a valid request.
+        let lun_id = scsi.lun_id();
+        let req = match len {
+            0 => Some(forward::pr_request(lun_id, key.as_ref(), cdb, &[])),
+            _ => c.with_data(len, |p| forward::pr_request(lun_id, key.as_ref(), cdb, p)),
+        };
+        match req {
+            Some(Ok(o)) => {
+                forward::pr_out(c, o);
+                return reason::NONE;
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        }
     } else {
-        c.with_data(len, |params| scsi.pr_out(key.as_ref(), cdb, params))
+        match len {
+            0 => Some(scsi.pr_out(key.as_ref(), cdb, &[])),
+            _ => c.with_data(len, |p| scsi.pr_out(key.as_ref(), cdb, p)),
+        }
     };
     let done = match r {
         None => return reason::OUT_OF_RESOURCES,

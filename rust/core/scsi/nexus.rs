@@ -100,7 +100,7 @@ fn hex_bytes<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     for (i, d) in digits.iter().take(n).enumerate() {
         let pos = skip + i;
         let b = out.get_mut(pos / 2)?;
-        *b |= if pos % 2 == 0 { d << 4 } else { *d };
+        *b |= if pos.is_multiple_of(2) { d << 4 } else { *d };
     }
     Some(out)
 }

@@ -25,7 +25,7 @@ use core::fmt;
 
 use super::opcode as op;
 use super::out::{sat32, Out};
-use super::sense::Sense;
+use super::sense::{Sense, SenseKey};
 use super::{be16, be32, be64, byte, DataIn};
 
 /// Capacity of the registration table of one LUN.
@@ -189,6 +189,26 @@ impl ProutAction {
     }
 }
 
+impl ProutRequest {
+    /// Service action and type codes, as the interlink's PrOut carries
+    /// them (type 0 when the action takes none).
+    pub(crate) fn wire_codes(&self) -> (u8, u8) {
+        (self.action as u8, self.ty.map_or(0, PrType::code))
+    }
+
+    /// The request a PrOut describes; `None` if its codes do not go
+    /// together (a type where none is taken, or none where one is).
+    pub(crate) fn from_wire(action: u8, ty: u8, key: u64, sa_key: u64) -> Option<ProutRequest> {
+        let action = ProutAction::from_u8(action)?;
+        let ty = match (action.uses_type(), ty) {
+            (true, t) => Some(PrType::from_u8(t)?),
+            (false, 0) => None,
+            (false, _) => return None,
+        };
+        Some(ProutRequest { action, ty, key, sa_key })
+    }
+}
+
 /// A parsed, validated PERSISTENT RESERVE OUT command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ProutRequest {
@@ -274,6 +294,35 @@ pub(crate) enum PrError {
 impl From<Sense> for PrError {
     fn from(s: Sense) -> PrError {
         PrError::Check(s)
+    }
+}
+
+/// SCSI status codes a PR OUT outcome travels as.
+const STATUS_GOOD: u8 = 0x00;
+const STATUS_CHECK: u8 = 0x02;
+const STATUS_CONFLICT: u8 = 0x18;
+
+/// A PR OUT outcome as the interlink's PrOutDone carries it: SCSI status
+/// and, for CHECK CONDITION, sense key, ASC and ASCQ.
+pub(crate) fn outcome_to_wire(r: Result<(), PrError>) -> (u8, [u8; 3]) {
+    match r {
+        Ok(()) => (STATUS_GOOD, [0; 3]),
+        Err(PrError::Conflict) => (STATUS_CONFLICT, [0; 3]),
+        Err(PrError::Check(s)) => (STATUS_CHECK, [s.key as u8, s.asc, s.ascq]),
+    }
+}
+
+/// The outcome a PrOutDone reports (the inverse of [`outcome_to_wire`]; a
+/// sense key this side does not know becomes HARDWARE ERROR).
+pub(crate) fn outcome_from_wire(status: u8, sense: [u8; 3]) -> Result<(), PrError> {
+    match status {
+        STATUS_GOOD => Ok(()),
+        STATUS_CONFLICT => Err(PrError::Conflict),
+        _ => {
+            let [k, asc, ascq] = sense;
+            let key = SenseKey::from_u8(k).unwrap_or(SenseKey::HardwareError);
+            Err(PrError::Check(Sense::new(key, asc, ascq)))
+        }
     }
 }
 
@@ -408,6 +457,15 @@ pub(crate) enum SnapshotError {
     /// The reservation's holder is not registered, or an All Registrants
     /// reservation has no registrant, or a holder is given where none may be.
     Holder,
+    /// A snapshot part for another LUN or snapshot, or out of order.
+    Sequence,
+    /// The end came before every announced registration.
+    Incomplete {
+        /// Registrations announced.
+        count: u16,
+        /// Registrations received.
+        got: u16,
+    },
 }
 
 impl fmt::Display for SnapshotError {
@@ -435,6 +493,10 @@ impl fmt::Display for SnapshotError {
                 write!(f, "PR snapshot registers nexus {n:#x} twice")
             }
             SnapshotError::Holder => write!(f, "PR snapshot reservation holder is invalid"),
+            SnapshotError::Sequence => write!(f, "PR snapshot part out of sequence"),
+            SnapshotError::Incomplete { count, got } => {
+                write!(f, "PR snapshot ended after {got} of {count} registrations")
+            }
         }
     }
 }
@@ -1135,6 +1197,101 @@ impl PrState {
         self.count = n;
         self.res = res;
         Ok(())
+    }
+}
+
+/// Largest [`PrState::encode`] output.
+pub(crate) const SNAP_MAX: usize = SNAP_HEADER + MAX_REGISTRANTS * SNAP_ENTRY;
+
+/// Collects a snapshot that arrives in parts (the interlink's PrBegin,
+/// PrReg..., PrEnd) with the peer's nexuses already mapped to local ids,
+/// then installs it with every check of [`PrState::decode_into`].
+pub(crate) struct SnapshotBuilder {
+    lun_id: u32,
+    snapshot: u32,
+    count: u16,
+    next: u16,
+    holder_index: Option<u16>,
+    buf: [u8; SNAP_MAX],
+}
+
+impl SnapshotBuilder {
+    /// Starts snapshot `snapshot` of LUN `lun_id`: `count` registrations
+    /// follow, the reservation (type code, 0 for none) is held by the
+    /// registration at `holder_index` (none for All Registrants).
+    pub(crate) fn begin(
+        lun_id: u32,
+        snapshot: u32,
+        generation: u32,
+        count: u16,
+        res_type: u8,
+        holder_index: Option<u16>,
+    ) -> Result<SnapshotBuilder, SnapshotError> {
+        if usize::from(count) > MAX_REGISTRANTS {
+            return Err(SnapshotError::TooMany(count));
+        }
+        if holder_index.is_some_and(|h| h >= count) {
+            return Err(SnapshotError::Holder);
+        }
+        let mut b = SnapshotBuilder { lun_id, snapshot, count, next: 0, holder_index, buf: [0; SNAP_MAX] };
+        let head = [SNAP_VERSION, u8::from(res_type != 0), res_type, 0];
+        b.put(0, &head);
+        b.put(4, &generation.to_le_bytes());
+        // 8..16: holder id, filled when its registration arrives.
+        b.put(16, &count.to_le_bytes());
+        Ok(b)
+    }
+
+    fn put(&mut self, at: usize, bytes: &[u8]) {
+        if let Some(dst) = at.checked_add(bytes.len()).and_then(|end| self.buf.get_mut(at..end)) {
+            dst.copy_from_slice(bytes);
+        }
+    }
+
+    /// Adds registration `index` (they come in order from 0): `nexus` is
+    /// the local handle of the peer's I_T nexus.
+    pub(crate) fn add(
+        &mut self,
+        lun_id: u32,
+        snapshot: u32,
+        index: u16,
+        nexus: Nexus,
+        key: u64,
+    ) -> Result<(), SnapshotError> {
+        if lun_id != self.lun_id || snapshot != self.snapshot || index != self.next || index >= self.count {
+            return Err(SnapshotError::Sequence);
+        }
+        if key == 0 {
+            return Err(SnapshotError::ZeroKey);
+        }
+        // index < count <= 128.
+        let at = SNAP_HEADER + usize::from(index) * SNAP_ENTRY;
+        self.put(at, &nexus.id.to_le_bytes());
+        self.put(at + 8, &nexus.rel_port.to_le_bytes());
+        self.put(at + 10, &key.to_le_bytes());
+        if self.holder_index == Some(index) {
+            self.put(8, &nexus.id.to_le_bytes());
+        }
+        self.next = index.saturating_add(1);
+        Ok(())
+    }
+
+    /// Ends the snapshot: on success `state` is replaced by it; on error
+    /// `state` is unchanged.
+    pub(crate) fn finish(&self, lun_id: u32, snapshot: u32, state: &mut PrState) -> Result<(), SnapshotError> {
+        if lun_id != self.lun_id || snapshot != self.snapshot {
+            return Err(SnapshotError::Sequence);
+        }
+        if self.next != self.count {
+            return Err(SnapshotError::Incomplete { count: self.count, got: self.next });
+        }
+        let len = SNAP_HEADER + usize::from(self.count) * SNAP_ENTRY;
+        state.decode_into(self.buf.get(..len).unwrap_or(&[]))
+    }
+
+    /// The LUN this snapshot is for.
+    pub(crate) fn lun_id(&self) -> u32 {
+        self.lun_id
     }
 }
 
@@ -2023,6 +2180,108 @@ mod tests {
             &b[..20],
             &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         );
+    }
+
+    /// Sends `st` through a builder part by part, as the interlink does,
+    /// with the peer's nexus ids mapped by `map`.
+    fn rebuild(st: &PrState, map: impl Fn(Nexus) -> Nexus) -> Result<PrState, SnapshotError> {
+        let regs = st.registrations();
+        let holder = st.reservation().and_then(|r| regs.iter().position(|g| g.nexus.id == r.holder && !r.ty.all_registrants()));
+        let mut b = SnapshotBuilder::begin(
+            7,
+            1,
+            st.generation(),
+            regs.len() as u16,
+            st.reservation().map_or(0, |r| r.ty.code()),
+            holder.map(|h| h as u16),
+        )?;
+        for (i, g) in regs.iter().enumerate() {
+            b.add(7, 1, i as u16, map(g.nexus), g.key)?;
+        }
+        let mut out = PrState::new();
+        b.finish(7, 1, &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn snapshot_builder_reproduces_every_reservation_type() {
+        for ty in PrType::ALL {
+            let mut st = three();
+            ok(&mut st, B, RESERVE, ty.code(), 0xB0, 0);
+            assert_eq!(rebuild(&st, |n| n), Ok(st.clone()), "{ty:?}");
+            // With the ids mapped, the same nexus holds it.
+            let moved = rebuild(&st, |n| Nexus { id: n.id + 0x100, rel_port: n.rel_port }).unwrap();
+            assert_eq!(moved.generation(), st.generation());
+            assert_eq!(moved.registrations().len(), 3);
+            let r = moved.reservation().unwrap();
+            assert_eq!(r.ty, ty);
+            if !ty.all_registrants() {
+                assert_eq!(r.holder, 0xB + 0x100);
+            }
+        }
+        assert_eq!(rebuild(&PrState::new(), |n| n), Ok(PrState::new()));
+    }
+
+    #[test]
+    fn requests_and_outcomes_cross_the_wire() {
+        for action in 0..=6u8 {
+            for ty in [0u8, 1, 3, 5, 6, 7, 8] {
+                let Some(r) = ProutRequest::from_wire(action, ty, 0x11, 0x22) else {
+                    // Only a type where none is taken, or none where one is.
+                    let uses = ProutAction::from_u8(action).unwrap().uses_type();
+                    assert_eq!(uses, ty == 0, "{action} {ty}");
+                    continue;
+                };
+                assert_eq!(r.wire_codes(), (action, ty));
+                assert_eq!((r.key, r.sa_key), (0x11, 0x22));
+            }
+        }
+        assert!(ProutRequest::from_wire(7, 0, 1, 1).is_none());
+        assert!(ProutRequest::from_wire(1, 2, 1, 1).is_none());
+        // The parser's requests survive the trip.
+        let mut params = [0u8; 24];
+        params[..8].copy_from_slice(&0xAAu64.to_be_bytes());
+        let req = ProutRequest::parse(&[0x5F, 0x01, 0x03, 0, 0, 0, 0, 0, 24, 0], &params).unwrap();
+        let (a, t) = req.wire_codes();
+        assert_eq!(ProutRequest::from_wire(a, t, req.key, req.sa_key), Some(req));
+        for r in [Ok(()), Err(PrError::Conflict), Err(PrError::Check(Sense::INVALID_RELEASE_OF_PR))] {
+            let (st, sense) = outcome_to_wire(r);
+            assert_eq!(outcome_from_wire(st, sense), r);
+        }
+        let odd = outcome_from_wire(STATUS_CHECK, [0x0C, 1, 2]);
+        assert_eq!(odd, Err(PrError::Check(Sense::new(SenseKey::HardwareError, 1, 2))));
+    }
+
+    #[test]
+    fn snapshot_builder_rejects_bad_sequences() {
+        let mut target = three();
+        let before = target.clone();
+        let n = |id| Nexus { id, rel_port: 0x21 };
+        assert_eq!(SnapshotBuilder::begin(7, 1, 1, 129, 0, None).err(), Some(SnapshotError::TooMany(129)));
+        assert_eq!(SnapshotBuilder::begin(7, 1, 1, 2, 1, Some(2)).err(), Some(SnapshotError::Holder));
+        let mut b = SnapshotBuilder::begin(7, 1, 5, 2, 1, Some(1)).unwrap();
+        assert_eq!(b.lun_id(), 7);
+        assert_eq!(b.add(8, 1, 0, n(1), 1), Err(SnapshotError::Sequence));
+        assert_eq!(b.add(7, 2, 0, n(1), 1), Err(SnapshotError::Sequence));
+        assert_eq!(b.add(7, 1, 1, n(1), 1), Err(SnapshotError::Sequence));
+        assert_eq!(b.add(7, 1, 0, n(1), 0), Err(SnapshotError::ZeroKey));
+        b.add(7, 1, 0, n(1), 0x10).unwrap();
+        assert_eq!(b.finish(7, 1, &mut target), Err(SnapshotError::Incomplete { count: 2, got: 1 }));
+        assert_eq!(b.finish(7, 2, &mut target), Err(SnapshotError::Sequence));
+        // The same nexus twice is caught by the final check.
+        b.add(7, 1, 1, n(1), 0x11).unwrap();
+        assert_eq!(b.add(7, 1, 2, n(2), 0x12), Err(SnapshotError::Sequence));
+        assert_eq!(b.finish(7, 1, &mut target), Err(SnapshotError::Duplicate(1)));
+        assert_eq!(target, before);
+        // All Registrants without registrants, a holder-less exclusive type.
+        let b = SnapshotBuilder::begin(7, 1, 5, 0, 8, None).unwrap();
+        assert_eq!(b.finish(7, 1, &mut target), Err(SnapshotError::Holder));
+        let mut b = SnapshotBuilder::begin(7, 1, 5, 1, 1, None).unwrap();
+        b.add(7, 1, 0, n(1), 0x10).unwrap();
+        assert_eq!(b.finish(7, 1, &mut target), Err(SnapshotError::Holder));
+        assert_eq!(target, before);
+        assert_eq!(SnapshotBuilder::begin(7, 1, 5, 0, 2, None).unwrap().finish(7, 1, &mut target), Err(SnapshotError::Type(2)));
+        assert_eq!(target, before);
     }
 
     #[test]

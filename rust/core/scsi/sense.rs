@@ -146,6 +146,11 @@ impl Sense {
         }
     }
 
+    /// A UNIT ATTENTION with `asc`/`ascq`.
+    pub(crate) const fn unit_attention(asc: u8, ascq: u8) -> Sense {
+        Sense::new(SenseKey::UnitAttention, asc, ascq)
+    }
+
     // --- NOT READY: ALUA refusals (freebsd-ctl-ha-behaviour.md §1.3, §1.6) ---
 
     /// NOT READY, 04h/0Ah: asymmetric access state transition.

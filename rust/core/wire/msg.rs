@@ -20,6 +20,28 @@
 //! | `0x0030` | Bye          |   2 | 0: reason `u16`                                     |
 //! | `0x0100` | LunState     | 116 | 0: lun_id `u32`, 4: role `u8` (1 primary, 2 secondary), 5: port count `u8` (≤ 16), 6: reserved `u16` (0), 8: block_size `u32`, 12: blocks `u64`, 20: unit serial `[u8; 64]` (NUL-padded), 84: relative target port ids `[u16; 16]` |
 //! | `0x0101` | LunGone      |   4 | 0: lun_id `u32`                                     |
+//! | `0x0110` | PrBegin      |  20 | 0: lun_id `u32`, 4: snapshot `u32`, 8: PR generation `u32`, 12: registration count `u16` (≤ 128), 14: reservation type `u8` (0 none, else the SPC code), 15: reserved `u8` (0), 16: holder index `u16` (0xFFFF: none or All Registrants), 18: reserved `u16` (0) |
+//! | `0x0111` | PrReg        | 264 | 0: lun_id `u32`, 4: snapshot `u32`, 8: index `u16`, 10: relative target port `u16`, 12: key `u64` (≠ 0), 20: protocol id `u8` (≤ 0x0F), 21: ISID length `u8` (≤ 16), 22: name length `u16` (1..=223), 24: ISID `[u8; 16]`, 40: initiator port name `[u8; 224]` (zero-padded) |
+//! | `0x0112` | PrEnd        |   8 | 0: lun_id `u32`, 4: snapshot `u32`                   |
+//! | `0x0114` | PrOut        | 272 | 0: tag `u32`, 4: lun_id `u32`, 8: relative target port `u16`, 10: service action `u8` (0..=6), 11: reservation type `u8` (0 none, else the SPC code), 12: reservation key `u64`, 20: service action key `u64`, 28: initiator port (as in PrReg at 20) |
+//! | `0x0115` | PrOutDone    |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT), 9: sense key `u8`, 10: ASC `u8`, 11: ASCQ `u8` (0 unless CHECK CONDITION) |
+//! | `0x0116` | UaNexus      | 254 | 0: lun_id `u32`, 4: relative target port `u16`, 6: ASC `u8`, 7: ASCQ `u8`, 8: reserved `u16` (0), 10: initiator port (as in PrReg at 20) |
+//! | `0x0117` | UaAll        |   8 | 0: lun_id `u32`, 4: ASC `u8`, 5: ASCQ `u8`, 6: reserved `u16` (0) |
+//!
+//! A persistent-reservation snapshot of one LUN is `PrBegin`, then `count`
+//! `PrReg` with indexes 0, 1, … in order, then `PrEnd`, all with the same
+//! lun_id and snapshot number; registrations name their I_T nexus by its
+//! initiator port (protocol, name, ISID) and relative target port, never by
+//! a local handle. See [`crate::core_logic::scsi::pr::SnapshotBuilder`].
+//!
+//! `PrOut` carries a PERSISTENT RESERVE OUT, already parsed and checked by
+//! the node it arrived at, to the LUN's primary, which executes it for that
+//! I_T nexus and answers with `PrOutDone` (same tag) after the snapshot that
+//! reflects it.
+//!
+//! `UaNexus` establishes a UNIT ATTENTION (ASC/ASCQ) for one I_T nexus of the
+//! receiver (a PR unit attention for a registrant logged in there);
+//! `UaAll` for every I_T nexus of the LUN on the receiver (a LUN reset).
 //!
 //! Reason codes (LoginReject, Bye) are open sets: an unknown non-zero code is
 //! kept as `Other(code)` so a peer's newer reason still reaches the log. Code 0
@@ -37,7 +59,30 @@ pub(crate) const NONCE_LEN: usize = 32;
 pub(crate) const MAC_LEN: usize = 32;
 
 /// Largest payload of any message this version defines (sizes send buffers).
-pub(crate) const MAX_MESSAGE_PAYLOAD: usize = LUN_STATE_LEN;
+pub(crate) const MAX_MESSAGE_PAYLOAD: usize = PR_OUT_LEN;
+
+/// Longest initiator port name a [`PrReg`] carries (an iSCSI name).
+pub(crate) const PR_NAME_LEN: usize = 223;
+/// Longest ISID text a [`PrReg`] carries.
+pub(crate) const PR_ISID_LEN: usize = 16;
+/// Registrations one snapshot can hold.
+pub(crate) const PR_MAX_REGS: u16 = 128;
+/// Payload length of [`PrBegin`].
+const PR_BEGIN_LEN: usize = 20;
+/// Payload length of [`PrReg`].
+const PR_REG_LEN: usize = 20 + PORT_NAME_LEN;
+/// Payload length of [`PrEnd`].
+const PR_END_LEN: usize = 8;
+/// Length of a [`PortName`] on the wire.
+const PORT_NAME_LEN: usize = 4 + PR_ISID_LEN + PR_NAME_LEN + 1;
+/// Payload length of [`PrOut`].
+const PR_OUT_LEN: usize = 28 + PORT_NAME_LEN;
+/// Payload length of [`PrOutDone`].
+const PR_OUT_DONE_LEN: usize = 12;
+/// Payload length of [`UaNexus`].
+const UA_NEXUS_LEN: usize = 10 + PORT_NAME_LEN;
+/// Payload length of a UaAll.
+const UA_ALL_LEN: usize = 8;
 
 /// Target ports a [`LunState`] can list.
 pub(crate) const MAX_LUN_PORTS: usize = 16;
@@ -89,6 +134,20 @@ pub(crate) enum MsgType {
     LunState = 0x0100,
     /// The sender no longer has a LUN.
     LunGone = 0x0101,
+    /// Start of a persistent-reservation snapshot of one LUN.
+    PrBegin = 0x0110,
+    /// One registration of that snapshot.
+    PrReg = 0x0111,
+    /// End of the snapshot.
+    PrEnd = 0x0112,
+    /// A PERSISTENT RESERVE OUT for the primary to execute.
+    PrOut = 0x0114,
+    /// The primary's answer to a PrOut.
+    PrOutDone = 0x0115,
+    /// A unit attention for one I_T nexus of the receiver.
+    UaNexus = 0x0116,
+    /// A unit attention for every I_T nexus of a LUN on the receiver.
+    UaAll = 0x0117,
 }
 
 impl MsgType {
@@ -106,6 +165,13 @@ impl MsgType {
             0x0030 => MsgType::Bye,
             0x0100 => MsgType::LunState,
             0x0101 => MsgType::LunGone,
+            0x0110 => MsgType::PrBegin,
+            0x0111 => MsgType::PrReg,
+            0x0112 => MsgType::PrEnd,
+            0x0114 => MsgType::PrOut,
+            0x0115 => MsgType::PrOutDone,
+            0x0116 => MsgType::UaNexus,
+            0x0117 => MsgType::UaAll,
             _ => return None,
         })
     }
@@ -129,6 +195,13 @@ impl MsgType {
             MsgType::Bye => "Bye",
             MsgType::LunState => "LunState",
             MsgType::LunGone => "LunGone",
+            MsgType::PrBegin => "PrBegin",
+            MsgType::PrReg => "PrReg",
+            MsgType::PrEnd => "PrEnd",
+            MsgType::PrOut => "PrOut",
+            MsgType::PrOutDone => "PrOutDone",
+            MsgType::UaNexus => "UaNexus",
+            MsgType::UaAll => "UaAll",
         }
     }
 
@@ -145,6 +218,13 @@ impl MsgType {
             MsgType::Bye => BYE_LEN,
             MsgType::LunState => LUN_STATE_LEN,
             MsgType::LunGone => LUN_GONE_LEN,
+            MsgType::PrBegin => PR_BEGIN_LEN,
+            MsgType::PrReg => PR_REG_LEN,
+            MsgType::PrEnd => PR_END_LEN,
+            MsgType::PrOut => PR_OUT_LEN,
+            MsgType::PrOutDone => PR_OUT_DONE_LEN,
+            MsgType::UaNexus => UA_NEXUS_LEN,
+            MsgType::UaAll => UA_ALL_LEN,
         };
         (len, len)
     }
@@ -423,6 +503,197 @@ impl LunState {
     }
 }
 
+/// Start of a persistent-reservation snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrBegin {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The sender's snapshot number; the same in every part.
+    pub(crate) snapshot: u32,
+    /// PRgeneration.
+    pub(crate) generation: u32,
+    /// How many [`PrReg`] follow (≤ [`PR_MAX_REGS`]).
+    pub(crate) count: u16,
+    /// Reservation type code (SPC), 0 when there is no reservation.
+    pub(crate) res_type: u8,
+    /// Index of the holder's registration; `None` without a reservation or
+    /// for All Registrants types.
+    pub(crate) holder: Option<u16>,
+}
+
+/// An initiator port as the wire names it: SCSI protocol identifier,
+/// name and ISID text (iSCSI; empty for other fabrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PortName {
+    /// SCSI protocol identifier (≤ 0x0F).
+    pub(crate) proto: u8,
+    isid_len: u8,
+    name_len: u16,
+    isid: [u8; PR_ISID_LEN],
+    name: [u8; PR_NAME_LEN + 1],
+}
+
+impl PortName {
+    /// `None` if the name is empty or too long, the ISID too long or the
+    /// protocol identifier out of range.
+    pub(crate) fn new(proto: u8, name: &[u8], isid: &[u8]) -> Option<PortName> {
+        if name.is_empty() || name.len() > PR_NAME_LEN || isid.len() > PR_ISID_LEN || proto > 0x0F {
+            return None;
+        }
+        let mut p = PortName {
+            proto,
+            isid_len: u8::try_from(isid.len()).ok()?,
+            name_len: u16::try_from(name.len()).ok()?,
+            isid: [0; PR_ISID_LEN],
+            name: [0; PR_NAME_LEN + 1],
+        };
+        p.isid.get_mut(..isid.len())?.copy_from_slice(isid);
+        p.name.get_mut(..name.len())?.copy_from_slice(name);
+        Some(p)
+    }
+
+    /// The initiator port name.
+    pub(crate) fn name(&self) -> &[u8] {
+        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
+    }
+
+    /// The ISID text.
+    pub(crate) fn isid(&self) -> &[u8] {
+        self.isid.get(..usize::from(self.isid_len)).unwrap_or(&[])
+    }
+
+    /// Reads and checks one: protocol id `u8`, ISID length `u8`, name
+    /// length `u16`, ISID `[u8; 16]`, name `[u8; 224]`, padding zero.
+    fn read(r: &mut Reader<'_>, msg: MsgType) -> Option<Result<PortName, WireError>> {
+        let invalid = |field, value| WireError::InvalidField { msg, field, value };
+        let proto = r.u8()?;
+        let isid_len = r.u8()?;
+        let name_len = r.u16()?;
+        let isid: [u8; PR_ISID_LEN] = r.array()?;
+        let name: [u8; PR_NAME_LEN + 1] = r.array()?;
+        if proto > 0x0F {
+            return Some(Err(invalid("protocol id", u64::from(proto))));
+        }
+        if usize::from(isid_len) > PR_ISID_LEN {
+            return Some(Err(invalid("ISID length", u64::from(isid_len))));
+        }
+        if name_len == 0 || usize::from(name_len) > PR_NAME_LEN {
+            return Some(Err(invalid("name length", u64::from(name_len))));
+        }
+        // Padding must be zero: one encoding per initiator port.
+        let pad_isid = isid.get(usize::from(isid_len)..).unwrap_or(&[]);
+        let pad_name = name.get(usize::from(name_len)..).unwrap_or(&[]);
+        if pad_isid.iter().chain(pad_name).any(|&b| b != 0) {
+            return Some(Err(invalid("padding", 1)));
+        }
+        Some(Ok(PortName { proto, isid_len, name_len, isid, name }))
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> Option<()> {
+        w.u8(self.proto)?;
+        w.u8(self.isid_len)?;
+        w.u16(self.name_len)?;
+        w.put(&self.isid)?;
+        w.put(&self.name)
+    }
+}
+
+/// One registration of a snapshot, naming its I_T nexus by the initiator
+/// port and the relative target port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrReg {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The snapshot it belongs to.
+    pub(crate) snapshot: u32,
+    /// Position in the snapshot, from 0.
+    pub(crate) index: u16,
+    /// Relative target port id of the nexus.
+    pub(crate) rel_port: u16,
+    /// Reservation key (never 0).
+    pub(crate) key: u64,
+    /// The initiator port.
+    pub(crate) port: PortName,
+}
+
+impl PrReg {
+    /// A registration record; `None` if the key is 0 or the port cannot
+    /// be named (see [`PortName::new`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        lun_id: u32,
+        snapshot: u32,
+        index: u16,
+        rel_port: u16,
+        key: u64,
+        proto: u8,
+        name: &[u8],
+        isid: &[u8],
+    ) -> Option<PrReg> {
+        if key == 0 {
+            return None;
+        }
+        Some(PrReg { lun_id, snapshot, index, rel_port, key, port: PortName::new(proto, name, isid)? })
+    }
+
+    /// The initiator port name.
+    pub(crate) fn name(&self) -> &[u8] {
+        self.port.name()
+    }
+
+    /// The ISID text.
+    pub(crate) fn isid(&self) -> &[u8] {
+        self.port.isid()
+    }
+}
+
+/// A PERSISTENT RESERVE OUT forwarded to the LUN's primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrOut {
+    /// The sender's handle for the answer.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// Relative target port of the I_T nexus.
+    pub(crate) rel_port: u16,
+    /// Service action code (0..=6).
+    pub(crate) action: u8,
+    /// Reservation type code, 0 when the action takes none.
+    pub(crate) res_type: u8,
+    /// RESERVATION KEY.
+    pub(crate) key: u64,
+    /// SERVICE ACTION RESERVATION KEY.
+    pub(crate) sa_key: u64,
+    /// The initiator port of the I_T nexus.
+    pub(crate) port: PortName,
+}
+
+/// The primary's answer to a [`PrOut`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrOutDone {
+    /// The PrOut's tag.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// SCSI status: 0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT.
+    pub(crate) status: u8,
+    /// Sense key, ASC and ASCQ of a CHECK CONDITION.
+    pub(crate) sense: [u8; 3],
+}
+
+/// A unit attention for one I_T nexus of the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UaNexus {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// Relative target port of the I_T nexus.
+    pub(crate) rel_port: u16,
+    /// Additional sense code and qualifier (sense key UNIT ATTENTION).
+    pub(crate) asc: [u8; 2],
+    /// The initiator port of the I_T nexus.
+    pub(crate) port: PortName,
+}
+
 /// One decoded message.
 ///
 /// All current payloads are fixed-size, so a message owns its fields; later
@@ -451,6 +722,20 @@ pub(crate) enum Message {
     LunState(LunState),
     /// The sender no longer has LUN `lun_id`.
     LunGone(u32),
+    /// See [`PrBegin`].
+    PrBegin(PrBegin),
+    /// See [`PrReg`].
+    PrReg(PrReg),
+    /// End of snapshot `.1` of LUN `.0`.
+    PrEnd(u32, u32),
+    /// See [`PrOut`].
+    PrOut(PrOut),
+    /// See [`PrOutDone`].
+    PrOutDone(PrOutDone),
+    /// See [`UaNexus`].
+    UaNexus(UaNexus),
+    /// A unit attention (ASC, ASCQ `.1`) for every I_T nexus of LUN `.0`.
+    UaAll(u32, [u8; 2]),
 }
 
 impl Message {
@@ -468,6 +753,13 @@ impl Message {
             Message::Bye(_) => MsgType::Bye,
             Message::LunState(_) => MsgType::LunState,
             Message::LunGone(_) => MsgType::LunGone,
+            Message::PrBegin(_) => MsgType::PrBegin,
+            Message::PrReg(_) => MsgType::PrReg,
+            Message::PrEnd(..) => MsgType::PrEnd,
+            Message::PrOut(_) => MsgType::PrOut,
+            Message::PrOutDone(_) => MsgType::PrOutDone,
+            Message::UaNexus(_) => MsgType::UaNexus,
+            Message::UaAll(..) => MsgType::UaAll,
         }
     }
 
@@ -590,6 +882,132 @@ impl Message {
                 }
                 Message::LunGone(lun_id)
             }
+            MsgType::PrBegin => {
+                let lun_id = r.u32()?;
+                let snapshot = r.u32()?;
+                let generation = r.u32()?;
+                let count = r.u16()?;
+                let res_type = r.u8()?;
+                let reserved = r.u8()?;
+                let holder = r.u16()?;
+                let reserved2 = r.u16()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if count > PR_MAX_REGS {
+                    return Some(Err(invalid("registration count", u64::from(count))));
+                }
+                if !matches!(res_type, 0 | 1 | 3 | 5 | 6 | 7 | 8) {
+                    return Some(Err(invalid("reservation type", u64::from(res_type))));
+                }
+                if reserved != 0 || reserved2 != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved) | u64::from(reserved2))));
+                }
+                let holder = match holder {
+                    0xFFFF => None,
+                    h if h < count && res_type != 0 => Some(h),
+                    h => return Some(Err(invalid("holder index", u64::from(h)))),
+                };
+                Message::PrBegin(PrBegin { lun_id, snapshot, generation, count, res_type, holder })
+            }
+            MsgType::PrReg => {
+                let lun_id = r.u32()?;
+                let snapshot = r.u32()?;
+                let index = r.u16()?;
+                let rel_port = r.u16()?;
+                let key = r.u64()?;
+                let port = PortName::read(r, ty)?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if index >= PR_MAX_REGS {
+                    return Some(Err(invalid("index", u64::from(index))));
+                }
+                if key == 0 {
+                    return Some(Err(invalid("key", 0)));
+                }
+                let port = match port {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                };
+                Message::PrReg(PrReg { lun_id, snapshot, index, rel_port, key, port })
+            }
+            MsgType::PrEnd => {
+                let lun_id = r.u32()?;
+                let snapshot = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                Message::PrEnd(lun_id, snapshot)
+            }
+            MsgType::PrOut => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let rel_port = r.u16()?;
+                let action = r.u8()?;
+                let res_type = r.u8()?;
+                let key = r.u64()?;
+                let sa_key = r.u64()?;
+                let port = PortName::read(r, ty)?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if action > 6 {
+                    return Some(Err(invalid("service action", u64::from(action))));
+                }
+                if !matches!(res_type, 0 | 1 | 3 | 5 | 6 | 7 | 8) {
+                    return Some(Err(invalid("reservation type", u64::from(res_type))));
+                }
+                let port = match port {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                };
+                Message::PrOut(PrOut { tag, lun_id, rel_port, action, res_type, key, sa_key, port })
+            }
+            MsgType::PrOutDone => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let status = r.u8()?;
+                let sense: [u8; 3] = r.array()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                let sense_ok = if status == 0x02 { sense[0] <= 0x0F } else { sense == [0; 3] };
+                if !matches!(status, 0x00 | 0x02 | 0x18) || !sense_ok {
+                    return Some(Err(invalid("status", u64::from(status))));
+                }
+                Message::PrOutDone(PrOutDone { tag, lun_id, status, sense })
+            }
+            MsgType::UaNexus => {
+                let lun_id = r.u32()?;
+                let rel_port = r.u16()?;
+                let asc: [u8; 2] = r.array()?;
+                let reserved = r.u16()?;
+                let port = PortName::read(r, ty)?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if reserved != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved))));
+                }
+                let port = match port {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                };
+                Message::UaNexus(UaNexus { lun_id, rel_port, asc, port })
+            }
+            MsgType::UaAll => {
+                let lun_id = r.u32()?;
+                let asc: [u8; 2] = r.array()?;
+                let reserved = r.u16()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if reserved != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved))));
+                }
+                Message::UaAll(lun_id, asc)
+            }
         };
         Some(Ok(msg))
     }
@@ -647,6 +1065,56 @@ impl Message {
                 Some(())
             }
             Message::LunGone(id) => w.u32(*id),
+            Message::PrBegin(b) => {
+                w.u32(b.lun_id)?;
+                w.u32(b.snapshot)?;
+                w.u32(b.generation)?;
+                w.u16(b.count)?;
+                w.u8(b.res_type)?;
+                w.u8(0)?;
+                w.u16(b.holder.unwrap_or(0xFFFF))?;
+                w.u16(0)
+            }
+            Message::PrReg(g) => {
+                w.u32(g.lun_id)?;
+                w.u32(g.snapshot)?;
+                w.u16(g.index)?;
+                w.u16(g.rel_port)?;
+                w.u64(g.key)?;
+                g.port.write(w)
+            }
+            Message::PrEnd(lun_id, snapshot) => {
+                w.u32(*lun_id)?;
+                w.u32(*snapshot)
+            }
+            Message::PrOut(o) => {
+                w.u32(o.tag)?;
+                w.u32(o.lun_id)?;
+                w.u16(o.rel_port)?;
+                w.u8(o.action)?;
+                w.u8(o.res_type)?;
+                w.u64(o.key)?;
+                w.u64(o.sa_key)?;
+                o.port.write(w)
+            }
+            Message::PrOutDone(d) => {
+                w.u32(d.tag)?;
+                w.u32(d.lun_id)?;
+                w.u8(d.status)?;
+                w.put(&d.sense)
+            }
+            Message::UaNexus(u) => {
+                w.u32(u.lun_id)?;
+                w.u16(u.rel_port)?;
+                w.put(&u.asc)?;
+                w.u16(0)?;
+                u.port.write(w)
+            }
+            Message::UaAll(lun_id, asc) => {
+                w.u32(*lun_id)?;
+                w.put(asc)?;
+                w.u16(0)
+            }
         }
     }
 }
@@ -656,7 +1124,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 11] {
+    pub(crate) fn samples() -> [Message; 18] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -690,7 +1158,109 @@ pub(crate) mod tests {
             Message::Bye(ByeReason::ConfigChanged),
             Message::LunState(lun_state()),
             Message::LunGone(16383),
+            Message::PrBegin(PrBegin { lun_id: 7, snapshot: 3, generation: 9, count: 2, res_type: 1, holder: Some(1) }),
+            Message::PrReg(pr_reg()),
+            Message::PrEnd(7, 3),
+            Message::PrOut(pr_out()),
+            Message::PrOutDone(PrOutDone { tag: 9, lun_id: 7, status: 0x02, sense: [0x05, 0x26, 0x04] }),
+            Message::UaNexus(UaNexus { lun_id: 7, rel_port: 0x21, asc: [0x2A, 0x05], port: pr_out().port }),
+            Message::UaAll(7, [0x29, 0x03]),
         ]
+    }
+
+    pub(crate) fn pr_reg() -> PrReg {
+        PrReg::new(7, 3, 1, 0x21, 0xabcd, 5, b"iqn.1994-05.com.redhat:ini", b"23d000000001").unwrap()
+    }
+
+    /// The field `decode` names after bytes at `off` of `m`'s payload are
+    /// overwritten with `v`.
+    fn field_of(m: Message, off: usize, v: &[u8]) -> &'static str {
+        let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+        let n = m.encode_payload(&mut buf).unwrap();
+        buf[off..off + v.len()].copy_from_slice(v);
+        match Message::decode(m.msg_type(), &buf[..n]) {
+            Err(WireError::InvalidField { field, .. }) => field,
+            other => panic!("{off}: {other:?}"),
+        }
+    }
+
+    pub(crate) fn pr_out() -> PrOut {
+        let port = PortName::new(5, b"iqn.1994-05.com.redhat:ini", b"23d000000001").unwrap();
+        PrOut { tag: 9, lun_id: 7, rel_port: 0x21, action: 4, res_type: 3, key: 0x1111, sa_key: 0x2222, port }
+    }
+
+    #[test]
+    fn pr_out_fields_are_checked() {
+        let out = Message::PrOut(pr_out());
+        assert_eq!(field_of(out, 4, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(out, 10, &[7]), "service action");
+        assert_eq!(field_of(out, 11, &[2]), "reservation type");
+        assert_eq!(field_of(out, 28, &[0x10]), "protocol id");
+        assert_eq!(field_of(out, 30, &[0, 0]), "name length");
+        assert_eq!(field_of(out, 32 + 15, &[1]), "padding");
+        let done = samples()[15];
+        assert_eq!(field_of(done, 4, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(done, 8, &[0x08]), "status");
+        assert_eq!(field_of(done, 8, &[0x00]), "status");
+        assert_eq!(field_of(done, 9, &[0x10]), "status");
+        roundtrip(Message::PrOutDone(PrOutDone { tag: 1, lun_id: 1, status: 0x18, sense: [0; 3] }));
+        let ua = samples()[16];
+        roundtrip(ua);
+        assert_eq!(field_of(ua, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(ua, 8, &[1, 0]), "reserved");
+        assert_eq!(field_of(ua, 12, &[0, 0]), "name length");
+        let all = samples()[17];
+        roundtrip(all);
+        assert_eq!(field_of(all, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(all, 6, &[0, 1]), "reserved");
+    }
+
+    #[test]
+    fn roundtrip_pr_snapshot_parts() {
+        for m in &samples()[11..] {
+            roundtrip(*m);
+        }
+        let g = pr_reg();
+        assert_eq!(g.name(), b"iqn.1994-05.com.redhat:ini");
+        assert_eq!(g.isid(), b"23d000000001");
+        let none = PrBegin { lun_id: 1, snapshot: 1, generation: 0, count: 0, res_type: 0, holder: None };
+        roundtrip(Message::PrBegin(none));
+        let long = [b'n'; PR_NAME_LEN];
+        roundtrip(Message::PrReg(PrReg::new(16383, u32::MAX, 127, 0xffff, u64::MAX, 0x0F, &long, &[b'i'; PR_ISID_LEN]).unwrap()));
+    }
+
+    #[test]
+    fn pr_reg_new_refuses_what_cannot_be_sent() {
+        assert!(PrReg::new(1, 1, 0, 1, 0, 5, b"n", b"").is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 5, b"", b"").is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 5, &[b'n'; PR_NAME_LEN + 1], b"").is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 5, b"n", &[b'i'; PR_ISID_LEN + 1]).is_none());
+        assert!(PrReg::new(1, 1, 0, 1, 1, 0x10, b"n", b"").is_none());
+    }
+
+    #[test]
+    fn pr_fields_are_checked() {
+        let begin = samples()[11];
+        assert_eq!(field_of(begin, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(begin, 12, &[129, 0]), "registration count");
+        assert_eq!(field_of(begin, 14, &[2]), "reservation type");
+        assert_eq!(field_of(begin, 14, &[9]), "reservation type");
+        assert_eq!(field_of(begin, 15, &[1]), "reserved");
+        assert_eq!(field_of(begin, 18, &[0, 1]), "reserved");
+        assert_eq!(field_of(begin, 16, &[2, 0]), "holder index");
+        // A holder without a reservation.
+        assert_eq!(field_of(begin, 14, &[0]), "holder index");
+        let reg = samples()[12];
+        assert_eq!(field_of(reg, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(reg, 8, &[128, 0]), "index");
+        assert_eq!(field_of(reg, 12, &[0; 8]), "key");
+        assert_eq!(field_of(reg, 20, &[0x10]), "protocol id");
+        assert_eq!(field_of(reg, 21, &[17]), "ISID length");
+        assert_eq!(field_of(reg, 22, &[0, 0]), "name length");
+        assert_eq!(field_of(reg, 22, &[224, 0]), "name length");
+        assert_eq!(field_of(reg, 24 + 15, &[1]), "padding");
+        assert_eq!(field_of(reg, 40 + 223, &[1]), "padding");
+        assert_eq!(field_of(samples()[13], 0, &[0, 0x40, 0, 0]), "lun_id");
     }
 
     pub(crate) fn lun_state() -> LunState {
@@ -832,7 +1402,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_type_numbers() {
-        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x01ff, 0x0300, 0xffff] {
+        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x0113, 0x01ff, 0x0300, 0xffff] {
             assert_eq!(MsgType::from_u16(v), None, "{v:#x}");
         }
     }

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Persistent reservations across the pair (issue 5, requirements 2 and 4),
+//! run by the interlink thread for one connection.
+//!
+//! The primary of a LUN owns its PR state. Whenever that state's version
+//! differs from the one last sent (at link up: always), the primary sends a
+//! snapshot (PrBegin, PrReg..., PrEnd) and the secondary replaces its copy
+//! with it, so PR IN and reservation checks on the secondary see the
+//! primary's state. A PR OUT received by the secondary is forwarded as
+//! PrOut (see `crate::forward`); the primary executes it for that I_T
+//! nexus, sends the new snapshot and then PrOutDone, so the secondary has
+//! the new state before it completes the command.
+
+use kernel::prelude::*;
+
+use crate::configfs::Core;
+use crate::core_logic::control::Role;
+use crate::core_logic::link::LinkError;
+use crate::core_logic::scsi::{
+    pr::{self, PrError, ProutRequest, SnapshotBuilder},
+    sense::Sense,
+};
+use crate::core_logic::wire::msg::{Message, PrOut, PrOutDone};
+use crate::scsi::{NexusKey, Scsi};
+use crate::{forward, lio};
+
+/// Runs `f` on the SCSI state of the LUN with HA identity `lun_id`.
+fn with_lun<R>(lun_id: u32, f: impl FnOnce(&Scsi) -> R) -> Option<R> {
+    lio::with_devices(|devs| {
+        let d = devs.iter().find(|d| d.device().ha().scsi.lun_id() == lun_id)?;
+        Some(f(&d.device().ha().scsi))
+    })
+}
+
+/// One connection's PR sync state.
+pub(crate) struct PrSync {
+    /// The snapshot being received.
+    building: Option<KBox<SnapshotBuilder>>,
+    /// (lun_id, version) of the last snapshot sent per LUN.
+    sent: KVec<(u32, u32)>,
+    /// Answers to the peer's PrOut, sent after the snapshots.
+    replies: KVec<Message>,
+    /// One snapshot's messages (room for the largest).
+    scratch: KVVec<Message>,
+    /// Forwarded commands taken from `crate::forward`.
+    outbox: KVec<Message>,
+}
+
+impl PrSync {
+    /// Fresh state; the snapshot buffer is allocated here, not under a lock.
+    pub(crate) fn new() -> Result<PrSync> {
+        Ok(PrSync {
+            building: None,
+            sent: KVec::new(),
+            replies: KVec::new(),
+            scratch: KVVec::with_capacity(pr::MAX_REGISTRANTS + 2, GFP_KERNEL)?,
+            outbox: KVec::new(),
+        })
+    }
+
+    /// A PR message from the peer.
+    pub(crate) fn inbound(&mut self, m: &Message) {
+        match m {
+            Message::PrBegin(b) => {
+                self.building = None;
+                // The peer's LunState saying it is primary may still wait in
+                // the inventory (applied after this batch): being secondary
+                // here is what counts.
+                if with_lun(b.lun_id, |s| s.local_role()) != Some(Role::Secondary) {
+                    refuse(b.lun_id, "a PR snapshot from the peer while this node is primary for the LUN");
+                    return;
+                }
+                match SnapshotBuilder::begin(b.lun_id, b.snapshot, b.generation, b.count, b.res_type, b.holder) {
+                    Ok(sb) => self.building = KBox::new(sb, GFP_KERNEL).ok(),
+                    Err(e) => pr_err!("LUN {}: peer's {}: ignored\n", b.lun_id, Core(e)),
+                }
+            }
+            Message::PrReg(g) => {
+                let Some(sb) = self.building.as_mut() else { return };
+                let r = match with_lun(g.lun_id, |s| s.map_nexus(&g.port, g.rel_port)).flatten() {
+                    Some(n) => sb.add(g.lun_id, g.snapshot, g.index, n, g.key).map_err(|e| pr_err!("LUN {}: peer's {}: ignored\n", g.lun_id, Core(e))),
+                    None => Err(pr_err!("LUN {}: no room for the peer's registrant {}: PR snapshot ignored\n", g.lun_id, g.index)),
+                };
+                if r.is_err() {
+                    self.building = None;
+                }
+            }
+            Message::PrEnd(lun_id, snapshot) => {
+                let Some(sb) = self.building.take() else { return };
+                let r = with_lun(*lun_id, |s| s.install(&sb, *snapshot));
+                if let Some(Err(e)) = r {
+                    pr_err!("LUN {}: peer's {}: ignored\n", lun_id, Core(e));
+                }
+            }
+            Message::PrOut(o) => {
+                let (status, sense) = pr::outcome_to_wire(execute(o));
+                let d = PrOutDone { tag: o.tag, lun_id: o.lun_id, status, sense };
+                if self.replies.push(Message::PrOutDone(d), GFP_KERNEL).is_err() {
+                    // The peer's command fails by its own timeout.
+                    pr_err!("LUN {}: no memory for the answer to a forwarded PR OUT\n", o.lun_id);
+                }
+            }
+            Message::UaNexus(u) => {
+                if with_lun(u.lun_id, |s| s.ua_from_peer(Some((&u.port, u.rel_port)), u.asc)).is_none() {
+                    refuse(u.lun_id, "a unit attention for a LUN this node does not have");
+                }
+            }
+            Message::UaAll(lun_id, asc) => {
+                if with_lun(*lun_id, |s| s.ua_from_peer(None, *asc)).is_none() {
+                    refuse(*lun_id, "a unit attention for a LUN this node does not have");
+                }
+            }
+            Message::PrOutDone(d) => {
+                if !forward::done(d) && lio::ratelimit() {
+                    pr_warn!("LUN {}: answer for no waiting PR OUT (tag {}): ignored\n", d.lun_id, d.tag);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends what is due, in this order: snapshots of the LUNs whose PR
+    /// state changed, unit attentions for the peer's nexuses, answers to
+    /// the peer's PrOut, forwarded commands.
+    pub(crate) fn flush(&mut self, send: &mut dyn FnMut(&Message) -> Result<(), LinkError>) -> Result<(), LinkError> {
+        let mut due = KVec::new();
+        let mut uas = KVec::new();
+        lio::with_devices(|devs| {
+            for d in devs {
+                let s = &d.device().ha().scsi;
+                let id = s.lun_id();
+                if s.has_peer_uas() && uas.push(id, GFP_KERNEL).is_err() {
+                    break;
+                }
+                let last = self.sent.iter().find(|e| e.0 == id).map(|e| e.1);
+                if !s.pr_goes_from_here() {
+                    // Sent again in full if this node becomes the sender.
+                    self.sent.retain(|e| e.0 != id);
+                } else if last != Some(s.pr_version()) && due.push(id, GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        });
+        for id in due.iter().copied() {
+            let Some(Some(version)) = with_lun(id, |s| s.pr_snapshot(&mut self.scratch)) else {
+                pr_err!("LUN {}: PR state cannot be sent to the peer (a registrant's name is too long)\n", id);
+                continue;
+            };
+            for m in self.scratch.iter() {
+                send(m)?;
+            }
+            match self.sent.iter_mut().find(|e| e.0 == id) {
+                Some(e) => e.1 = version,
+                None => {
+                    // Without room the snapshot is sent again next time.
+                    let _ = self.sent.push((id, version), GFP_KERNEL);
+                }
+            }
+        }
+        for id in uas.iter().copied() {
+            if with_lun(id, |s| s.take_peer_uas(&mut self.scratch)).is_some() {
+                for m in self.scratch.iter() {
+                    send(m)?;
+                }
+            }
+        }
+        for m in self.replies.iter() {
+            send(m)?;
+        }
+        self.replies.clear();
+        forward::take_outbox(&mut self.outbox);
+        for m in self.outbox.iter() {
+            send(m)?;
+        }
+        self.outbox.clear();
+        Ok(())
+    }
+}
+
+/// Executes a PR OUT the peer forwarded; refused as transitioning when this
+/// node is not the LUN's primary (any more).
+fn execute(o: &PrOut) -> Result<(), PrError> {
+    let Some(req) = ProutRequest::from_wire(o.action, o.res_type, o.key, o.sa_key) else {
+        return Err(PrError::Check(Sense::INVALID_FIELD_IN_CDB));
+    };
+    let k = NexusKey { proto: o.port.proto, initiator: o.port.name(), isid: o.port.isid(), rel_port: o.rel_port };
+    let r = with_lun(o.lun_id, |s| {
+        if s.local_role() == Role::Primary {
+            s.apply(&k, true, &req)
+        } else {
+            Err(PrError::Check(Sense::ALUA_TRANSITIONING))
+        }
+    });
+    r.unwrap_or(Err(PrError::Check(Sense::ALUA_TRANSITIONING)))
+}
+
+fn refuse(lun_id: u32, what: &str) {
+    if lio::ratelimit() {
+        pr_warn!("LUN {}: {}: ignored\n", lun_id, what);
+    }
+}
