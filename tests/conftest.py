@@ -59,6 +59,7 @@ def build_trio(bed: vm.Bed, disk_mb: int = 256) -> None:
     bed.link(i, f"{PATH_B_INI}/24", b, f"{PATH_B}/24")
     a.add_disk(disk_mb)
     b.add_disk(disk_mb)
+    bed.shared_disk(disk_mb, a, b)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,8 @@ _module_last: set[str] = set()
 
 @pytest.fixture(scope="session")
 def trio(request, accel):
-    """Node A, node B (256 MiB /dev/vdb each) and an initiator, linked.
+    """Node A, node B (256 MiB /dev/vdb each, and one 256 MiB image both
+    see as /dev/vdc) and an initiator, linked.
     Stopped right after the last test that uses it (see below)."""
     bed = _bed(request, accel, build_trio)
     _trio.append(bed)

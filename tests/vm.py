@@ -78,6 +78,8 @@ class Guest:
     mem_mb: int = 1024
     nics: list[Nic] = field(default_factory=list)
     disks: list[Path] = field(default_factory=list)
+    # Images attached to more than one guest (locking off: the guests share it).
+    shared: list[Path] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     _sock: socket.socket | None = None
     _buf: bytes = b""
@@ -128,6 +130,9 @@ class Guest:
             args += ["-accel", "tcg", "-cpu", "max"]
         for d in self.disks:
             args += ["-drive", f"file={d},if=virtio,format=raw,cache=unsafe,discard=unmap"]
+        for d in self.shared:
+            # Both QEMUs write through the host page cache: coherent.
+            args += ["-drive", f"file={d},if=virtio,format=raw,cache=unsafe,file.locking=off"]
         for i, n in enumerate(self.nics):
             args += ["-netdev", f"dgram,id=n{i},local.type=inet,local.host=127.0.0.1,"
                      f"local.port={n.local_port},remote.type=inet,remote.host=127.0.0.1,"
@@ -313,7 +318,9 @@ def probe_accel() -> str:
         g.start("kvm")
         g.wait_ready(45)
         result = "kvm"
-    except GuestError:
+    except (GuestError, OSError):
+        # Hung, or QEMU died (some hosts' KVM aborts it on an MSR it
+        # cannot set), which resets the agent socket.
         pass
     finally:
         g.stop()
@@ -340,6 +347,17 @@ class Bed:
         pa, pb = free_udp_port(), free_udp_port()
         a.nics.append(Nic(f"52:54:00:{self._link_no:02x}:00:{len(a.nics) + 1:02x}", pa, pb, a_addr))
         b.nics.append(Nic(f"52:54:00:{self._link_no:02x}:01:{len(b.nics) + 1:02x}", pb, pa, b_addr))
+
+    def shared_disk(self, size_mb: int, *guests: Guest, name: str = "shared") -> Path:
+        """A raw image attached to every guest in `guests`, after their own
+        disks (shared storage, as a dual-ported array gives two nodes)."""
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        p = self.rundir / f"{name}.raw"
+        with open(p, "wb") as f:
+            f.truncate(size_mb << 20)
+        for g in guests:
+            g.shared.append(p)
+        return p
 
     def start(self, accel: str, timeout: float = 900) -> dict[str, float]:
         """Boots all guests at once and prepares them in parallel; returns the
