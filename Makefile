@@ -54,10 +54,10 @@ module: kernel
 		echo "        with 'make' (distribution header packages do not ship it), or use 'make setup'"; exit 1; }; \
 	$(MAKE) -C "$$kdir" M="$(CURDIR)" modules
 
-# The kernel's modules_install for M=: /lib/modules/<release>/extra/tcm_ha.ko
+# The kernel's modules_install for M=: /lib/modules/<release>/updates/tcm_ha.ko
+# (INSTALL_MOD_DIR, default updates in current kernels, extra in older ones)
 # under INSTALL_MOD_PATH (default: DESTDIR when that is not /), then depmod
-# (the kernel skips it for a tree without System.map). INSTALL_MOD_DIR on the
-# command line replaces "extra".
+# (the kernel's depmod.sh skips it for a tree without System.map).
 INSTALL_MOD_PATH ?= $(patsubst %/,%,$(filter-out /,$(DESTDIR)))
 
 modules_install: module
