@@ -70,6 +70,9 @@ def read_node(node_dir: str | None = None) -> dict | None:
         try:
             with open(os.path.join(node_dir, attr)) as f:
                 value = f.read().strip()
+        except FileNotFoundError:
+            # A module without this setting: nothing to save.
+            continue
         except OSError as e:
             raise RTSLibError(f"tcm_ha: cannot read {node_dir}/{attr}: {os.strerror(e.errno)}") from None
         out[attr] = int(value) if attr in _INT_ATTRS else value
