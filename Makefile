@@ -2,11 +2,15 @@
 # tcm_ha: top-level targets. The kernel build itself reads ./Kbuild.
 #
 #   make            build tcm_ha.ko against the cached test kernel (or KDIR=...)
+#   make install    (= modules_install) install tcm_ha.ko through the kernel's
+#                   modules_install [KDIR=... INSTALL_MOD_PATH= or DESTDIR=,
+#                   INSTALL_MOD_DIR=]
 #   make setup      install tools, build the test kernel and guest image (cached)
 #   make check      host unit tests + VM tests (T=<pattern> selects tests)
 #   make demo       boot two nodes, load the module, show its state
 #   make bench      benchmarks (bench-local: ha vs iblock ratios on one node)
 #   make install-targetcli [DESTDIR=/]  install targetcli-ha (tools/targetcli-ha)
+#                   and its boot unit tcm-ha.service (not enabled)
 #   make clean
 
 SHELL := /bin/bash
@@ -27,7 +31,8 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo bench bench-local install-targetcli clean
+.PHONY: all module setup kernel check host-test vm-test demo bench bench-local install modules_install \
+	install-targetcli clean
 
 all: module
 
@@ -48,6 +53,18 @@ module: kernel
 		echo "tcm_ha: KDIR=$$kdir lacks the Rust metadata (rust/libkernel.rmeta): build that tree"; \
 		echo "        with 'make' (distribution header packages do not ship it), or use 'make setup'"; exit 1; }; \
 	$(MAKE) -C "$$kdir" M="$(CURDIR)" modules
+
+# The kernel's modules_install for M=: /lib/modules/<release>/updates/tcm_ha.ko
+# (INSTALL_MOD_DIR, default updates in current kernels, extra in older ones)
+# under INSTALL_MOD_PATH (default: DESTDIR when that is not /), then depmod
+# (the kernel's depmod.sh skips it for a tree without System.map).
+INSTALL_MOD_PATH ?= $(patsubst %/,%,$(filter-out /,$(DESTDIR)))
+
+modules_install: module
+	@kdir="$(KDIR_SH)"; \
+	$(MAKE) -C "$$kdir" M="$(CURDIR)" $(if $(INSTALL_MOD_PATH),INSTALL_MOD_PATH="$(INSTALL_MOD_PATH)") modules_install
+
+install: modules_install
 
 host-test:
 	cd host && cargo test $(T)

@@ -76,8 +76,9 @@ image_key() {
 	{
 		rootfs_key
 		cat "$TCM_HA_ROOT/scripts/guest-setup.sh" "$TCM_HA_ROOT/tests/guest/"*
-		# Names and contents of every file the image takes from tools/targetcli-ha.
-		(cd "$TCM_HA_ROOT/tools/targetcli-ha" && find . -type f ! -name '*.pyc' | LC_ALL=C sort |
+		# Names and contents of every file the image takes from tools/
+		# (targetcli-ha and its boot unit in tools/systemd).
+		(cd "$TCM_HA_ROOT/tools" && find targetcli-ha systemd -type f ! -name '*.pyc' | LC_ALL=C sort |
 			while read -r f; do echo "$f"; cat "$f"; done)
 	} | sha256sum | cut -c1-12
 }

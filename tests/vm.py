@@ -98,15 +98,19 @@ class Guest:
         self.disks.append(p)
         return p
 
-    def start(self, accel: str) -> None:
+    def start(self, accel: str, keep_root: bool = False) -> None:
+        """Boots the guest from a fresh root overlay, or with `keep_root`
+        from the overlay of its last boot if there is one (what the guest
+        wrote to its root file system survives, as on a real reboot)."""
         self.rundir.mkdir(parents=True, exist_ok=True)
         base = Path(setup_output("--print-image"))
         kernel = Path(setup_output("--print-kernel"))
         if not base.exists() or not kernel.exists():
             raise GuestError("guest image or kernel missing: run `make setup`")
         overlay = self.rundir / f"{self.name}-root.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw",
-                        str(overlay)], check=True)
+        if not (keep_root and overlay.exists()):
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw",
+                            str(overlay)], check=True)
         self.agent_path = self.rundir / f"{self.name}-agent.sock"
         self.qmp_path = self.rundir / f"{self.name}-qmp.sock"
         for p in (self.agent_path, self.qmp_path):
@@ -260,15 +264,17 @@ class Guest:
                         break
             return reply
 
-    def restart(self, accel: str, timeout: float = 600) -> None:
+    def restart(self, accel: str, timeout: float = 600, keep_root: bool = False) -> None:
         """Boots the guest again after its QEMU exited (it runs with
-        -no-reboot, so a guest reboot ends QEMU)."""
+        -no-reboot, so a guest reboot ends QEMU); `keep_root` as for
+        start()."""
         if self.proc is not None:
             self.proc.wait(timeout=60)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self.start(accel)
+        self._buf = b""
+        self.start(accel, keep_root=keep_root)
         self.wait_ready(timeout)
         self.configure_network()
         self.mark()

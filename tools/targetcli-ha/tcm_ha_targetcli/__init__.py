@@ -8,7 +8,8 @@ rtslib_fb.tcm.bs_params; an unknown prefix raises KeyError in every listing
 (RTSRoot.storage_objects), so stock targetcli cannot even `ls` once an `ha`
 device exists. register() adds `ha` to both maps (RTSRoot.restore uses the
 same so_mapping object) and a /backstores/ha node to targetcli's
-/backstores. run_stock() then runs an installed tool's normal main.
+/backstores, and makes saveconfig and restore carry the node's HA settings
+(see persist.py). run_stock() then runs an installed tool's normal main.
 """
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ _registered = False
 
 
 def register_rtslib() -> None:
-    """Adds the `ha` storage object to rtslib-fb's maps (idempotent)."""
+    """Adds the `ha` storage object to rtslib-fb's maps and the node's HA
+    settings to its save and restore (idempotent)."""
     from rtslib_fb import tcm
 
+    from . import persist
     from .storage import PLUGIN, HaStorageObject
 
     tcm.so_mapping[PLUGIN] = HaStorageObject
     tcm.bs_params[HaStorageObject] = {"name": PLUGIN}
+    persist.install()
 
 
 def register_targetcli() -> None:

@@ -190,7 +190,7 @@ class HaStorageObject(StorageObject):
     dev = property(_get_dev, doc="The backing block device (control dev=).")
     lun_id = property(_get_lun_id, doc="The HA LUN identity, or None when derived.")
     ha_role = property(_get_ha_role, doc="primary, secondary, or None for the node default.")
-    readonly = property(_get_readonly, doc="True if the LUN refuses writes.")
+    readonly = property(_get_readonly, doc="True if the backing device is opened read-only (readonly=1).")
     size = property(_get_size, doc="Capacity in bytes once enabled, else None.")
     alua_supported = property(_get_alua_supported,
                               doc="False: the ha backstore answers ALUA itself.")

@@ -43,8 +43,8 @@ class UIHaBackstore(UIBackstore):
 
         "lun_id" (0..16383) is the LUN's identity shared by both HA nodes
         (derived when omitted); "ha_role" (primary or secondary) overrides
-        the node's role for this LUN; "readonly" (0 or 1) refuses writes;
-        "wwn" sets the unit serial (generated when omitted).
+        the node's role for this LUN; "readonly" (0 or 1) opens the device
+        read-only; "wwn" sets the unit serial (generated when omitted).
         Every value is checked before anything is created.
 
         EXAMPLE
