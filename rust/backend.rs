@@ -8,7 +8,8 @@ use kernel::{new_mutex, prelude::*, str::CString, sync::Mutex};
 
 use crate::configfs::{Core, NODE};
 use crate::core_logic::control::{self, Param, Role};
-use crate::lio::{BdevFile, HwAttribs, Page};
+use crate::core_logic::scsi::alua::HaMode;
+use crate::lio::{Bdev, BdevFile, HwAttribs, Page};
 use crate::scsi::Scsi;
 
 /// A C string as text for messages (configfs names and paths are UTF-8 here:
@@ -31,7 +32,15 @@ struct Settings {
     lun_id: Option<u32>,
     role: Option<Role>,
     readonly: bool,
+    /// Enabled by LIO (`configure` done, `destroy` not yet).
+    enabled: bool,
+    /// The backing device while held: always on a primary, on a secondary
+    /// only in mode 1 (shared storage, both nodes do IO).
     bdev: Option<BdevFile>,
+    /// The last attempt to open it on promotion failed (logged once).
+    open_failed: bool,
+    /// Block size and capacity in sectors when enabled.
+    geometry: (u32, u64),
 }
 
 /// Per-device state of the `ha` backstore.
@@ -123,6 +132,8 @@ impl HaDev {
         let _ = writeln!(out, " ha_role: {} readonly: {}", role, u8::from(s.readonly));
         if let Some(b) = &s.bdev {
             let _ = writeln!(out, "        capacity: {} sectors, block size {}", b.nr_sectors(), b.logical_block_size());
+        } else if s.enabled {
+            let _ = writeln!(out, "        backing device released (secondary)");
         }
     }
 
@@ -146,6 +157,9 @@ impl HaDev {
             queue_depth: QUEUE_DEPTH,
             max_write_same: MAX_WRITE_SAME,
             nonrot: bdev.nonrot(),
+            sectors: bdev.nr_sectors(),
+            write_cache: bdev.write_cache(),
+            readonly: s.readonly,
             io: bdev.io(),
         };
         let lun_id = s.lun_id.unwrap_or_else(|| control::derived_lun_id(self.name()));
@@ -158,11 +172,75 @@ impl HaDev {
             lun_id
         );
         s.bdev = Some(bdev);
+        s.enabled = true;
+        s.open_failed = false;
+        s.geometry = (hw.block_size, hw.sectors);
         Ok(hw)
     }
 
     /// Closes the backing device.
     pub(crate) fn destroy(&self) {
-        self.settings.lock().bdev = None;
+        let mut s = self.settings.lock();
+        s.enabled = false;
+        s.bdev = None;
+    }
+
+    /// Whether this node should hold the backing device open: as primary,
+    /// and in mode 1 (shared storage) also as secondary. In modes 0 and 2
+    /// the secondary does no IO and gives the device back, so that a
+    /// cluster manager (or DRBD) may hand it to the other node.
+    fn wants_storage(&self) -> bool {
+        self.scsi.local_role() == Role::Primary || NODE.mode() == HaMode::SerializeOnly
+    }
+
+    /// Opens or releases the backing device to match the LUN's role.
+    /// `publish` gets the opened device, or `None` when it must stop being
+    /// used: it returns once no IO uses it, and the device is closed after.
+    pub(crate) fn follow_role(&self, holder: *mut c_void, publish: impl FnOnce(Option<Bdev>)) {
+        let mut s = self.settings.lock();
+        if !s.enabled {
+            return;
+        }
+        let want = self.wants_storage();
+        if want == s.bdev.is_some() {
+            return;
+        }
+        if !want {
+            publish(None);
+            s.bdev = None;
+            let dev = s.dev.as_deref().map_or("(none)", text);
+            pr_info!("{}: secondary: backing device {} released\n", self.name(), dev);
+            return;
+        }
+        let Some(path) = s.dev.as_deref() else { return };
+        match BdevFile::open(path, s.readonly, holder) {
+            Ok(b) => {
+                let (bs, sectors) = (b.logical_block_size(), b.nr_sectors());
+                pr_info!("{}: primary: backing device {} opened ({} sectors)\n", self.name(), text(path), sectors);
+                if (bs, sectors) != s.geometry {
+                    pr_warn!(
+                        "{}: {} changed since enable (block size {}, {} sectors): disable and enable the device to use the new size\n",
+                        self.name(),
+                        text(path),
+                        bs,
+                        sectors
+                    );
+                }
+                publish(Some(b.io()));
+                s.bdev = Some(b);
+                s.open_failed = false;
+            }
+            Err(e) => {
+                if !s.open_failed {
+                    pr_err!(
+                        "{}: primary: cannot open dev={}: error {}: IO is refused as transitioning until it opens (retried on every state change)\n",
+                        self.name(),
+                        text(path),
+                        e.to_errno()
+                    );
+                }
+                s.open_failed = true;
+            }
+        }
     }
 }

@@ -695,12 +695,15 @@ impl Inventory {
     }
 }
 
-/// Raises ASYMMETRIC ACCESS STATE CHANGED where the LUN's group states
-/// changed (link state, roles, the peer's announcements) and logs the new
-/// states.
+/// Opens or releases each LUN's backing device as its role asks, raises
+/// ASYMMETRIC ACCESS STATE CHANGED where the LUN's group states changed
+/// (link state, roles, the peer's announcements) and logs the new states.
 pub(crate) fn refresh_alua() {
     lio::with_devices(|devs| {
         for d in devs {
+            // First, so that a new primary has the device when initiators
+            // hear of the change (a secondary waits for its IO to end here).
+            d.device().follow_role();
             let scsi = &d.device().ha().scsi;
             if let Some(g) = scsi.check_alua_change() {
                 pr_info!("LUN {}: ALUA states now local {}, peer {}\n", scsi.lun_id(), Core(g.local), Core(g.peer));

@@ -4,7 +4,11 @@
 //! wrappers the rest of the module uses. Every `unsafe` of the backstore
 //! lives in this file and its children.
 
-use core::{ffi::c_int, fmt, ptr};
+use core::{
+    ffi::c_int,
+    fmt, ptr,
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering},
+};
 use kernel::{bindings as kb, error::from_result, prelude::*, str::CStr};
 
 use crate::backend;
@@ -51,6 +55,7 @@ macro_rules! err_ratelimited {
 
 mod bio;
 pub(crate) mod cmd;
+pub(crate) use bio::Bdev;
 mod spc;
 
 /// A block device opened for the backstore; closed on drop.
@@ -104,6 +109,12 @@ impl BdevFile {
         // SAFETY: as in `nr_sectors`.
         unsafe { b::tcm_ha_bdev_logical_block_size(self.0.as_ptr().cast()) }
     }
+
+    /// Whether the device has a volatile write cache.
+    pub(crate) fn write_cache(&self) -> bool {
+        // SAFETY: as in `nr_sectors`.
+        unsafe { b::tcm_ha_bdev_write_cache(self.0.as_ptr()) }
+    }
 }
 
 impl Drop for BdevFile {
@@ -125,6 +136,12 @@ pub(crate) struct HwAttribs {
     pub(crate) max_write_same: u32,
     /// Non-rotational medium.
     pub(crate) nonrot: bool,
+    /// Capacity in 512-byte sectors.
+    pub(crate) sectors: u64,
+    /// Volatile write cache.
+    pub(crate) write_cache: bool,
+    /// `readonly=1`: writes are refused as write protected.
+    pub(crate) readonly: bool,
     /// Where the data path submits IO.
     pub(crate) io: bio::Bdev,
 }
@@ -136,9 +153,19 @@ pub(crate) struct HwAttribs {
 pub(crate) struct Device {
     se_dev: b::se_device,
     rcu: kb::callback_head,
-    /// The open backing device while configured (NULL otherwise): written
-    /// by `configure_device`/`destroy_device`, read by the data path.
-    io: core::sync::atomic::AtomicPtr<kb::file>,
+    /// The open backing device while configured and held (NULL otherwise:
+    /// not enabled, or released by a secondary): published by
+    /// `configure_device` and `follow_role`, used through `io_begin`.
+    io: AtomicPtr<kb::file>,
+    /// Uses of `io` in progress (commands whose bios are in flight, ...):
+    /// the backing device is closed only once there are none.
+    io_users: AtomicUsize,
+    /// Capacity in 512-byte sectors and whether the device caches writes,
+    /// learnt when enabled and kept while the device is released.
+    sectors: AtomicU64,
+    write_cache: AtomicBool,
+    /// `readonly=1` (fixed while enabled).
+    readonly: AtomicBool,
     #[pin]
     inner: backend::HaDev,
 }
@@ -157,13 +184,68 @@ impl Device {
         &self.inner
     }
 
-    /// The backing device, when configured.
-    pub(crate) fn bdev(&self) -> Option<bio::Bdev> {
-        let f = ptr::NonNull::new(self.io.load(core::sync::atomic::Ordering::Acquire))?;
-        // SAFETY: stored by `configure_device` from the open backing file,
-        // cleared before `destroy_device` closes it; LIO runs no command
-        // outside that window.
-        Some(unsafe { bio::Bdev::new(f) })
+    /// A use of the backing device, or `None` while it is not held (not
+    /// enabled, or released because this node is secondary for the LUN).
+    pub(crate) fn io_begin(&self) -> Option<IoRef> {
+        // Counted before the pointer is read: `unpublish` clears the pointer
+        // before it waits for the count to drop to zero, so a use that saw
+        // the pointer is always waited for (both sides sequentially
+        // consistent).
+        self.io_users.fetch_add(1, Ordering::SeqCst);
+        let Some(f) = ptr::NonNull::new(self.io.load(Ordering::SeqCst)) else {
+            self.io_users.fetch_sub(1, Ordering::Release);
+            return None;
+        };
+        // SAFETY: published from an open backing file, which is closed only
+        // after `unpublish` saw no use in progress; this use is counted.
+        Some(IoRef { dev: ptr::NonNull::from(self), bdev: unsafe { bio::Bdev::new(f) } })
+    }
+
+    /// Whether the device was enabled with `readonly=1`.
+    pub(crate) fn readonly(&self) -> bool {
+        self.readonly.load(Ordering::Relaxed)
+    }
+
+    /// Ends a use kept past its `IoRef` (see `IoRef::keep`).
+    pub(crate) fn io_end(&self) {
+        self.io_users.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Makes `bdev` the device the data path uses.
+    fn publish(&self, bdev: bio::Bdev) {
+        self.io.store(bdev.raw(), Ordering::SeqCst);
+    }
+
+    /// Stops new uses of the backing device and waits until the ones in
+    /// progress have ended (bios always complete: the block layer times
+    /// out what a device does not answer); then it may be closed.
+    fn unpublish(&self) {
+        self.io.store(ptr::null_mut(), Ordering::SeqCst);
+        let start = crate::sys::now_ms();
+        let mut warn_at = start + 5000;
+        while self.io_users.load(Ordering::SeqCst) != 0 {
+            crate::sys::sleep_ms(1);
+            let now = crate::sys::now_ms();
+            if now >= warn_at {
+                warn_at = now + 5000;
+                pr_warn!(
+                    "{}: waiting {} s for {} IOs in flight before closing the backing device\n",
+                    self.inner.name(),
+                    (now - start) / 1000,
+                    self.io_users.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+
+    /// Opens or releases the backing device as the LUN's role asks (a
+    /// secondary does not hold it in modes 0 and 2).
+    pub(crate) fn follow_role(&self) {
+        let holder = ptr::addr_of!(self.se_dev).cast_mut().cast::<c_void>();
+        self.inner.follow_role(holder, |io| match io {
+            Some(b) => self.publish(b),
+            None => self.unpublish(),
+        });
     }
 
     /// Whether LIO has enabled (configured) this device.
@@ -172,6 +254,35 @@ impl Device {
         // SAFETY: `p` points to the live embedded `se_device`; the helper only
         // reads `dev_flags`.
         unsafe { b::tcm_ha_dev_configured(p) }
+    }
+}
+
+/// One counted use of a device's backing device. Not tied to the borrow
+/// it came from: the device outlives every counted use (`destroy_device`
+/// waits for them), so a command may complete while its use is held.
+pub(crate) struct IoRef {
+    dev: ptr::NonNull<Device>,
+    bdev: bio::Bdev,
+}
+
+impl IoRef {
+    /// The backing device.
+    pub(crate) fn bdev(&self) -> bio::Bdev {
+        self.bdev
+    }
+
+    /// Keeps the use going past this value: the bio completion that ends
+    /// it calls `Device::io_end`.
+    pub(crate) fn keep(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for IoRef {
+    fn drop(&mut self) {
+        // SAFETY: the device is neither closed nor freed while this use is
+        // counted (see the type).
+        unsafe { self.dev.as_ref() }.io_end();
     }
 }
 
@@ -278,7 +389,7 @@ impl DevRef {
         let d = self.device();
         // SAFETY: set at configure time, read-only afterwards.
         let bs = unsafe { *ptr::addr_of!(d.se_dev.dev_attrib.block_size) };
-        let sectors = d.bdev().map_or(0, |io| io.nr_sectors());
+        let sectors = d.sectors.load(Ordering::Relaxed);
         let blocks = if bs >= 512 { sectors / u64::from(bs / 512) } else { 0 };
         (bs, blocks)
     }
@@ -302,7 +413,11 @@ unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> 
             })
         },
         rcu: kb::callback_head::default(),
-        io: core::sync::atomic::AtomicPtr::new(ptr::null_mut()),
+        io: AtomicPtr::new(ptr::null_mut()),
+        io_users: AtomicUsize::new(0),
+        sectors: AtomicU64::new(0),
+        write_cache: AtomicBool::new(false),
+        readonly: AtomicBool::new(false),
         inner <- backend::HaDev::new(name),
     });
     match KBox::pin_init(init, GFP_KERNEL) {
@@ -328,14 +443,20 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
             (*dev).dev_attrib.max_write_same_len = hw.max_write_same;
             (*dev).dev_attrib.is_nonrot = hw.nonrot;
         }
-        d.io.store(hw.io.raw(), core::sync::atomic::Ordering::Release);
+        d.sectors.store(hw.sectors, Ordering::Relaxed);
+        d.write_cache.store(hw.write_cache, Ordering::Relaxed);
+        d.readonly.store(hw.readonly, Ordering::Relaxed);
+        d.publish(hw.io);
         let listed = DevRef(ptr::NonNull::from(d));
         if let Err(e) = DEVICES.lock().push(listed, GFP_KERNEL) {
-            d.io.store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
+            d.unpublish();
             d.inner.destroy();
             return Err(e.into());
         }
         crate::configfs::NODE.device_added();
+        // A secondary gives the device back at once (it only needed its
+        // geometry).
+        d.follow_role();
         Ok(0)
     })
 }
@@ -344,7 +465,8 @@ unsafe extern "C" fn destroy_device(dev: *mut b::se_device) {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
     DEVICES.lock().retain(|r| !ptr::eq(r.0.as_ptr(), d));
-    d.io.store(ptr::null_mut(), core::sync::atomic::Ordering::Release);
+    // LIO runs no command now, but an IMMED cache flush may be in flight.
+    d.unpublish();
     d.inner.destroy();
     // Every `destroy_device` follows a successful `configure_device`.
     crate::configfs::NODE.device_gone();
@@ -376,7 +498,12 @@ unsafe extern "C" fn set_params(dev: *mut b::se_device, page: *const c_char, cou
             pr_err!("control: not valid UTF-8\n");
             EINVAL
         })?;
-        d.inner.set_params(text, d.configured())?;
+        let configured = d.configured();
+        d.inner.set_params(text, configured)?;
+        if configured {
+            // `ha_role=` may have changed what this node does with the LUN.
+            d.follow_role();
+        }
         Ok(count)
     })
 }
@@ -399,7 +526,7 @@ unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     let d = unsafe { Device::from_se_dev(dev) };
     // SAFETY: as above; block_size was set by `configure_device`.
     let bs = unsafe { (*dev).dev_attrib.block_size };
-    let sectors = d.bdev().map_or(0, |io| io.nr_sectors());
+    let sectors = d.sectors.load(Ordering::Relaxed);
     crate::core_logic::scsi::io::last_lba(sectors, bs)
 }
 
@@ -421,12 +548,12 @@ unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
     // SAFETY: LIO passes a device from `alloc_device`, configured or being
     // configured.
     let d = unsafe { Device::from_se_dev(dev) };
-    let Some(io) = d.bdev() else { return false };
+    let Some(io) = d.io_begin() else { return false };
     // SAFETY: LIO calls this while configuring (or from the emulate_tpu /
-    // emulate_tpws attribute stores), with the bdev open.
+    // emulate_tpws attribute stores).
     let attrib = unsafe { &mut (*dev).dev_attrib };
-    // SAFETY: as above.
-    let discard = unsafe { b::target_configure_unmap_from_bdev(attrib, io.block_device()) };
+    // SAFETY: as above; `io` keeps the device open.
+    let discard = unsafe { b::target_configure_unmap_from_bdev(attrib, io.bdev().block_device()) };
     if discard {
         // UNMAP and WRITE SAME with UNMAP wherever the backing device
         // discards (LIO leaves them off by default; CTL's block backend
@@ -444,8 +571,8 @@ unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
 unsafe extern "C" fn get_write_cache(dev: *mut b::se_device) -> bool {
     // SAFETY: LIO passes a device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
-    // SAFETY: an open block device.
-    d.bdev().is_some_and(|io| unsafe { b::tcm_ha_bdev_write_cache(io.file()) })
+    // As learnt at enable: the same whether or not this node holds it now.
+    d.write_cache.load(Ordering::Relaxed)
 }
 
 /// The registered `ha` backend; unregistered on drop.

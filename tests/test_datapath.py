@@ -179,3 +179,30 @@ def test_zero_length_transfers_complete(disk):
                 "2a 08 00 00 00 10 00 00 00 00", "88 00 00 00 00 00 00 00 00 10 00 00 00 00 00 00"):
         r = g.run(f"sg_raw {sd} {cdb} 2>&1", timeout=60, check=False)
         assert r.rc == 0 and "Good" in r.out, r
+
+
+def test_readonly_refuses_writes(node):
+    """readonly=1: reads work, every kind of write ends with DATA PROTECT,
+    WRITE PROTECTED, and the backing device is untouched."""
+    node.run("dmesg -C")
+    vm.load_tcm_ha(node)
+    try:
+        node.run("dd if=/dev/urandom of=/dev/vdb bs=4k count=1 oflag=direct")
+        before = md5(node, "/dev/vdb", 4096, 0, 1)
+        d = lio.create_ha(node, control="dev=/dev/vdb,readonly=1")
+        sd = lio.loopback_lun(node, d, "5001405000000003", "5001405000000103")
+        assert md5(node, sd, 4096, 0, 1) == before
+        node.run("head -c 512 /dev/urandom > /tmp/b")
+        for what, cdb, data in (("WRITE(10)", "2a 00 00 00 00 00 00 00 01 00", "-s 512 -i /tmp/b"),
+                                ("WRITE SAME(10)", "41 00 00 00 00 00 00 00 01 00", "-s 512 -i /tmp/b"),
+                                ("UNMAP", "42 00 00 00 00 00 00 00 18 00",
+                                 "-s 24 -i /tmp/unmap")):
+            if what == "UNMAP":
+                node.run("printf '\\x00\\x16\\x00\\x10\\x00\\x00\\x00\\x00"
+                         "\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01\\x00\\x00\\x00\\x00' "
+                         "> /tmp/unmap")
+            r = node.run(f"sg_raw {data} {sd} {cdb} 2>&1", check=False)
+            assert r.rc != 0 and "Data Protect" in r.out and "Write protected" in r.out, (what, r.out)
+        assert md5(node, "/dev/vdb", 4096, 0, 1) == before
+    finally:
+        cleanup(node)

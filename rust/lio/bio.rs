@@ -119,12 +119,6 @@ impl Bdev {
         self.0.as_ptr()
     }
 
-    /// Capacity in 512-byte sectors.
-    pub(crate) fn nr_sectors(self) -> u64 {
-        // SAFETY: an open block device file.
-        unsafe { super::bindings::tcm_ha_bdev_nr_sectors(self.0.as_ptr().cast()) }
-    }
-
     /// The `struct block_device`.
     pub(crate) fn block_device(self) -> *mut kb::block_device {
         // SAFETY: an open block device file.

@@ -13,8 +13,8 @@ use core::ptr::NonNull;
 use kernel::{bindings as kb, prelude::*};
 
 use super::bindings as b;
-use super::bio::{self, Bdev};
-use super::Device;
+use super::bio;
+use super::{Device, IoRef};
 use crate::core_logic::scsi::{
     io::{self, Completion},
     sense::Sense,
@@ -283,11 +283,19 @@ impl Cmd {
     }
 }
 
-/// The backing device of the command's device, or `None` if it is not open
-/// (LIO only executes commands on configured devices).
-fn bdev_of(cmd: &Cmd) -> Option<Bdev> {
-    cmd.device().bdev()
+/// A use of the backing device of the command's device, or `None` while
+/// this node does not hold it (a secondary released it after the command
+/// was admitted: the initiator retries the command as for an ALUA
+/// transition).
+fn bdev_of(cmd: &Cmd) -> Option<IoRef> {
+    cmd.device().io_begin()
 }
+
+/// What a write to a `readonly=1` device gets: DATA PROTECT, WRITE PROTECTED.
+const WRITE_PROTECTED: b::sense_reason_t = b::tcm_sense_reason_table_TCM_WRITE_PROTECTED as b::sense_reason_t;
+
+/// What a command gets when the backing device is not held.
+const NOT_HELD: b::sense_reason_t = b::tcm_sense_reason_table_TCM_ALUA_STATE_TRANSITION as b::sense_reason_t;
 
 /// Completion of the data bios of one command.
 unsafe extern "C" fn rw_done(bio: *mut kb::bio) {
@@ -299,6 +307,8 @@ unsafe extern "C" fn rw_done(bio: *mut kb::bio) {
     // SAFETY: `private` is the command submitted in `execute_rw` or
     // `execute_write_same`, not completed before.
     if let Some(cmd) = unsafe { Cmd::from_raw(private.cast()) } {
+        // The use kept at submission ends with the bios.
+        cmd.device().io_end();
         cmd.complete(io::from_blk_status(status, write));
     }
 }
@@ -311,8 +321,12 @@ unsafe extern "C" fn execute_rw(
 ) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
-    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
     let write = dir == kb::dma_data_direction::DMA_TO_DEVICE;
+    if write && c.device().readonly() {
+        return WRITE_PROTECTED;
+    }
+    let Some(io) = bdev_of(&c) else { return NOT_HELD };
+    let dev = io.bdev();
     let opf = match (write, c.fua()) {
         (false, _) => bio::OP_READ,
         (true, false) => bio::OP_WRITE | bio::SYNC_WRITE,
@@ -321,16 +335,22 @@ unsafe extern "C" fn execute_rw(
     if nents == 0 && opf & bio::FUA != 0 {
         // A zero-length FUA write still asks for what is cached to be on
         // the medium.
-        return match dev.flush(cmd.cast(), flush_done) {
-            Ok(()) => reason::NONE,
-            Err(_) => reason::OUT_OF_RESOURCES,
-        };
+        return submitted(io, dev.flush(cmd.cast(), flush_done));
     }
     let sector = c.sectors(c.lba());
     // SAFETY: LIO's scatterlist of `nents` entries for this command.
     let segs = unsafe { bio::SgIter::new(sgl, nents) };
-    match dev.submit(sector, opf, u64::from(nents), segs, cmd.cast(), rw_done) {
-        Ok(()) => reason::NONE,
+    submitted(io, dev.submit(sector, opf, u64::from(nents), segs, cmd.cast(), rw_done))
+}
+
+/// The answer for a submission: once submitted, the bio completion ends the
+/// use of the backing device; otherwise it ends here.
+fn submitted(io: IoRef, r: Result) -> b::sense_reason_t {
+    match r {
+        Ok(()) => {
+            io.keep();
+            reason::NONE
+        }
         Err(_) => reason::OUT_OF_RESOURCES,
     }
 }
@@ -341,34 +361,55 @@ unsafe extern "C" fn flush_done(bio: *mut kb::bio) {
     if status != 0 {
         err_ratelimited!("cache flush failed: block status {}\n", status);
     }
-    // SAFETY: NULL for IMMED (already completed), else the command.
+    // SAFETY: the command, not completed before.
     if let Some(cmd) = unsafe { Cmd::from_raw(private.cast()) } {
+        cmd.device().io_end();
         cmd.complete(io::from_blk_status(status, true));
+    }
+}
+
+/// Completion of the flush of a SYNCHRONIZE CACHE with IMMED (its command
+/// already completed).
+unsafe extern "C" fn immed_flush_done(bio: *mut kb::bio) {
+    // SAFETY: the block layer calls this once for our flush bio.
+    let (status, _, private) = unsafe { bio::finish(bio) };
+    if status != 0 {
+        err_ratelimited!("cache flush failed: block status {}\n", status);
+    }
+    // SAFETY: `private` is the device the flush was submitted for, alive:
+    // it is not closed, let alone freed, while this use is counted.
+    if let Some(d) = unsafe { private.cast::<Device>().as_ref() } {
+        d.io_end();
     }
 }
 
 unsafe extern "C" fn execute_sync_cache(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
-    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let Some(io) = bdev_of(&c) else { return NOT_HELD };
+    let dev = io.bdev();
     let immed = c.cdb()[1] & 0x2 != 0;
     if !immed {
-        return match dev.flush(cmd.cast(), flush_done) {
-            Ok(()) => reason::NONE,
-            Err(_) => reason::OUT_OF_RESOURCES,
-        };
+        return submitted(io, dev.flush(cmd.cast(), flush_done));
     }
-    // IMMED: GOOD now, the flush runs on (a failure is only logged).
+    // IMMED: GOOD now, the flush runs on (a failure is only logged); its
+    // completion ends the use of the backing device.
+    let device: *const Device = c.device();
     c.complete(Completion::Good);
-    let _ = dev.flush(core::ptr::null_mut(), flush_done);
+    if dev.flush(device.cast_mut().cast(), immed_flush_done).is_ok() {
+        io.keep();
+    }
     reason::NONE
 }
 
 unsafe extern "C" fn execute_unmap(cmd: *mut b::se_cmd, lba: u64, nolb: u64) -> b::sense_reason_t {
     // SAFETY: LIO passes a live command; it completes UNMAP itself.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
-    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
-    match bio::discard(dev, c.sectors(lba), c.sectors(nolb)) {
+    if c.device().readonly() {
+        return WRITE_PROTECTED;
+    }
+    let Some(io) = bdev_of(&c) else { return NOT_HELD };
+    match bio::discard(io.bdev(), c.sectors(lba), c.sectors(nolb)) {
         Ok(()) => reason::NONE,
         Err(e) => {
             err_ratelimited!("discard of {} blocks at LBA {} failed: error {}\n", nolb, lba, e.to_errno());
@@ -380,7 +421,11 @@ unsafe extern "C" fn execute_unmap(cmd: *mut b::se_cmd, lba: u64, nolb: u64) -> 
 unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
-    let Some(dev) = bdev_of(&c) else { return reason::LUN_COMMUNICATION_FAILURE };
+    if c.device().readonly() {
+        return WRITE_PROTECTED;
+    }
+    let Some(io) = bdev_of(&c) else { return NOT_HELD };
+    let dev = io.bdev();
     let bs = c.block_size();
     let (sgl, nents) = c.data_sg();
     let Some(seg) = bio::first_seg(sgl, nents).filter(|s| s.len() == bs) else {
@@ -402,10 +447,7 @@ unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_
         return reason::NONE;
     }
     let opf = if c.fua() { bio::OP_WRITE | bio::SYNC_WRITE | bio::FUA } else { bio::OP_WRITE | bio::SYNC_WRITE };
-    match dev.submit(sector, opf, blocks, bio::repeat(seg, blocks), cmd.cast(), rw_done) {
-        Ok(()) => reason::NONE,
-        Err(_) => reason::OUT_OF_RESOURCES,
-    }
+    submitted(io, dev.submit(sector, opf, blocks, bio::repeat(seg, blocks), cmd.cast(), rw_done))
 }
 
 /// `exec_cmd_ops` of the `ha` backstore: read-only after build, shared by

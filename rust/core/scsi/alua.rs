@@ -181,6 +181,11 @@ pub(crate) fn classify(cdb: &[u8]) -> CmdFlags {
             standby
         }
         op::WRITE_BUFFER if sa == op::BUFFER_MODE_DATA => standby,
+        // Not in CTL's set, but in LIO's: a Linux initiator sizes a SCSI
+        // disk with READ CAPACITY when it finds the path, and dm-multipath
+        // cannot put a standby path of size 0 into the map.
+        op::READ_CAPACITY_10 => standby,
+        op::SERVICE_ACTION_IN_16 if sa == op::SA_READ_CAPACITY_16 => standby,
         op::RECEIVE_COPY_RESULTS if sa == op::SA_RECEIVE_COPY_OPERATING_PARAMETERS => standby,
         _ => CmdFlags::default(),
     }
@@ -562,6 +567,8 @@ mod tests {
         &[op::READ_BUFFER_16, 0x0A],
         &[op::WRITE_BUFFER, 0x02],
         &[op::RECEIVE_COPY_RESULTS, 0x03],
+        &[op::READ_CAPACITY_10],
+        &[op::SERVICE_ACTION_IN_16, 0x10],
     ];
 
     const UNAVAIL_OK: &[&[u8]] = &[
@@ -581,8 +588,7 @@ mod tests {
         &[op::WRITE_10],
         &[op::READ_16],
         &[op::WRITE_16],
-        &[op::SERVICE_ACTION_IN_16, 0x10],
-        &[op::READ_CAPACITY_10],
+        &[op::SERVICE_ACTION_IN_16, 0x12],
         &[op::SYNCHRONIZE_CACHE_10],
         &[op::UNMAP],
         &[op::COMPARE_AND_WRITE],
