@@ -41,6 +41,8 @@ struct Settings {
     open_failed: bool,
     /// Block size and capacity in sectors when enabled.
     geometry: (u32, u64),
+    /// Device number of the backing device when enabled (reopened by it).
+    devt: u32,
 }
 
 /// Per-device state of the `ha` backstore.
@@ -175,6 +177,7 @@ impl HaDev {
         s.enabled = true;
         s.open_failed = false;
         s.geometry = (hw.block_size, hw.sectors);
+        s.devt = s.bdev.as_ref().map_or(0, BdevFile::devt);
         Ok(hw)
     }
 
@@ -213,7 +216,7 @@ impl HaDev {
             return;
         }
         let Some(path) = s.dev.as_deref() else { return };
-        match BdevFile::open(path, s.readonly, holder) {
+        match BdevFile::open_dev(s.devt, s.readonly, holder) {
             Ok(b) => {
                 let (bs, sectors) = (b.logical_block_size(), b.nr_sectors());
                 pr_info!("{}: primary: backing device {} opened ({} sectors)\n", self.name(), text(path), sectors);

@@ -79,6 +79,25 @@ impl BdevFile {
         ptr::NonNull::new(f).map(BdevFile).ok_or(ENODEV)
     }
 
+    /// Opens the block device numbered `dev` as `open` does. No path
+    /// lookup: kernel threads (the interlink's, which promotes a node on
+    /// `failover=auto`) resolve paths in the initial root, where
+    /// `/dev/...` may not exist.
+    pub(crate) fn open_dev(dev: u32, readonly: bool, holder: *mut c_void) -> Result<Self> {
+        let mode = if readonly { 1 } else { 1 | 2 }; // BLK_OPEN_READ | BLK_OPEN_WRITE
+        // SAFETY: `holder` is only compared by the block layer, and a NULL
+        // `hops` is allowed.
+        let f = unsafe { kb::bdev_file_open_by_dev(dev, mode, holder, ptr::null()) };
+        let f = kernel::error::from_err_ptr(f)?;
+        ptr::NonNull::new(f).map(BdevFile).ok_or(ENODEV)
+    }
+
+    /// The device number (`dev_t`) of the open device.
+    pub(crate) fn devt(&self) -> u32 {
+        // SAFETY: an open block device file has a live `block_device`.
+        unsafe { (*kb::file_bdev(self.0.as_ptr())).bd_dev }
+    }
+
     /// The handle the data path submits IO through.
     pub(crate) fn io(&self) -> bio::Bdev {
         // SAFETY: the file stays open while the device is configured, and

@@ -239,29 +239,22 @@ def test_power_off_of_the_primary_then_promotion_under_io(mp):
 PR_FAMILIES = ["ProutRegister", "ProutReserve", "ProutClear", "ProutPreempt",
                "PrinReadKeys", "PrinServiceactionRange", "PrinReportCapabilities"]
 # Expected failures with the reason (in step with the issue note).
-KNOWN_MPIO: dict[str, str] = {}
+KNOWN: dict[str, str] = {}
 
 
 def test_libiscsi_across_the_pair(mp):
-    from test_libiscsi import INI1, INI2
+    from test_libiscsi import run_suite
     a, b, ini, _, _ = mp
     url = {g: f"iscsi://{p}/{lio.TARGET_IQN}/0" for g, p in (("a", PATH_A), ("b", PATH_B))}
     results = {}
-    for name, tests, urls in (("PR through B", ",".join(f"SCSI.{f}" for f in PR_FAMILIES), url["b"]),
+    for name, tests, urls in (("PR through B", ",".join(f"SCSI.{f}" for f in PR_FAMILIES),
+                               f"{url['b']} {url['b']}"),
                               ("MultipathIO A+B", "SCSI.MultipathIO", f"{url['a']} {url['b']}")):
-        r = ini.run(f"iscsi-test-cu -d -i {INI1} -I {INI2} --test={tests} {urls} 2>&1",
-                    timeout=1800, check=False)
-        m = re.search(r"^\s*tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", r.out, re.M)
-        assert m, r.out[-3000:]
-        counts = dict(zip(("total", "ran", "passed", "failed", "inactive"), map(int, m.groups())))
-        failed = re.findall(r"^\s*Test: (\S+) \.\.\.(?:(?!\n\s*Test:).)*?FAILED", r.out, re.M | re.S)
-        results[name] = (counts, failed, r.out)
+        counts, failed, out = results[name] = run_suite(ini, tests, urls)
         print(f"\n[libiscsi] {name}: {counts}")
         for f in failed:
-            print(f"[libiscsi] FAILED {f}: {KNOWN_MPIO.get(f, 'unexpected')}")
-    counts, failed, out = results["PR through B"]
-    assert counts["ran"] >= len(PR_FAMILIES) and not failed, out[-6000:]
-    counts, failed, out = results["MultipathIO A+B"]
-    assert counts["ran"] >= 1, out[-3000:]
-    unexpected = [f for f in failed if f not in KNOWN_MPIO]
-    assert not unexpected, out[-6000:]
+            print(f"[libiscsi] FAILED {f}: {KNOWN.get(f, 'unexpected')}")
+    for name, (counts, failed, out) in results.items():
+        assert counts["ran"] >= 1, out[-3000:]
+        unexpected = [f for f in failed if f not in KNOWN]
+        assert not unexpected, (name, unexpected, out[-6000:])

@@ -48,8 +48,11 @@ def iscsi_ha(node):
         node.run("rmmod tcm_ha")
 
 
-def run_suite(g: vm.Guest, tests: str) -> tuple[dict, list[str], str]:
-    r = g.run(f"iscsi-test-cu -d -i {INI1} -I {INI2} --test={tests} {URL} {URL} 2>&1",
+def run_suite(g: vm.Guest, tests: str, urls: str = f"{URL} {URL}") -> tuple[dict, list[str], str]:
+    """Runs iscsi-test-cu (two initiator names; `urls`: the URL and the
+    second one the MultipathIO tests use); returns the counts, the failed
+    tests and the output."""
+    r = g.run(f"iscsi-test-cu -d -i {INI1} -I {INI2} --test={tests} {urls} 2>&1",
               timeout=3000, check=False)
     m = re.search(r"^\s*tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", r.out, re.M)
     assert m, r.out[-3000:]
