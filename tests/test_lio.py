@@ -27,7 +27,9 @@ def test_multipath_two_paths_one_lun(trio):
     try:
         lio.login(i, PATH_A)
         lio.login(i, PATH_B)
-        i.run("modprobe dm-multipath && systemctl start multipathd && udevadm settle && multipath -r")
+        # The test kernel has dm-round-robin, not the default service-time.
+        i.run("printf 'defaults {\\n    path_selector \"round-robin 0\"\\n}\\n' > /etc/multipath.conf")
+        i.run("modprobe dm-multipath && systemctl restart multipathd && udevadm settle && multipath -r")
         paths = i.run('multipathd show paths raw format "%w %d %t"').out.split("\n")
         rows = [p.split() for p in paths if p.strip()]
         wwids = {r[0] for r in rows}
@@ -43,7 +45,7 @@ def test_multipath_two_paths_one_lun(trio):
         i.run(f"dd if={mp} of=/dev/null bs=1M count=8 iflag=direct")
         assert re.search(r"status=active", i.run("multipath -ll").out)
     finally:
-        i.run("multipath -F; systemctl stop multipathd multipathd.socket", check=False)
+        i.run("multipath -F; systemctl stop multipathd multipathd.socket; rm -f /etc/multipath.conf", check=False)
         lio.logout_all(i)
         lio.clear_target(a)
         lio.clear_target(b)
