@@ -71,10 +71,19 @@ impl BdevFile {
     /// a device another holder (a mounted file system, another backstore)
     /// has open exclusively gives `EBUSY`.
     pub(crate) fn open(path: &CStr, readonly: bool, holder: *mut c_void) -> Result<Self> {
-        let mode = if readonly { 1 } else { 1 | 2 }; // BLK_OPEN_READ | BLK_OPEN_WRITE
         // SAFETY: `path` is NUL-terminated; `holder` is only compared by the
         // block layer, and a NULL `hops` is allowed.
-        let f = unsafe { kb::bdev_file_open_by_path(path.as_char_ptr(), mode, holder, ptr::null()) };
+        let f = unsafe { kb::bdev_file_open_by_path(path.as_char_ptr(), Self::mode(readonly), holder, ptr::null()) };
+        Self::from_opened(f)
+    }
+
+    /// BLK_OPEN_READ, and BLK_OPEN_WRITE unless `readonly`.
+    fn mode(readonly: bool) -> u32 {
+        if readonly { 1 } else { 1 | 2 }
+    }
+
+    /// Takes the result of a `bdev_file_open_by_*` call.
+    fn from_opened(f: *mut kb::file) -> Result<Self> {
         let f = kernel::error::from_err_ptr(f)?;
         ptr::NonNull::new(f).map(BdevFile).ok_or(ENODEV)
     }
@@ -84,12 +93,10 @@ impl BdevFile {
     /// `failover=auto`) resolve paths in the initial root, where
     /// `/dev/...` may not exist.
     pub(crate) fn open_dev(dev: u32, readonly: bool, holder: *mut c_void) -> Result<Self> {
-        let mode = if readonly { 1 } else { 1 | 2 }; // BLK_OPEN_READ | BLK_OPEN_WRITE
         // SAFETY: `holder` is only compared by the block layer, and a NULL
         // `hops` is allowed.
-        let f = unsafe { kb::bdev_file_open_by_dev(dev, mode, holder, ptr::null()) };
-        let f = kernel::error::from_err_ptr(f)?;
-        ptr::NonNull::new(f).map(BdevFile).ok_or(ENODEV)
+        let f = unsafe { kb::bdev_file_open_by_dev(dev, Self::mode(readonly), holder, ptr::null()) };
+        Self::from_opened(f)
     }
 
     /// The device number (`dev_t`) of the open device.
