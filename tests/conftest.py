@@ -31,8 +31,8 @@ def accel() -> str:
     return a
 
 
-def _bed(request, accel: str, build) -> vm.Bed:
-    bed = vm.Bed(OUT / (request.module.__name__ if request.scope == "module" else "session"))
+def _bed(request, accel: str, build, name: str = "session") -> vm.Bed:
+    bed = vm.Bed(OUT / name)
     build(bed)
     _live.append(bed)
     try:
@@ -62,13 +62,41 @@ def build_trio(bed: vm.Bed, disk_mb: int = 256) -> None:
     bed.shared_disk(disk_mb, a, b)
 
 
-@pytest.fixture(scope="module")
-def node(request, accel):
-    """One target node with a 256 MiB scratch disk (/dev/vdb)."""
-    bed = _bed(request, accel, lambda b: b.guest("nodea").add_disk(256))
-    yield bed.guests["nodea"]
+# What a freshly booted single node has under /sys/kernel/config/target.
+_CONFIG_LIST = "find /sys/kernel/config/target -mindepth 1 -maxdepth 2 | sort"
+
+
+@pytest.fixture(scope="session")
+def _single(request, accel):
+    """The single-node bed, shared by every module that uses `node` (one
+    boot instead of one per module)."""
+    bed = _bed(request, accel, lambda b: b.guest("nodea").add_disk(256), name="single")
+    bed.baseline = bed.guests["nodea"].run(_CONFIG_LIST, check=False).out
+    yield bed
     bed.stop()
     _live.remove(bed)
+
+
+@pytest.fixture(scope="module")
+def node(_single, accel):
+    """One target node with a 256 MiB scratch disk (/dev/vdb), shared with the
+    other single-node modules. After each module it must be as booted: no
+    tcm_ha loaded, no target configuration left; otherwise (or if the guest
+    died) it is booted afresh, so a module never sees another's leftovers."""
+    g = _single.guests["nodea"]
+    yield g
+    clean = False
+    if g.alive():
+        try:
+            g.run("rmmod tcm_ha 2>/dev/null; true", timeout=120, check=False)
+            clean = (g.run("test -d /sys/module/tcm_ha && echo loaded", check=False).out.strip() == ""
+                     and g.run(_CONFIG_LIST, check=False).out == _single.baseline)
+        except vm.GuestError:
+            clean = False
+    if not clean:
+        print(f"\n[tcm_ha] single node not clean after the module: booting it afresh")
+        _single.stop()
+        _single.start(accel)
 
 
 _trio: list[vm.Bed] = []
@@ -183,7 +211,13 @@ _measurements: list[str] = []
 _MEASUREMENT = re.compile(r"\[[a-z][\w-]*\] ")
 
 
+# Seconds spent per test module (setup + call + teardown), for CI tuning.
+_module_time: dict[str, float] = {}
+
+
 def pytest_runtest_logreport(report):
+    m = report.nodeid.split("::")[0]
+    _module_time[m] = _module_time.get(m, 0.0) + report.duration
     if report.when == "call":
         for line in report.capstdout.splitlines():
             if _MEASUREMENT.match(line) and not line.startswith("[tcm_ha]"):
@@ -191,6 +225,10 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _module_time:
+        terminalreporter.section("time per module")
+        for m, t in sorted(_module_time.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{t:7.1f}s  {m}")
     if _measurements:
         terminalreporter.section("measurements")
         for line in _measurements:

@@ -28,7 +28,10 @@ def test_multipath_two_paths_one_lun(trio):
         lio.login(i, PATH_A)
         lio.login(i, PATH_B)
         # The test kernel has dm-round-robin, not the default service-time.
-        i.run("printf 'defaults {\\n    path_selector \"round-robin 0\"\\n}\\n' > /etc/multipath.conf")
+        # find_multipaths no: multipath-tools' default (strict) only maps
+        # WWIDs already in /etc/multipath/wwids.
+        i.run("printf 'defaults {\\n    path_selector \"round-robin 0\"\\n    find_multipaths no\\n}\\n' "
+              "> /etc/multipath.conf")
         i.run("modprobe dm-multipath && systemctl restart multipathd && udevadm settle && multipath -r")
         paths = i.run('multipathd show paths raw format "%w %d %t"').out.split("\n")
         rows = [p.split() for p in paths if p.strip()]

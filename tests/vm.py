@@ -52,6 +52,13 @@ def _die_with_parent() -> None:
     os.setsid()
 
 
+# The "parent" of PR_SET_PDEATHSIG is the thread that forked: a QEMU started
+# from a short-lived worker thread (a ThreadPoolExecutor in a test) would be
+# killed when that thread exits. Every QEMU is therefore forked by this one
+# thread, which lives as long as the test process.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qemu-spawner")
+
+
 class GuestError(Exception):
     pass
 
@@ -115,6 +122,7 @@ class Guest:
         self.qmp_path = self.rundir / f"{self.name}-qmp.sock"
         for p in (self.agent_path, self.qmp_path):
             p.unlink(missing_ok=True)
+        self._buf = b""
         cmdline = (f"root=/dev/vda rw console=ttyS0 loglevel=5 net.ifnames=0 panic=1 "
                    f"systemd.show_status=0 th.name={self.name} kfence.sample_interval=100 "
                    f"kunit.filter_glob=tcm_ha*")
@@ -143,8 +151,8 @@ class Guest:
                      f"remote.port={n.remote_port}",
                      "-device", f"virtio-net-pci,netdev=n{i},mac={n.mac}"]
         log = open(self.rundir / f"{self.name}-qemu.log", "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     preexec_fn=_die_with_parent)
+        self.proc = _SPAWNER.submit(subprocess.Popen, args, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=log, preexec_fn=_die_with_parent).result()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -188,6 +196,13 @@ class Guest:
                 chunk = self._sock.recv(1 << 20)
             except socket.timeout:
                 continue
+            except OSError as e:
+                # QEMU closed the socket: the guest reset or powered off
+                # (-no-reboot), or QEMU died. Say which, with the console.
+                time.sleep(0.5)
+                raise GuestError(f"{self.name}: agent connection lost ({e}; "
+                                 f"{'QEMU exited' if not self.alive() else 'QEMU still running'})\n"
+                                 f"{self.console_tail()}") from e
             if not chunk:
                 raise GuestError(f"{self.name}: agent connection closed\n{self.console_tail()}")
             self._buf += chunk
