@@ -6,7 +6,9 @@
 #                   modules_install [KDIR=... INSTALL_MOD_PATH= or DESTDIR=,
 #                   INSTALL_MOD_DIR=]
 #   make setup      install tools, build the test kernel and guest image (cached)
-#   make check      host unit tests + VM tests (T=<pattern> selects tests)
+#   make check      host unit tests (with FUZZ_SECS=60 s of mutation fuzzing)
+#                   + VM tests (T=<pattern> selects tests)
+#   make fuzz       cargo-fuzz targets, FUZZ_SECS each (nightly, installed on use)
 #   make demo       boot two nodes, load the module, show its state
 #   make bench      benchmarks (bench-local: ha vs iblock ratios on one node)
 #   make install-targetcli [DESTDIR=/]  install targetcli-ha (tools/targetcli-ha)
@@ -31,7 +33,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo bench bench-local install modules_install \
+.PHONY: all module setup kernel check host-test vm-test demo bench bench-local install modules_install fuzz \
 	install-targetcli clean
 
 all: module
@@ -66,8 +68,22 @@ modules_install: module
 
 install: modules_install
 
+# The host tests include a bounded mutation fuzzer of the interlink codec and
+# handshake (FUZZ_SECS seconds; inputs that panic land in host/fuzz/regressions/).
+FUZZ_SECS ?= 60
+
 host-test:
-	cd host && cargo test $(T)
+	set -o pipefail; cd host && TCM_HA_FUZZ_SECS=$(FUZZ_SECS) cargo test $(T) -- --show-output 2>&1 \
+		| grep -v '^    core_logic::'
+
+# libFuzzer through cargo-fuzz (nightly; installed on first use), each target
+# for FUZZ_SECS seconds: make fuzz FUZZ_SECS=3600 FUZZ_TARGETS=decode
+FUZZ_TARGETS ?= decode handshake session
+fuzz:
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	cd host/fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTUP_TOOLCHAIN=nightly cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECS) || exit 1; done
 
 vm-test: setup module
 	cd tests && $(PYTHON) -m pytest $(if $(T),-k '$(T)') ; rc=$$?; \

@@ -366,11 +366,9 @@ mod tests {
         out
     }
 
-    /// The handshake harness can reach link-up on both sides (so the fuzzer
-    /// can too), and the decode harness accepts a valid stream.
-    #[test]
-    fn fuzz_harness_reaches_link_up() {
-        use handshake::Phase;
+    /// Valid handshake streams (with the harness's 2-byte prefix), as the
+    /// connector and as the listener: the fuzzers' seeds.
+    fn seed_streams() -> [std::vec::Vec<u8>; 2] {
         use msg::{AuthResponse, AuthResult, Hello, Login, Message};
         let hello = Message::Hello(Hello {
             nonce: [0x55; 32],
@@ -391,12 +389,32 @@ mod tests {
             features: 0x0000_0001_0000_0003,
             node_id: 0x99,
         });
-        let connector = stream(&[0, 0], &[hello, ok, tag, login, Message::LoginAck]);
+        [
+            stream(&[0, 0], &[hello, ok, tag, login, Message::LoginAck]),
+            stream(&[1, 0], &[hello, tag, ok, login, Message::LoginAck]),
+        ]
+    }
+
+    /// The handshake harness can reach link-up on both sides (so the fuzzer
+    /// can too), and the decode harness accepts a valid stream.
+    #[test]
+    fn fuzz_harness_reaches_link_up() {
+        use handshake::Phase;
+        use msg::{AuthResult, Message};
+        let [connector, listener] = seed_streams();
         assert_eq!(fuzz_harness::handshake(&connector), Some(Phase::Up));
-        let listener = stream(&[1, 0], &[hello, tag, ok, login, Message::LoginAck]);
         assert_eq!(fuzz_harness::handshake(&listener), Some(Phase::Up));
         // Wrong order stops early.
-        let bad = stream(&[1, 0], &[hello, ok, tag, login, Message::LoginAck]);
+        let mut rest = &listener[2..];
+        let mut frames = std::vec::Vec::new();
+        while let Ok((f, used)) = frame::split_frame(rest) {
+            frames.push(Message::decode(f.header.msg_type, f.payload).unwrap());
+            rest = &rest[used..];
+        }
+        assert_eq!(frames.len(), 5);
+        frames.swap(1, 2);
+        assert_eq!(frames[1], Message::AuthResult(AuthResult::Ok));
+        let bad = stream(&listener[..2], &frames);
         assert_eq!(fuzz_harness::handshake(&bad), Some(Phase::Aborted));
         assert_eq!(fuzz_harness::handshake(&[0]), None);
         fuzz_harness::decode(&connector[2..]);
@@ -408,6 +426,81 @@ mod tests {
         }
         fuzz_harness::session(b"");
         fuzz_harness::session(b"\x05GET / HTTP/1.1\r\n\r\n");
+    }
+
+    /// A bounded mutation fuzzer on stable Rust, run by `make check`: valid
+    /// handshake streams mutated (bit flips, boundary values in length and
+    /// type fields, inserted, deleted, duplicated and truncated ranges) and
+    /// fed to the three harnesses for TCM_HA_FUZZ_SECS seconds (default 2).
+    /// TCM_HA_FUZZ_SEED replays a run. An input that panics is saved under
+    /// `host/fuzz/regressions/` (replayed by the test below) before the
+    /// panic is passed on. cargo-fuzz (`make fuzz`) explores further.
+    #[test]
+    fn fuzz_mutations_bounded() {
+        use std::time::{Duration, Instant, SystemTime};
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        let secs = env("TCM_HA_FUZZ_SECS").unwrap_or(2);
+        let seed = env("TCM_HA_FUZZ_SEED").unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        }) | 1;
+        // xorshift64*: deterministic for a seed.
+        let mut state = seed;
+        let mut rnd = move |n: usize| -> usize {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as usize % n.max(1)
+        };
+        const INTERESTING: [u32; 9] = [0, 1, 0x7f, 0x80, 0xff, 0xffff, 0x1_0000, 0x7fff_ffff, u32::MAX];
+        let seeds = seed_streams();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut cases = 0u64;
+        while cases < 1000 || Instant::now() < deadline {
+            let mut d = seeds[rnd(2)].clone();
+            for _ in 0..1 + rnd(8) {
+                let len = d.len();
+                let at = rnd(len + 1);
+                match rnd(7) {
+                    0 if len > 0 => d[at.min(len - 1)] ^= 1 << rnd(8),
+                    1 if len > 0 => d[at.min(len - 1)] = rnd(256) as u8,
+                    2 if at + 4 <= len => d[at..at + 4]
+                        .copy_from_slice(&INTERESTING[rnd(INTERESTING.len())].to_le_bytes()),
+                    3 => {
+                        let end = (at + 1 + rnd(64)).min(len);
+                        d.drain(at..end);
+                    }
+                    4 => {
+                        let end = (at + 1 + rnd(64)).min(len);
+                        let chunk = d[at..end].to_vec();
+                        let to = rnd(len + 1);
+                        d.splice(to..to, chunk);
+                    }
+                    5 => d.truncate(at),
+                    _ => {
+                        let extra: std::vec::Vec<u8> = (0..1 + rnd(32)).map(|_| rnd(256) as u8).collect();
+                        d.splice(at..at, extra);
+                    }
+                }
+            }
+            let input = d.clone();
+            let r = std::panic::catch_unwind(move || {
+                fuzz_harness::decode(&d);
+                fuzz_harness::handshake(&d);
+                fuzz_harness::session(&d);
+            });
+            if let Err(p) = r {
+                let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
+                let name = std::format!("{dir}/mutation-{seed:016x}-{cases}");
+                let _ = std::fs::create_dir_all(dir);
+                let _ = std::fs::write(&name, &input);
+                std::eprintln!("fuzz: seed {seed} case {cases} panicked; input saved as {name}");
+                std::panic::resume_unwind(p);
+            }
+            cases += 1;
+        }
+        std::println!("[fuzz] {cases} mutated streams in {secs} s (seed {seed}), no panic");
     }
 
     /// Replays every file under `host/fuzz/regressions/` through both fuzz
