@@ -90,6 +90,24 @@ impl NodeState {
             && self.role.compare_exchange(1, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
+    /// Takes the module parameters' values (at load, before configfs
+    /// exists); a bad value fails the load with a line naming it.
+    pub(crate) fn load_params(&self, ha_id: u8, mode: u8, secondary: bool, auto: bool) -> Result {
+        if ha_id > node::MAX_HA_ID {
+            pr_err!("module parameter ha_id={ha_id}: expected 0, 1 or 2\n");
+            return Err(EINVAL);
+        }
+        if HaMode::from_u32(u32::from(mode)).is_none() {
+            pr_err!("module parameter ha_mode={mode}: expected 0 (active/standby), 1 (serialize) or 2 (proxy)\n");
+            return Err(EINVAL);
+        }
+        self.ha_id.store(ha_id, Ordering::Relaxed);
+        self.mode.store(mode, Ordering::Relaxed);
+        self.role.store(u8::from(secondary), Ordering::Relaxed);
+        self.auto_failover.store(auto, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Counts an enabled device (until [`NodeState::device_gone`]).
     pub(crate) fn device_added(&self) {
         self.devices.fetch_add(1, Ordering::Relaxed);

@@ -3,8 +3,9 @@
 //! tcm_ha: dual-node high availability for the Linux SCSI target (LIO).
 //!
 //! The module registers the LIO backstore `ha` and keeps an interlink to a
-//! peer node, in the manner of FreeBSD CTL HA. This is the skeleton: it loads,
-//! reports its version and unloads.
+//! peer node, in the manner of FreeBSD CTL HA. Its parameters give the node
+//! settings their values at load (as CTL's loader tunables do); configfs
+//! (`/sys/kernel/config/tcm_ha/`) changes them afterwards.
 
 use kernel::prelude::*;
 
@@ -32,6 +33,24 @@ module! {
     authors: ["tcm_ha developers"],
     description: "Dual-node HA backstore for the Linux SCSI target (LIO)",
     license: "GPL",
+    params: {
+        ha_id: u8 {
+            default: 0,
+            description: "ha_id at load: 0 (single node, default), 1 or 2 (configfs ha_id changes it)",
+        },
+        ha_mode: u8 {
+            default: 0,
+            description: "ha_mode at load: 0 active/standby (default), 1 serialize, 2 proxy",
+        },
+        secondary: bool {
+            default: false,
+            description: "Start as ha_role=secondary (default: primary)",
+        },
+        auto_failover: bool {
+            default: false,
+            description: "Start with failover=auto (default: manual)",
+        },
+    },
 }
 
 #[pin_data(PinnedDrop)]
@@ -54,7 +73,17 @@ impl kernel::InPlaceModule for TcmHa {
         forward::init();
         let shared = link::new_interlink();
         try_pin_init!(TcmHa {
-            _link <- link::Service::start(shared.as_ref().map_err(|e| *e)?.clone()),
+            _link <- {
+                // The node settings get the parameters' values before the
+                // link thread and configfs can read them.
+                configfs::NODE.load_params(
+                    module_parameters::ha_id.value(),
+                    module_parameters::ha_mode.value(),
+                    module_parameters::secondary.value(),
+                    module_parameters::auto_failover.value(),
+                )?;
+                link::Service::start(shared.as_ref().map_err(|e| *e)?.clone())
+            },
             _node <- configfs::subsystem(shared.as_ref().map_err(|e| *e)?.clone()),
             _backend: {
                 let backend = lio::Registration::register(module)?;
