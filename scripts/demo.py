@@ -50,56 +50,54 @@ def alua_view(p: Pair) -> None:
             print(f"  {g.name}: ha_role {role}, interlink {link_state(g)}")
 
 
+def failover(p: Pair, old: str, new: str, event: str, act) -> dict:
+    """Runs fio through the map, does `act` (which returns when the new
+    primary is promoted, with the time the peer's death was seen, if that
+    applies) once writes flow through `old`'s path, and measures until
+    writes complete through `new`'s path; fio must end without error."""
+    ini, devs = p.ini, p.devs
+    start_fio(ini, p.mpath)
+    wait_writes(ini, devs[old], 0)
+    w_new = writes(ini, devs[new])
+    t0 = time.time()
+    detected = act(t0)
+    promoted = time.time() - t0
+    step(f"{new} is primary after {promoted:.2f}s; waiting for IO through {new}")
+    in_flight = fio_running(ini)
+    wait_writes(ini, devs[new], w_new)
+    resumed = time.time() - t0
+    step(f"writes complete through {new} {resumed:.2f}s after the event; letting fio finish and verify")
+    return {"event": event, "detected": detected, "promoted": promoted, "resumed": resumed,
+            "job": finish_fio(ini), "under_io": in_flight}
+
+
 def switch(p: Pair) -> dict:
     """Planned switch A -> B under fio."""
-    a, b, ini = p.a, p.b, p.ini
-    da, db = p.devs["nodea"], p.devs["nodeb"]
-    start_fio(ini, p.mpath)
-    wait_writes(ini, da, 0)
-    w_b = writes(ini, db)
-    t0 = time.time()
-    setattr_(a, "ha_role", "secondary")
-    # B's promotion is refused until A's demotion has reached it.
-    r = b.run(f"for i in $(seq 100); do echo primary > {NODE}/ha_role 2>/dev/null && exit 0; "
-              "sleep 0.05; done; exit 1", check=False)
-    if r.rc != 0:
-        raise RuntimeError(f"B refused the promotion:\n{b.run('dmesg | tail').out}")
-    promoted = time.time() - t0
-    step(f"B is primary after {promoted:.2f}s; waiting for IO through B")
-    in_flight = fio_running(ini)
-    wait_writes(ini, db, w_b)
-    resumed = time.time() - t0
-    step(f"writes complete through B {resumed:.2f}s after the switch; letting fio finish and verify")
-    job = finish_fio(ini)
-    return {"event": "planned switch A->B", "detected": None, "promoted": promoted, "resumed": resumed,
-            "job": job, "under_io": in_flight}
+    def act(t0: float) -> None:
+        setattr_(p.a, "ha_role", "secondary")
+        # B's promotion is refused until A's demotion has reached it.
+        r = p.b.run(f"for i in $(seq 100); do echo primary > {NODE}/ha_role 2>/dev/null && exit 0; "
+                    "sleep 0.05; done; exit 1", check=False)
+        if r.rc != 0:
+            raise RuntimeError(f"B refused the promotion:\n{p.b.run('dmesg | tail').out}")
+    return failover(p, "nodea", "nodeb", "planned switch A->B", act)
 
 
 def power_off(p: Pair) -> dict:
     """Hard power-off of B (the primary now) under fio, A promoted when it
     has declared B dead."""
-    a, b, ini = p.a, p.b, p.ini
-    da, db = p.devs["nodea"], p.devs["nodeb"]
-    start_fio(ini, p.mpath)
-    wait_writes(ini, db, 0)
-    w_a = writes(ini, da)
-    t0 = time.time()
-    b.proc.kill()
-    r = a.run(f"for i in $(seq 200); do test \"$(head -n1 {NODE}/ha_link)\" != online && exit 0; "
-              "sleep 0.05; done; exit 1", check=False)
-    if r.rc != 0:
-        raise RuntimeError(f"A did not notice B's death:\n{a.run(f'cat {NODE}/ha_link; dmesg | tail').out}")
-    detected = time.time() - t0
-    setattr_(a, "ha_role", "primary")
-    promoted = time.time() - t0
-    step(f"A declared B dead after {detected:.2f}s and was promoted; waiting for IO through A")
-    in_flight = fio_running(ini)
-    wait_writes(ini, da, w_a)
-    resumed = time.time() - t0
-    step(f"writes complete through A {resumed:.2f}s after the power-off; letting fio finish and verify")
-    job = finish_fio(ini)
-    return {"event": "power-off of B, A promoted", "detected": detected, "promoted": promoted,
-            "resumed": resumed, "job": job, "under_io": in_flight}
+    a = p.a
+
+    def act(t0: float) -> float:
+        p.b.proc.kill()
+        r = a.run(f"for i in $(seq 200); do test \"$(head -n1 {NODE}/ha_link)\" != online && exit 0; "
+                  "sleep 0.05; done; exit 1", check=False)
+        if r.rc != 0:
+            raise RuntimeError(f"A did not notice B's death:\n{a.run(f'cat {NODE}/ha_link; dmesg | tail').out}")
+        detected = time.time() - t0
+        setattr_(a, "ha_role", "primary")
+        return detected
+    return failover(p, "nodeb", "nodea", "power-off of B, A promoted", act)
 
 
 def table(rows: list[dict]) -> str:

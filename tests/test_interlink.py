@@ -184,6 +184,42 @@ def test_second_connection_and_garbage_are_rejected(pair):
     wait_state(a, "online")
 
 
+def test_hostile_peer_is_dropped_and_the_real_one_links_again(pair):
+    """A client on B's address connects to A's listener with bad input of
+    every kind before authentication (tests/tools/hostile_peer.py, run from the repository share; the
+    default 40 cases take about a minute, TCM_HA_HOSTILE_CASES=1000 for a
+    long run): each connection is closed by A and counted as a failure,
+    the reasons reach dmesg, and the real peer links afterwards."""
+    a, b = pair
+    configure(a, b)
+    wait_state(a, "online")
+    setattr_(b, "ha_peer", "")
+    wait_state(a, "connecting")
+    a.run("dmesg -C")
+    before = stat(a, "connect_failures")
+    free = int(a.run("awk '/^MemAvailable/ {print $2}' /proc/meminfo").out)
+    n = int(__import__("os").environ.get("TCM_HA_HOSTILE_CASES", "40"))
+    seed = int(time.time())
+    r = b.run(f"python3 /mnt/repo/tests/tools/hostile_peer.py {INTERLINK_A} {PORT} {n} {seed}",
+              timeout=60 + 12 * n, check=False)
+    assert r.rc == 0, r.out + r.err
+    res = __import__("json").loads(r.out.strip().splitlines()[-1])
+    assert res["left_open"] == 0 and res["closed"] == res["cases"], (seed, res)
+    # Each case was one failed connection (the last may still be counting).
+    a.run(f"for i in $(seq 100); do grep -q '^connect_failures: {before + res['cases']}$' {NODE}/stats && exit 0; "
+          f"sleep 0.1; done; cat {NODE}/stats; exit 1")
+    log = a.run("dmesg").out
+    for reason in ("bad frame magic", "version", "authentication failed"):
+        assert reason in log, (reason, log[-3000:])
+    assert link_state(a).startswith("connecting")
+    setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
+    wait_state(a, "online", timeout=30)
+    wait_state(b, "online")
+    lost = free - int(a.run("awk '/^MemAvailable/ {print $2}' /proc/meminfo").out)
+    print(f"\n[hostile] {res['cases']} hostile connections (seed {seed}) all dropped; "
+          f"{sorted(res['kinds'])}; MemAvailable change {lost} KiB")
+
+
 def test_settings_change_relinks_and_clear_drops_at_once(pair):
     a, b = pair
     configure(a, b)
