@@ -73,6 +73,7 @@ install: modules_install
 FUZZ_SECS ?= 60
 
 host-test:
+	scripts/check-kdir.sh
 	set -o pipefail; cd host && TCM_HA_FUZZ_SECS=$(FUZZ_SECS) cargo test $(T) -- --show-output 2>&1 \
 		| grep -v '^    core_logic::'
 
