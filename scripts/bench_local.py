@@ -65,7 +65,7 @@ def main() -> int:
     results = {b: {j[0]: [] for j in JOBS} for b in ("iblock", "ha")}
     pairs = {j[0]: [] for j in JOBS}
     try:
-        bed.start(accel)
+        bed.start(accel, leak_baseline=False)
         vm.load_tcm_ha(g)
         g.run("modprobe tcm_loop; for d in /dev/vdb /dev/vdc; do "
               "dd if=/dev/urandom of=$d bs=1M count=192 oflag=direct status=none; done", timeout=600)

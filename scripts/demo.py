@@ -16,7 +16,6 @@ MODE=0 (Active/Standby) is what tcm_ha implements today; MODE=1 and MODE=2
 (Active/Active) are refused until they land.
 """
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
 from conftest import build_trio  # noqa: E402
+from test_ha_alua import rtpg  # noqa: E402
 from hapair import (NODE, Pair, finish_fio, fio_running, link_state, setattr_, start_fio,  # noqa: E402
                     wait_writes, writes)
 
@@ -39,11 +39,10 @@ def alua_view(p: Pair) -> None:
     interlink state on each node."""
     print(p.ini.run("multipath -ll").out.rstrip())
     for name, dev in p.devs.items():
-        out = p.ini.run(f"sg_rtpg -d /dev/{dev}", check=False).out
-        groups = re.findall(r"target port group id\s*:\s*(0x\w+).*?asymmetric access state\s*:\s*([\w/ -]+?)\s*$",
-                            out, re.S | re.M)
+        groups = rtpg(p.ini, f"/dev/{dev}")
         print(f"  RTPG through {name}'s path ({dev}): " +
-              ", ".join(f"group {g} {s.strip().lower()}" for g, s in groups))
+              ", ".join(f"group {g:#x} {s} (ports {', '.join(hex(x) for x in ports) or 'none'})"
+                        for g, (s, ports) in sorted(groups.items())))
     for g in (p.a, p.b):
         if g.alive():
             role = g.run(f"cat {NODE}/ha_role").out.strip()
@@ -124,7 +123,7 @@ def main() -> int:
     build_trio(bed)
     step(f"booting node A, node B and the initiator ({accel}); logs in {out}")
     try:
-        boot = bed.start(accel)
+        boot = bed.start(accel, leak_baseline=False)
         step("booted: " + ", ".join(f"{k} {v:.1f}s" for k, v in boot.items()))
         p = Pair(bed.guests["nodea"], bed.guests["nodeb"], bed.guests["initiator"], mode=mode, targetcli=True)
         p.up()

@@ -380,18 +380,21 @@ class Bed:
             g.shared.append(p)
         return p
 
-    def start(self, accel: str, timeout: float = 900) -> dict[str, float]:
+    def start(self, accel: str, timeout: float = 900, leak_baseline: bool = True) -> dict[str, float]:
         """Boots all guests at once and prepares them in parallel; returns the
-        time each took to answer its agent."""
+        time each took to answer its agent. `leak_baseline` (for tests) has
+        kmemleak scan and forget what boot left (minutes under TCG); the demo
+        and the benchmarks skip it."""
         for g in self.guests.values():
             g.start(accel)
 
         def prepare(g: Guest) -> float:
             t = g.wait_ready(timeout)
             g.configure_network()
-            # Forget what kmemleak finds from boot; tests scan for their own leaks.
-            g.kmemleak_scan()
-            g.run("echo clear > /sys/kernel/debug/kmemleak", check=False)
+            if leak_baseline:
+                # Forget what kmemleak finds from boot; tests scan for their own leaks.
+                g.kmemleak_scan()
+                g.run("echo clear > /sys/kernel/debug/kmemleak", check=False)
             g.mark()
             return t
 
