@@ -11,11 +11,9 @@ import time
 
 import lio
 import vm
-from conftest import INTERLINK_A, PATH_A, PATH_B
-
-NODE = "/sys/kernel/config/tcm_ha"
-PORT = 7788
-KEY = "interlink-test-key-0123456789abcdef"
+from conftest import PATH_A, PATH_B
+from test_ha_alua import link
+from test_interlink import KEY, NODE, setattr_
 SERIAL = "5e7a13c0-8b44-4f0e-9a61-0c2d3e4f5a6b"
 LUN_ID = 9
 RTPI = {"nodea": 0x11, "nodeb": 0x21}
@@ -120,21 +118,8 @@ def finish_fio(ini: vm.Guest, timeout: float = 300) -> dict:
 
 
 
-def setattr_(g: vm.Guest, name: str, value: str) -> None:
-    g.run(f"echo {vm.q(value)} > {NODE}/{name}")
-
-
 def link_state(g: vm.Guest) -> str:
     return g.run(f"head -n1 {NODE}/ha_link").out.strip()
-
-
-def wait_online(g: vm.Guest, timeout: float = 30) -> float:
-    t0 = time.time()
-    while link_state(g) != "online":
-        assert time.time() - t0 < timeout, f"{g.name}: link not online after {timeout}s: " \
-                                           f"{g.run(f'cat {NODE}/ha_link; dmesg | tail').out}"
-        time.sleep(0.1)
-    return time.time() - t0
 
 
 class Pair:
@@ -174,10 +159,7 @@ class Pair:
                 d = lio.create_ha(g, name="s0", control=f"dev=/dev/vdc,lun_id={LUN_ID}", serial=SERIAL)
             lio.link_lun(g, tpg, d)
             self.tpgs[g.name] = tpg
-        setattr_(a, "ha_peer", f"listen {INTERLINK_A}:{PORT}")
-        setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
-        wait_online(a)
-        wait_online(b)
+        link(a, b)
         ini.run("dmesg -C")
         ini.run(f"cat > /etc/multipath.conf <<'EOF'\n{MPATH_CONF}EOF")
         ini.run("systemctl restart multipathd && systemctl start iscsid")
