@@ -38,6 +38,10 @@ struct task_struct *tcm_ha_kthread_run(int (*fn)(void *), void *data, const char
 bool tcm_ha_is_err(const void *ptr);
 long tcm_ha_ptr_err(const void *ptr);
 void tcm_ha_hmac_sha256_update(struct hmac_sha256_ctx *ctx, const u8 *data, size_t len);
+void tcm_ha_link_kick(void);
+void tcm_ha_link_wait(unsigned int ms);
+void tcm_ha_sock_watch(struct socket *sock);
+void tcm_ha_sock_unwatch(struct socket *sock);
 
 #include <linux/reboot.h>
 

@@ -333,7 +333,7 @@ impl AttributeOperations<6> for Node {
         show_fmt(
             page,
             fmt!(
-                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\n",
+                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\nproxied_to_peer: {}\nproxied_for_peer: {}\n",
                 NODE.devices(),
                 n(&s.link_ups),
                 n(&s.link_drops),
@@ -342,7 +342,9 @@ impl AttributeOperations<6> for Node {
                 n(&s.rejected_connections),
                 n(&s.frames_in),
                 n(&s.frames_out),
-                crate::forward::parked()
+                crate::forward::parked(),
+                crate::forward::PROXIED_OUT.load(Ordering::Relaxed),
+                crate::forward::PROXIED_IN.load(Ordering::Relaxed)
             ),
         )
     }

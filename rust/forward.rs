@@ -1,18 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Commands this node hands to the peer (issue 5: a PERSISTENT RESERVE OUT
-//! received by the secondary is executed by the primary) and the messages
-//! that carry them.
+//! Commands this node hands to the peer: a PERSISTENT RESERVE OUT received
+//! by the secondary is executed by the primary (issue 5), and in proxy mode
+//! (`ha_mode=2`, issue 6) the secondary's block IO is done by the primary,
+//! the data travelling with it.
 //!
 //! A command sent to the peer is parked here under a tag until the peer's
-//! answer (`PrOutDone`) completes it. The interlink thread takes the
-//! outgoing messages ([`take_outbox`]) and fails what is parked when the
+//! answer (`PrOutDone`, `IoDone`) completes it. The interlink thread takes
+//! the outgoing messages ([`take_outbox`]) and fails what is parked when the
 //! link goes down ([`fail_all`]) or an answer is overdue ([`expire`]): a
 //! parked command always completes, with ALUA TRANSITIONING sense (04h/0Ah,
 //! the initiator retries) when the peer did not answer. Whether the peer
-//! executed a command whose answer was lost is unknown; the next PR
-//! snapshot from the primary says what holds.
+//! executed a command whose answer was lost is unknown; for PR the next
+//! snapshot from the primary says what holds, and a write retried by the
+//! initiator writes the same data again.
+//!
+//! Tags are 31-bit: IoData the peer sends for one of our IoReqs (read data)
+//! carries the tag with bit 31 set, so it cannot be taken for write data of
+//! the peer's own IoReqs, whose tags come from the peer's counter.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 
 use crate::core_logic::scsi::{
@@ -20,27 +27,60 @@ use crate::core_logic::scsi::{
     pr::{self, PrError, ProutRequest},
     sense::Sense,
 };
-use crate::core_logic::wire::msg::{Message, PortName, PrOut, PrOutDone};
+use crate::core_logic::scsi::io;
+use crate::core_logic::wire::msg::{IoData, IoDone, IoOp, IoReq, IoStatus, Message, PortName, PrOut, PrOutDone};
 use crate::scsi::NexusKey;
-use crate::lio::cmd::Cmd;
+use crate::lio::cmd::{Cmd, DataSg};
 use crate::sys;
 
 /// Commands parked at once; more are answered BUSY.
 const MAX_PARKED: usize = 256;
-/// How long the peer has to answer.
+/// Data bytes of forwarded IO in flight at once; more is answered BUSY.
+const MAX_IO_BYTES_IN_FLIGHT: usize = 32 << 20;
+/// How long the peer has to answer a PR OUT.
 const ANSWER_MS: u64 = 5000;
+/// How long the peer has to answer an IO (it waits behind other IO).
+const IO_ANSWER_MS: u64 = 15000;
+/// IOs this node handed to the peer (proxy mode, secondary).
+pub(crate) static PROXIED_OUT: AtomicU64 = AtomicU64::new(0);
+/// IOs this node did for the peer (proxy mode, primary).
+pub(crate) static PROXIED_IN: AtomicU64 = AtomicU64::new(0);
+
+/// Bit 31 of an IoData tag: read data answering one of our IoReqs.
+pub(crate) const ANSWER_BIT: u32 = 1 << 31;
+
+/// A forwarded IO waiting for its answer.
+struct IoWait {
+    op: IoOp,
+    /// Where a read's data goes.
+    sg: Option<DataSg>,
+    /// A read's data received so far (capacity: the whole IO).
+    buf: KVVec<u8>,
+    len: usize,
+}
 
 struct Parked {
     tag: u32,
     lun_id: u32,
     deadline: u64,
     cmd: Cmd,
+    /// `None` for a PR OUT.
+    io: Option<IoWait>,
+}
+
+/// A message for the peer, with the data that follows it (IoReq of a
+/// write; empty otherwise).
+pub(crate) struct Outgoing {
+    pub(crate) msg: Message,
+    pub(crate) data: KVVec<u8>,
 }
 
 struct Forward {
     parked: KVec<Parked>,
-    outbox: KVec<Message>,
+    outbox: KVec<Outgoing>,
     next_tag: u32,
+    /// Data bytes of the parked IO.
+    io_bytes: usize,
     /// The interlink is up: messages queued now will be sent.
     online: bool,
 }
@@ -48,7 +88,7 @@ struct Forward {
 kernel::sync::global_lock! {
     // SAFETY: `init` runs in module init before LIO can call the backend.
     unsafe(uninit) static FORWARD: SpinLock<Forward> =
-        Forward { parked: KVec::new(), outbox: KVec::new(), next_tag: 0, online: false };
+        Forward { parked: KVec::new(), outbox: KVec::new(), next_tag: 0, io_bytes: 0, online: false };
 }
 
 /// Prepares the tables; call once, at module load.
@@ -77,6 +117,8 @@ fn release() {
     drop(f);
     drop(outbox);
     drop(parked);
+    // The peer's IO done here that the interlink thread did not answer.
+    crate::lio::bufio::drain();
 }
 
 /// The link came up (`true`) or went down (`false`; what is parked fails).
@@ -87,26 +129,46 @@ pub(crate) fn set_online(online: bool) {
     }
 }
 
-/// Sends `req` (its tag is set here) to the primary for `cmd`, which
-/// completes when the answer comes or the link fails.
-pub(crate) fn pr_out(cmd: Cmd, mut req: PrOut) {
+/// Parks `cmd` under a new tag and queues `msg` (its tag set by `tag_of`)
+/// with `data` for the peer; the command completes when the answer comes or
+/// the link fails. Refused as transitioning while the link is down, BUSY
+/// when too much waits already.
+fn park(
+    cmd: Cmd,
+    lun_id: u32,
+    msg: impl FnOnce(u32) -> Message,
+    data: KVVec<u8>,
+    io: Option<IoWait>,
+    answer_ms: u64,
+) {
+    let bytes = io.as_ref().map_or(0, |w| w.len);
+    let io_counted = io.is_some();
     let refused = {
         let mut f = FORWARD.lock();
         if !f.online {
             Some(Completion::Check(Sense::ALUA_TRANSITIONING))
-        } else if f.parked.len() >= MAX_PARKED {
+        } else if f.parked.len() >= MAX_PARKED
+            || (bytes > 0 && f.io_bytes.saturating_add(bytes) > MAX_IO_BYTES_IN_FLIGHT)
+        {
             Some(Completion::Busy)
         } else {
-            f.next_tag = f.next_tag.wrapping_add(1);
-            req.tag = f.next_tag;
-            let deadline = sys::now_ms().saturating_add(ANSWER_MS);
+            f.next_tag = f.next_tag.wrapping_add(1) & !ANSWER_BIT;
+            let tag = f.next_tag;
+            let deadline = sys::now_ms().saturating_add(answer_ms);
             // Both pushes or neither: room is made before anything is queued.
             let room = f.parked.reserve(1, GFP_ATOMIC).is_ok() && f.outbox.reserve(1, GFP_ATOMIC).is_ok();
             if room {
-                let p = Parked { tag: req.tag, lun_id: req.lun_id, deadline, cmd };
+                let p = Parked { tag, lun_id, deadline, cmd, io };
+                let o = Outgoing { msg: msg(tag), data };
                 // Cannot fail: room was reserved above.
-                let (r1, r2) = (f.parked.push(p, GFP_ATOMIC), f.outbox.push(Message::PrOut(req), GFP_ATOMIC));
+                let (r1, r2) = (f.parked.push(p, GFP_ATOMIC), f.outbox.push(o, GFP_ATOMIC));
                 debug_assert!(r1.is_ok() && r2.is_ok());
+                f.io_bytes += bytes;
+                drop(f);
+                if io_counted {
+                    PROXIED_OUT.fetch_add(1, Ordering::Relaxed);
+                }
+                sys::link_kick();
                 return;
             }
             Some(Completion::Busy)
@@ -115,6 +177,50 @@ pub(crate) fn pr_out(cmd: Cmd, mut req: PrOut) {
     if let Some(c) = refused {
         cmd.complete(c);
     }
+}
+
+/// Sends `req` (its tag is set here) to the primary for `cmd`, which
+/// completes when the answer comes or the link fails.
+pub(crate) fn pr_out(cmd: Cmd, req: PrOut) {
+    let lun_id = req.lun_id;
+    park(cmd, lun_id, |tag| Message::PrOut(PrOut { tag, ..req }), KVVec::new(), None, ANSWER_MS);
+}
+
+/// Hands the block IO of `cmd` to the primary (proxy mode): `op` at
+/// 512-byte `sector` on the data of `sg` (none for a flush).
+pub(crate) fn io(cmd: Cmd, lun_id: u32, op: IoOp, fua: bool, sector: u64, sg: Option<DataSg>) {
+    let len = sg.as_ref().map_or(0, DataSg::len);
+    let Ok(len32) = u32::try_from(len) else {
+        cmd.complete(Completion::Check(Sense::INVALID_FIELD_IN_CDB));
+        return;
+    };
+    if op != IoOp::Flush && len == 0 {
+        // Nothing to move (LIO completes zero-length IO before this).
+        cmd.complete(Completion::Good);
+        return;
+    }
+    // Allocated here, outside the lock: the IO path runs in process context.
+    let mut data = KVVec::new();
+    let mut rbuf = KVVec::new();
+    let room = match op {
+        IoOp::Write => data.resize(len, 0, GFP_KERNEL).is_ok(),
+        IoOp::Read => rbuf.reserve(len, GFP_KERNEL).is_ok(),
+        IoOp::Flush => true,
+    };
+    if !room {
+        cmd.complete(Completion::Busy);
+        return;
+    }
+    if let (IoOp::Write, Some(sg)) = (op, sg.as_ref()) {
+        if sg.copy_out(&mut data) != len {
+            cmd.complete(Completion::Check(Sense::WRITE_ERROR));
+            return;
+        }
+    }
+    let sg = if op == IoOp::Read { sg } else { None };
+    let wait = IoWait { op, sg, buf: rbuf, len };
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len: len32 });
+    park(cmd, lun_id, req, data, Some(wait), IO_ANSWER_MS);
 }
 
 /// The PrOut that asks the primary to execute a PERSISTENT RESERVE OUT
@@ -130,7 +236,7 @@ pub(crate) fn pr_request(lun_id: u32, key: Option<&NexusKey<'_>>, cdb: &[u8], pa
 }
 
 /// Moves the queued messages into `out` (emptied first).
-pub(crate) fn take_outbox(out: &mut KVec<Message>) {
+pub(crate) fn take_outbox(out: &mut KVec<Outgoing>) {
     let mut f = FORWARD.lock();
     core::mem::swap(&mut f.outbox, out);
     f.outbox.clear();
@@ -139,7 +245,7 @@ pub(crate) fn take_outbox(out: &mut KVec<Message>) {
 /// Completes the command the peer answered; `false` if no command waits
 /// for that tag (a late or invented answer).
 pub(crate) fn done(d: &PrOutDone) -> bool {
-    let Some(p) = take(|p| p.tag == d.tag && p.lun_id == d.lun_id) else {
+    let Some(p) = take(|p| p.tag == d.tag && p.lun_id == d.lun_id && p.io.is_none()) else {
         return false;
     };
     let c = match pr::outcome_from_wire(d.status, d.sense) {
@@ -151,12 +257,51 @@ pub(crate) fn done(d: &PrOutDone) -> bool {
     true
 }
 
+/// Read data from the peer for one of our IoReqs (`d.tag` has
+/// [`ANSWER_BIT`]); `false` if no read waits for it at that offset (the
+/// read then fails when its IoDone comes: it lacks data).
+pub(crate) fn io_data(d: &IoData, data: &[u8]) -> bool {
+    let tag = d.tag & !ANSWER_BIT;
+    let mut f = FORWARD.lock();
+    let Some(w) = f.parked.iter_mut().find(|p| p.tag == tag).and_then(|p| p.io.as_mut()) else {
+        return false;
+    };
+    let fits = w.op == IoOp::Read && d.offset as usize == w.buf.len() && w.buf.len() + data.len() <= w.len;
+    // No allocation: the capacity was reserved for the whole read.
+    fits && w.buf.extend_from_slice(data, GFP_ATOMIC).is_ok()
+}
+
+/// Completes the IO the peer answered; `false` if none waits for that tag.
+pub(crate) fn io_done(d: &IoDone) -> bool {
+    let Some(p) = take(|p| p.tag == d.tag && p.lun_id == d.lun_id && p.io.is_some()) else {
+        return false;
+    };
+    let Parked { cmd, io: Some(w), lun_id, .. } = p else { return false };
+    let write = w.op != IoOp::Read;
+    let c = match d.status {
+        IoStatus::Ok if w.op == IoOp::Read => match &w.sg {
+            Some(sg) if w.buf.len() == w.len && sg.copy_in(&w.buf) == w.len => Completion::Good,
+            _ => {
+                pr_err!("LUN {}: the primary's read data was incomplete ({} of {} bytes)\n", lun_id, w.buf.len(), w.len);
+                io::from_blk_status(io::blk::IOERR, false)
+            }
+        },
+        IoStatus::Ok => Completion::Good,
+        IoStatus::Blk(v) => io::from_blk_status(v, write),
+        IoStatus::NotHeld => Completion::Check(Sense::ALUA_TRANSITIONING),
+        IoStatus::Busy => Completion::Busy,
+    };
+    cmd.complete(c);
+    true
+}
+
 /// Fails the commands whose answer is overdue; returns how many.
 pub(crate) fn expire() -> usize {
     let now = sys::now_ms();
     let mut n = 0;
     while let Some(p) = take(|p| p.deadline <= now) {
-        pr_warn!("LUN {}: no answer from the peer for a forwarded PERSISTENT RESERVE OUT: failed as transitioning\n", p.lun_id);
+        let what = if p.io.is_some() { "IO" } else { "PERSISTENT RESERVE OUT" };
+        pr_warn!("LUN {}: no answer from the peer for a forwarded {}: failed as transitioning\n", p.lun_id, what);
         p.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING));
         n += 1;
     }
@@ -176,7 +321,10 @@ pub(crate) fn fail_all() {
 fn take(f: impl Fn(&Parked) -> bool) -> Option<Parked> {
     let mut g = FORWARD.lock();
     let i = g.parked.iter().position(f)?;
-    g.parked.remove(i).ok()
+    let p = g.parked.remove(i).ok()?;
+    let bytes = p.io.as_ref().map_or(0, |w| w.len);
+    g.io_bytes = g.io_bytes.saturating_sub(bytes);
+    Some(p)
 }
 
 /// How many commands wait for the peer.

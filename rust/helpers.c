@@ -141,3 +141,76 @@ void tcm_ha_hmac_sha256_update(struct hmac_sha256_ctx *ctx, const u8 *data, size
 {
 	hmac_sha256_update(ctx, data, len);
 }
+
+/*
+ * The interlink thread's wake-up: it sleeps in tcm_ha_link_wait() until
+ * tcm_ha_link_kick() (data arrived on the link socket, the socket can take
+ * more, or a command was queued for the peer) or a timeout. One interlink
+ * thread per module, hence one wait queue.
+ */
+static DECLARE_WAIT_QUEUE_HEAD(tcm_ha_link_wq);
+static atomic_t tcm_ha_link_kicked = ATOMIC_INIT(0);
+
+void tcm_ha_link_kick(void)
+{
+	atomic_set(&tcm_ha_link_kicked, 1);
+	wake_up(&tcm_ha_link_wq);
+}
+
+void tcm_ha_link_wait(unsigned int ms)
+{
+	wait_event_interruptible_timeout(tcm_ha_link_wq,
+		atomic_xchg(&tcm_ha_link_kicked, 0) || kthread_should_stop(),
+		msecs_to_jiffies(ms));
+}
+
+/* TCP's own callbacks, chained to (the same for every TCP socket). */
+static void (*tcm_ha_tcp_data_ready)(struct sock *sk);
+static void (*tcm_ha_tcp_write_space)(struct sock *sk);
+
+static void tcm_ha_data_ready(struct sock *sk)
+{
+	tcm_ha_tcp_data_ready(sk);
+	tcm_ha_link_kick();
+}
+
+static void tcm_ha_write_space(struct sock *sk)
+{
+	tcm_ha_tcp_write_space(sk);
+	tcm_ha_link_kick();
+}
+
+/* Kicks the interlink thread when @sock has data or room to send. */
+void tcm_ha_sock_watch(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_data_ready != tcm_ha_data_ready) {
+		tcm_ha_tcp_data_ready = sk->sk_data_ready;
+		sk->sk_data_ready = tcm_ha_data_ready;
+	}
+	if (sk->sk_write_space != tcm_ha_write_space) {
+		tcm_ha_tcp_write_space = sk->sk_write_space;
+		sk->sk_write_space = tcm_ha_write_space;
+	}
+	write_unlock_bh(&sk->sk_callback_lock);
+}
+
+/*
+ * Gives @sock its TCP callbacks back; before release, since a closed
+ * socket may still see its peer's last segments after the module is gone.
+ */
+void tcm_ha_sock_unwatch(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+
+	if (!sk)
+		return;
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_data_ready == tcm_ha_data_ready)
+		sk->sk_data_ready = tcm_ha_tcp_data_ready;
+	if (sk->sk_write_space == tcm_ha_write_space)
+		sk->sk_write_space = tcm_ha_tcp_write_space;
+	write_unlock_bh(&sk->sk_callback_lock);
+}

@@ -29,8 +29,9 @@ use crate::core_logic::wire::msg::{ByeReason, LunRole, LunState, Message, MAX_LU
 use crate::lio;
 use crate::forward;
 use crate::prsync::PrSync;
+use crate::proxy::Proxy;
 use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD};
-use crate::sys::{self, KernelMac, Kthread, RebootHook, RebootNotifier, TcpSocket, ThreadBody};
+use crate::sys::{self, KernelMac, Kthread, RebootHook, RebootNotifier, TcpSocket, ThreadBody, RECV_TIMEOUT_MS, SEND_TIMEOUT_MS};
 
 /// Limits announced at login; both nodes must agree.
 const MAX_LUNS: u32 = 1024;
@@ -195,12 +196,85 @@ impl Interlink {
     }
 }
 
-/// Frames go out through the socket.
-struct SockTx<'a>(&'a TcpSocket);
+/// Bytes queued for the peer beyond which the link is dropped (the peer
+/// does not read: forwarded IO is bounded well below this).
+const TX_LIMIT: usize = 128 << 20;
+/// Forwarded commands are taken for sending only while fewer bytes than
+/// this wait to go out.
+const TX_LOW: usize = 4 << 20;
+
+/// Frames for the peer, queued and drained into the socket without waiting
+/// ([`Outq::flush`]): the link thread never blocks in a send, so both
+/// nodes keep reading while they send (two threads each blocked sending to
+/// the other, with both sockets' buffers full, would never wake).
+struct Outq {
+    buf: KVVec<u8>,
+    sent: usize,
+    /// When the socket last took bytes, or the queue was empty.
+    progress_ms: u64,
+}
+
+impl Outq {
+    fn new() -> Outq {
+        Outq { buf: KVVec::new(), sent: 0, progress_ms: sys::now_ms() }
+    }
+
+    fn queued(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    /// Sends what the socket takes now. Fails when it has taken nothing
+    /// for [`SEND_TIMEOUT_MS`] while bytes wait (the peer stopped reading).
+    fn flush(&mut self, sock: &TcpSocket) -> core::result::Result<(), LinkError> {
+        let now = sys::now_ms();
+        while let Some(rest) = self.buf.get(self.sent..).filter(|r| !r.is_empty()) {
+            match sock.send_now(rest) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.sent += n;
+                    self.progress_ms = now;
+                }
+                Err(e) => return Err(LinkError::Send(e)),
+            }
+        }
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+            self.progress_ms = now;
+        } else if self.sent >= (1 << 20) && self.sent * 2 >= self.buf.len() {
+            let len = self.buf.len();
+            self.buf.copy_within(self.sent..len, 0);
+            self.buf.truncate(len - self.sent);
+            self.sent = 0;
+        }
+        if now.saturating_sub(self.progress_ms) >= u64::from(SEND_TIMEOUT_MS) {
+            return Err(LinkError::Send(-(kernel::bindings::EAGAIN as i32)));
+        }
+        Ok(())
+    }
+
+    /// Flushes for at most `ms` (a Bye before closing).
+    fn drain(&mut self, sock: &TcpSocket, ms: u64) {
+        let end = sys::now_ms().saturating_add(ms);
+        while self.queued() > 0 && sys::now_ms() < end && self.flush(sock).is_ok() {
+            sys::link_wait(10);
+        }
+    }
+}
+
+/// Frames go out through the queue.
+struct SockTx<'a>(&'a mut Outq);
 
 impl Tx for SockTx<'_> {
     fn send(&mut self, frame: &[u8]) -> core::result::Result<(), SendError> {
-        self.0.send_all(frame).map_err(SendError)
+        let q = &mut *self.0;
+        if q.queued() == 0 {
+            q.progress_ms = sys::now_ms();
+        }
+        if q.queued().saturating_add(frame.len()) > TX_LIMIT {
+            return Err(SendError(-(kernel::bindings::ENOBUFS as i32)));
+        }
+        q.buf.extend_from_slice(frame, GFP_KERNEL).map_err(|_| SendError(-(kernel::bindings::ENOMEM as i32)))
     }
 }
 
@@ -416,19 +490,20 @@ impl Interlink {
         let cfg = self.config(side, peer, key);
         let mut nonce = [0u8; NONCE_LEN];
         sys::random_bytes(&mut nonce);
-        let mut tx = SockTx(sock);
+        sock.watch();
+        let mut out = Outq::new();
         let mut s = match Session::new(cfg, KernelMac, nonce, sys::now_ms()) {
             Ok(s) => s,
             Err(e) => return End::Failed(e, addr),
         };
-        if let Err(e) = s.start(sys::now_ms(), &mut tx) {
+        if let Err(e) = s.start(sys::now_ms(), &mut SockTx(&mut out)) {
             return End::Failed(e, addr);
         }
         let mut fill = 0usize;
         let mut inv = Inventory::new();
-        let mut prs = match PrSync::new() {
-            Ok(p) => p,
-            Err(_) => return End::Failed(LinkError::Recv(ENOMEM.to_errno()), addr),
+        let (mut prs, mut proxy) = match (PrSync::new(), Proxy::new()) {
+            (Ok(p), Ok(x)) => (p, x),
+            _ => return End::Failed(LinkError::Recv(ENOMEM.to_errno()), addr),
         };
         let result = loop {
             if self.stale(gen) {
@@ -440,37 +515,46 @@ impl Interlink {
                 if s.params().is_some() {
                     pr_info!("interlink: closing the link to {}: {}\n", Core(peer), Core(why));
                 }
-                s.bye(why, sys::now_ms(), &mut tx);
+                s.bye(why, sys::now_ms(), &mut SockTx(&mut out));
+                out.drain(sock, u64::from(SEND_TIMEOUT_MS));
                 break Ok(());
             }
             if let Some(l) = listener {
                 self.reject_extra(l);
             }
-            let room = rx.get_mut(fill..).unwrap_or(&mut []);
-            match sock.recv(room) {
-                Ok(Some(0)) => break Err(LinkError::Closed),
-                Ok(Some(n)) => {
-                    fill = (fill + n).min(rx.len());
-                    let now = sys::now_ms();
-                    let inbox = &mut |m: &Message| {
-                        inv.inbound(m);
-                        prs.inbound(m);
-                    };
-                    match s.on_bytes(rx.get(..fill).unwrap_or(&[]), now, &mut tx, inbox) {
-                        Ok((used, up)) => {
-                            rx.copy_within(used..fill, 0);
-                            fill -= used;
-                            if let Some(p) = up {
-                                self.up(&p, addr);
-                                inv.due = 0;
+            // Everything that has arrived, without waiting.
+            let received = loop {
+                let room = rx.get_mut(fill..).unwrap_or(&mut []);
+                match sock.recv(room, true) {
+                    Ok(Some(0)) => break Err(LinkError::Closed),
+                    Ok(Some(n)) => {
+                        fill = (fill + n).min(rx.len());
+                        let now = sys::now_ms();
+                        let inbox = &mut |m: &Message, data: &[u8]| {
+                            inv.inbound(m);
+                            prs.inbound(m);
+                            proxy.inbound(m, data);
+                        };
+                        match s.on_bytes(rx.get(..fill).unwrap_or(&[]), now, &mut SockTx(&mut out), inbox) {
+                            Ok((used, up)) => {
+                                rx.copy_within(used..fill, 0);
+                                fill -= used;
+                                if let Some(p) = up {
+                                    self.up(&p, addr);
+                                    inv.due = 0;
+                                }
                             }
+                            Err(e) => break Err(e),
                         }
-                        Err(e) => break Err(e),
                     }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(LinkError::Recv(e)),
                 }
-                Ok(None) => {}
-                Err(e) => break Err(LinkError::Recv(e)),
+            };
+            if let Err(e) = received {
+                break Err(e);
             }
+            let mut tx = SockTx(&mut out);
             if let Err(e) = s.on_tick(sys::now_ms(), &mut tx) {
                 break Err(e);
             }
@@ -484,8 +568,20 @@ impl Interlink {
                 if let Err(e) = r {
                     break Err(e);
                 }
+                if tx.0.queued() < TX_LOW {
+                    if let Err(e) = proxy.flush(&mut s, &mut tx) {
+                        break Err(e);
+                    }
+                }
             }
             forward::expire();
+            if let Err(e) = out.flush(sock) {
+                break Err(e);
+            }
+            // Until data arrives, the socket takes more, a command is
+            // queued for the peer or an IO of the peer's completes (each
+            // kicks), or the next tick.
+            sys::link_wait(RECV_TIMEOUT_MS);
         };
         // Commands waiting for the peer fail now, not at their deadline.
         forward::set_online(false);
@@ -606,7 +702,7 @@ impl Inventory {
     }
 
     /// Sends what changed since the last sync and applies the peer's view.
-    fn sync(&mut self, s: &mut Session<'_, KernelMac>, tx: &mut SockTx<'_>) -> core::result::Result<(), LinkError> {
+    fn sync(&mut self, s: &mut Session<'_, KernelMac>, tx: &mut impl Tx) -> core::result::Result<(), LinkError> {
         let now = sys::now_ms();
         self.due = now + SYNC_MS;
         let cur = Self::local();

@@ -54,6 +54,7 @@ macro_rules! err_ratelimited {
 }
 
 mod bio;
+pub(crate) mod bufio;
 pub(crate) mod cmd;
 pub(crate) use bio::Bdev;
 mod spc;

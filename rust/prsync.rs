@@ -43,8 +43,6 @@ pub(crate) struct PrSync {
     replies: KVec<Message>,
     /// One snapshot's messages (room for the largest).
     scratch: KVVec<Message>,
-    /// Forwarded commands taken from `crate::forward`.
-    outbox: KVec<Message>,
 }
 
 impl PrSync {
@@ -55,7 +53,6 @@ impl PrSync {
             sent: KVec::new(),
             replies: KVec::new(),
             scratch: KVVec::with_capacity(pr::MAX_REGISTRANTS + 2, GFP_KERNEL)?,
-            outbox: KVec::new(),
         })
     }
 
@@ -122,7 +119,8 @@ impl PrSync {
 
     /// Sends what is due, in this order: snapshots of the LUNs whose PR
     /// state changed, unit attentions for the peer's nexuses, answers to
-    /// the peer's PrOut, forwarded commands.
+    /// the peer's PrOut (this node's forwarded commands go with
+    /// `crate::proxy::Proxy::flush`).
     pub(crate) fn flush(&mut self, send: &mut dyn FnMut(&Message) -> Result<(), LinkError>) -> Result<(), LinkError> {
         let mut due = KVec::new();
         let mut uas = KVec::new();
@@ -169,11 +167,6 @@ impl PrSync {
             send(m)?;
         }
         self.replies.clear();
-        forward::take_outbox(&mut self.outbox);
-        for m in self.outbox.iter() {
-            send(m)?;
-        }
-        self.outbox.clear();
         Ok(())
     }
 }

@@ -384,6 +384,13 @@ impl Scsi {
         self.local_role() == Role::Secondary && self.peer_is_primary()
     }
 
+    /// Whether this node hands the LUN's IO to the peer: proxy mode
+    /// (`ha_mode=2`), secondary for the LUN, and the linked peer its
+    /// primary.
+    pub(crate) fn proxies(&self) -> bool {
+        NODE.mode() == alua::HaMode::Proxy && self.pr_goes_to_peer()
+    }
+
     /// Whether this node sends its PR state to the peer: primary for the
     /// LUN, and the linked peer announced the same LUN as secondary.
     pub(crate) fn pr_goes_from_here(&self) -> bool {

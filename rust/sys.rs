@@ -32,6 +32,20 @@ pub(crate) fn random_bytes(buf: &mut [u8]) {
 }
 
 /// Sleeps `ms` milliseconds (process context).
+/// Wakes the interlink thread from [`link_wait`] (any context).
+pub(crate) fn link_kick() {
+    // SAFETY: sets a flag and wakes a static wait queue; callable from
+    // any context.
+    unsafe { b::tcm_ha_link_kick() }
+}
+
+/// Sleeps until [`link_kick`], a request to stop the thread, or `ms`.
+pub(crate) fn link_wait(ms: u32) {
+    // SAFETY: sleeps on a static wait queue; called from the interlink
+    // kernel thread.
+    unsafe { b::tcm_ha_link_wait(ms) }
+}
+
 pub(crate) fn sleep_ms(ms: u32) {
     // SAFETY: the link thread runs in process context and holds no lock here.
     unsafe { kb::msleep(ms) }
@@ -190,34 +204,41 @@ impl TcpSocket {
         Ok(Some(s))
     }
 
-    /// Sends all of `buf`; fails with the errno (a timeout is `EAGAIN`).
-    pub(crate) fn send_all(&self, mut buf: &[u8]) -> core::result::Result<(), i32> {
-        while !buf.is_empty() {
-            let mut iov = kb::kvec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
-            // SAFETY: an all-zero msghdr is a valid "no address, no control"
-            // header.
-            let mut msg: kb::msghdr = unsafe { core::mem::zeroed() };
-            msg.msg_flags = kb::MSG_NOSIGNAL as c_uint;
-            // SAFETY: a live socket; `iov` describes `buf`, which the kernel
-            // only reads.
-            let n = unsafe { kb::kernel_sendmsg(self.0.as_ptr(), &mut msg, &mut iov, 1, buf.len()) };
-            match usize::try_from(n) {
-                Ok(0) => return Err(-(kb::EPIPE as i32)),
-                Ok(n) => buf = buf.get(n..).unwrap_or(&[]),
-                Err(_) => return Err(n),
-            }
+    /// Sends what the socket takes of `buf` now, without waiting: the
+    /// number of bytes taken (0 when its buffer is full).
+    pub(crate) fn send_now(&self, buf: &[u8]) -> core::result::Result<usize, i32> {
+        let mut iov = kb::kvec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
+        // SAFETY: an all-zero msghdr is a valid "no address, no control"
+        // header.
+        let mut msg: kb::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_flags = (kb::MSG_NOSIGNAL | kb::MSG_DONTWAIT) as c_uint;
+        // SAFETY: a live socket; `iov` describes `buf`, which the kernel
+        // only reads.
+        let n = unsafe { kb::kernel_sendmsg(self.0.as_ptr(), &mut msg, &mut iov, 1, buf.len()) };
+        if n == -(kb::EAGAIN as c_int) {
+            return Ok(0);
         }
-        Ok(())
+        usize::try_from(n).map_err(|_| n)
+    }
+
+    /// Wakes the interlink thread ([`link_wait`]) when data arrives on
+    /// this socket or it can take more; undone on drop.
+    pub(crate) fn watch(&self) {
+        // SAFETY: a live socket with its `sk`.
+        unsafe { b::tcm_ha_sock_watch(self.0.as_ptr()) }
     }
 
     /// Receives into `buf`: `Ok(Some(0))` when the peer closed, `Ok(None)`
-    /// when nothing arrived within the receive timeout.
-    pub(crate) fn recv(&self, buf: &mut [u8]) -> core::result::Result<Option<usize>, i32> {
+    /// when nothing arrived within the receive timeout (at once with
+    /// `nowait`).
+    pub(crate) fn recv(&self, buf: &mut [u8], nowait: bool) -> core::result::Result<Option<usize>, i32> {
         let mut iov = kb::kvec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        // SAFETY: as in `send_all`.
+        // SAFETY: an all-zero msghdr is a valid "no address, no control"
+        // header.
         let mut msg: kb::msghdr = unsafe { core::mem::zeroed() };
+        let flags = if nowait { kb::MSG_DONTWAIT as c_int } else { 0 };
         // SAFETY: a live socket; `iov` describes `buf`, writable.
-        let n = unsafe { kb::kernel_recvmsg(self.0.as_ptr(), &mut msg, &mut iov, 1, buf.len(), 0) };
+        let n = unsafe { kb::kernel_recvmsg(self.0.as_ptr(), &mut msg, &mut iov, 1, buf.len(), flags) };
         if n == -(kb::EAGAIN as c_int) || n == -(kb::EINTR as c_int) {
             return Ok(None);
         }
@@ -244,8 +265,13 @@ impl TcpSocket {
 
 impl Drop for TcpSocket {
     fn drop(&mut self) {
-        // SAFETY: we own the socket; nothing uses it after this.
-        unsafe { kb::sock_release(self.0.as_ptr()) }
+        // SAFETY: we own the socket; its TCP callbacks come back (if
+        // `watch` replaced them) before it is released, and nothing uses
+        // it after this.
+        unsafe {
+            b::tcm_ha_sock_unwatch(self.0.as_ptr());
+            kb::sock_release(self.0.as_ptr())
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod forward;
 mod link;
 mod lio;
 mod prsync;
+mod proxy;
 mod scsi;
 mod sys;
 

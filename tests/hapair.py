@@ -32,7 +32,7 @@ devices {
         product ".*"
         hardware_handler "1 alua"
         prio alua
-        path_grouping_policy group_by_prio
+        path_grouping_policy {grouping}
         path_selector "round-robin 0"
         path_checker tur
         failback immediate
@@ -126,8 +126,9 @@ class Pair:
     """The configured bed: `up()` configures it, `down()` undoes it."""
 
     def __init__(self, a: vm.Guest, b: vm.Guest, ini: vm.Guest, mode: int = 0,
-                 targetcli: bool = False):
+                 targetcli: bool = False, grouping: str = "group_by_prio"):
         self.a, self.b, self.ini, self.mode, self.targetcli = a, b, ini, mode, targetcli
+        self.grouping = grouping
         self.tpgs: dict[str, str] = {}
         self.devs: dict[str, str] = {}
         self.mapname = ""
@@ -161,7 +162,8 @@ class Pair:
             self.tpgs[g.name] = tpg
         link(a, b)
         ini.run("dmesg -C")
-        ini.run(f"cat > /etc/multipath.conf <<'EOF'\n{MPATH_CONF}EOF")
+        conf = MPATH_CONF.replace("{grouping}", self.grouping)
+        ini.run(f"cat > /etc/multipath.conf <<'EOF'\n{conf}EOF")
         ini.run("systemctl restart multipathd && systemctl start iscsid")
         for portal in (PATH_A, PATH_B):
             ini.run(f"iscsiadm -m discovery -t sendtargets -p {portal}")

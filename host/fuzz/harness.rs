@@ -9,11 +9,11 @@
 //! kernel module.
 
 use crate::core_logic::link::{SendError, Session, Tx};
-use crate::core_logic::wire::frame::{encode_frame, split_frame, FrameHeader, SeqChecker};
+use crate::core_logic::wire::frame::{encode_data_head, encode_frame, split_frame, FrameHeader, SeqChecker};
 use crate::core_logic::wire::handshake::{
     AbortReason, Config, Handshake, LocalParams, Mac, Outcome, Phase, Side, Step, MIN_MAX_PAYLOAD,
 };
-use crate::core_logic::wire::msg::{Message, MAC_LEN, MAX_MESSAGE_PAYLOAD};
+use crate::core_logic::wire::msg::{IoData, Message, IO_CHUNK, IO_DATA_HEAD, MAC_LEN, MAX_MESSAGE_PAYLOAD};
 use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD};
 use core::fmt::{self, Write};
 
@@ -34,10 +34,24 @@ fn display<T: fmt::Display>(t: &T) {
     assert!(s.0 > 0, "empty Display");
 }
 
+/// Encodes `msg` (with `data` after an IoData's fields) as a frame into
+/// `buf`; returns its length.
+fn encode(seq: u64, msg: &Message, data: &[u8], buf: &mut [u8]) -> usize {
+    match msg {
+        Message::IoData(d) => {
+            assert_eq!(d.len as usize, data.len());
+            let n = encode_data_head(seq, d, buf).expect("encoding a decoded IoData head");
+            buf[n..n + data.len()].copy_from_slice(data);
+            n + data.len()
+        }
+        m => encode_frame(seq, m, buf).expect("encoding a decoded message"),
+    }
+}
+
 /// Checks that `msg` re-encodes and decodes to itself.
-fn roundtrip(seq: u64, msg: &Message) {
-    let mut buf = [0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD];
-    let n = encode_frame(seq, msg, &mut buf).expect("encoding a decoded message");
+fn roundtrip(seq: u64, msg: &Message, data: &[u8]) {
+    let mut buf = std::vec![0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD + IO_DATA_HEAD + IO_CHUNK];
+    let n = encode(seq, msg, data, &mut buf);
     let (frame, used) = split_frame(&buf[..n]).expect("re-decoding an encoded frame");
     assert_eq!(used, n);
     assert_eq!(frame.header.seq, seq);
@@ -66,9 +80,9 @@ pub(crate) fn decode(data: &[u8]) {
                 }
                 match Message::decode(frame.header.msg_type, frame.payload) {
                     Ok(msg) => {
-                        let mut buf = [0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD];
-                        let n = encode_frame(frame.header.seq, &msg, &mut buf)
-                            .expect("re-encoding a decoded message");
+                        let mut buf = std::vec![0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD + IO_DATA_HEAD + IO_CHUNK];
+                        let data = if matches!(msg, Message::IoData(_)) { IoData::data_of(frame.payload) } else { &[] };
+                        let n = encode(frame.header.seq, &msg, data, &mut buf);
                         assert_eq!(&buf[..n], &rest[..used], "encoding is not canonical");
                     }
                     Err(e) => display(&e),
@@ -96,7 +110,7 @@ impl Mac for FuzzMac {
 fn check_step(step: &Step, local: &LocalParams, seq: &mut u64) -> bool {
     assert!(step.send.len() <= 2);
     for m in step.send.iter() {
-        roundtrip(*seq, m);
+        roundtrip(*seq, m, &[]);
         *seq += 1;
     }
     match step.outcome {
@@ -248,7 +262,7 @@ pub(crate) fn session(data: &[u8]) {
     let (mut start, mut end, mut now) = (0usize, 0usize, 0u64);
     while end < stream.len() {
         end = (end + chunk).min(stream.len());
-        match s.on_bytes(&stream[start..end], now, &mut NullTx, &mut |m| roundtrip(0, m)) {
+        match s.on_bytes(&stream[start..end], now, &mut NullTx, &mut |m, d| roundtrip(0, m, d)) {
             Ok((used, _)) => {
                 assert!(used <= end - start);
                 start += used;

@@ -13,12 +13,12 @@
 
 use core::fmt;
 
-use super::wire::frame::{decode_frame, encode_frame, SeqChecker, SeqCounter};
+use super::wire::frame::{encode_data_head, encode_frame, split_frame, SeqChecker, SeqCounter};
 use super::wire::handshake::{
     AbortReason, Config, ConfigError, Handshake, LinkParams, Mac, Outcome, Step,
     HANDSHAKE_TIMEOUT_MS,
 };
-use super::wire::msg::{ByeReason, Message, MAX_MESSAGE_PAYLOAD, NONCE_LEN};
+use super::wire::msg::{ByeReason, IoData, Message, IO_DATA_HEAD, MAX_MESSAGE_PAYLOAD, NONCE_LEN};
 use super::wire::{EncodeError, WireError, HEADER_LEN};
 
 /// A heartbeat goes out when nothing was sent for this long (ms).
@@ -194,12 +194,15 @@ impl<'k, M: Mac> Session<'k, M> {
         buf: &[u8],
         now_ms: u64,
         tx: &mut impl Tx,
-        inbox: &mut impl FnMut(&Message),
+        inbox: &mut impl FnMut(&Message, &[u8]),
     ) -> Result<(usize, Option<LinkParams>), LinkError> {
         let mut used = 0;
         let mut up = None;
         while let Some(rest) = buf.get(used..) {
-            let (seq, msg, n) = match decode_frame(rest) {
+            let decoded = split_frame(rest).and_then(|(f, n)| {
+                Message::decode(f.header.msg_type, f.payload).map(|m| (f.header.seq, m, f.payload, n))
+            });
+            let (seq, msg, payload, n) = match decoded {
                 Ok(f) => f,
                 Err(e) if e.is_incomplete() => break,
                 Err(e) => return Err(self.fail(LinkError::Wire(e), tx)),
@@ -210,7 +213,8 @@ impl<'k, M: Mac> Session<'k, M> {
             used += n;
             self.frames_in += 1;
             self.last_rx_ms = now_ms;
-            if let Some(p) = self.on_message(&msg, now_ms, tx, inbox)? {
+            let data = if matches!(msg, Message::IoData(_)) { IoData::data_of(payload) } else { &[] };
+            if let Some(p) = self.on_message(&msg, data, now_ms, tx, inbox)? {
                 up = Some(p);
             }
         }
@@ -251,6 +255,31 @@ impl<'k, M: Mac> Session<'k, M> {
         self.send(msg, now_ms, tx).map(|()| true)
     }
 
+    /// Sends an IoData frame with `data` on the established link (see
+    /// [`Session::send_when_up`]).
+    pub(crate) fn send_data_when_up(
+        &mut self,
+        tag: u32,
+        offset: u32,
+        data: &[u8],
+        now_ms: u64,
+        tx: &mut impl Tx,
+    ) -> Result<bool, LinkError> {
+        if self.params.is_none() {
+            return Ok(false);
+        }
+        let len = u32::try_from(data.len()).map_err(|_| LinkError::Encode(EncodeError::PayloadTooLarge { len: data.len() }))?;
+        let mut head = [0u8; HEADER_LEN + IO_DATA_HEAD];
+        let n = encode_data_head(self.tx_seq.next_seq(), &IoData { tag, offset, len }, &mut head)
+            .map_err(LinkError::Encode)?;
+        let head = head.get(..n).unwrap_or(&[]);
+        tx.send(head).map_err(|SendError(e)| LinkError::Send(e))?;
+        tx.send(data).map_err(|SendError(e)| LinkError::Send(e))?;
+        self.frames_out += 1;
+        self.last_tx_ms = now_ms;
+        Ok(true)
+    }
+
     /// Says Bye before the caller closes the connection (best effort).
     pub(crate) fn bye(&mut self, reason: ByeReason, now_ms: u64, tx: &mut impl Tx) {
         let _ = self.send(&Message::Bye(reason), now_ms, tx);
@@ -259,9 +288,10 @@ impl<'k, M: Mac> Session<'k, M> {
     fn on_message(
         &mut self,
         msg: &Message,
+        data: &[u8],
         now_ms: u64,
         tx: &mut impl Tx,
-        inbox: &mut impl FnMut(&Message),
+        inbox: &mut impl FnMut(&Message, &[u8]),
     ) -> Result<Option<LinkParams>, LinkError> {
         if self.params.is_none() {
             let step = self.hs.on_frame(msg);
@@ -279,7 +309,10 @@ impl<'k, M: Mac> Session<'k, M> {
             | Message::PrOut(_)
             | Message::PrOutDone(_)
             | Message::UaNexus(_)
-            | Message::UaAll(..) => inbox(msg),
+            | Message::UaAll(..)
+            | Message::IoReq(_)
+            | Message::IoData(_)
+            | Message::IoDone(_) => inbox(msg, data),
             ref other => {
                 return Err(self.fail(LinkError::UnexpectedWhileUp(other.msg_type()), tx));
             }
@@ -515,7 +548,7 @@ mod tests {
         now: u64,
     ) -> Result<Option<LinkParams>, LinkError> {
         let bytes = core::mem::take(&mut from.0);
-        let (used, up) = to.on_bytes(&bytes, now, back, &mut |_| {})?;
+        let (used, up) = to.on_bytes(&bytes, now, back, &mut |_, _| {})?;
         assert_eq!(used, bytes.len());
         Ok(up)
     }
@@ -587,7 +620,7 @@ mod tests {
         assert_eq!(e, LinkError::DeadPeer(DEAD_PEER_MS));
         // ... and we said Bye(timeout).
         let bytes = core::mem::take(&mut to_l.0);
-        let hb_and_bye = l.on_bytes(&bytes, 0, &mut to_c, &mut |_| {}).unwrap_err();
+        let hb_and_bye = l.on_bytes(&bytes, 0, &mut to_c, &mut |_, _| {}).unwrap_err();
         assert_eq!(hb_and_bye, LinkError::PeerBye(ByeReason::Timeout));
     }
 
@@ -605,13 +638,13 @@ mod tests {
     fn garbage_and_replays_abort_with_a_reason() {
         let (mut c, ..) = linked(b"k", b"k");
         let mut w = Wire::default();
-        let e = c.on_bytes(b"GET / HTTP/1.1\r\n\r\nxxxxxxxx", 5, &mut w, &mut |_| {}).unwrap_err();
+        let e = c.on_bytes(b"GET / HTTP/1.1\r\n\r\nxxxxxxxx", 5, &mut w, &mut |_, _| {}).unwrap_err();
         assert!(matches!(e, LinkError::Wire(WireError::BadMagic { .. })), "{e}");
         // A frame replayed with sequence 0 on an established link.
         let (mut c2, _l2, ..) = linked(b"k", b"k");
         let mut buf = [0u8; 64];
         let n = encode_frame(0, &Message::Heartbeat(1), &mut buf).unwrap();
-        let e = c2.on_bytes(&buf[..n], 5, &mut w, &mut |_| {}).unwrap_err();
+        let e = c2.on_bytes(&buf[..n], 5, &mut w, &mut |_, _| {}).unwrap_err();
         assert!(matches!(e, LinkError::Wire(WireError::SequenceDuplicate { .. })), "{e}");
     }
 
@@ -623,9 +656,9 @@ mod tests {
         c.start(0, &mut to_l).unwrap();
         l.start(0, &mut to_c).unwrap();
         let bytes = core::mem::take(&mut to_l.0);
-        let (used, _) = l.on_bytes(&bytes[..5], 0, &mut to_c, &mut |_| {}).unwrap();
+        let (used, _) = l.on_bytes(&bytes[..5], 0, &mut to_c, &mut |_, _| {}).unwrap();
         assert_eq!(used, 0);
-        let (used, _) = l.on_bytes(&bytes, 0, &mut to_c, &mut |_| {}).unwrap();
+        let (used, _) = l.on_bytes(&bytes, 0, &mut to_c, &mut |_, _| {}).unwrap();
         assert_eq!(used, bytes.len());
     }
 
@@ -643,7 +676,7 @@ mod tests {
         c.send_when_up(&Message::LunGone(42), 2, &mut to_l).unwrap();
         let mut got = Vec::new();
         let bytes = core::mem::take(&mut to_l.0);
-        l.on_bytes(&bytes, 2, &mut Wire::default(), &mut |m| got.push(*m)).unwrap();
+        l.on_bytes(&bytes, 2, &mut Wire::default(), &mut |m, _| got.push(*m)).unwrap();
         assert_eq!(got, [m, Message::LunGone(42)]);
     }
 

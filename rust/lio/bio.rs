@@ -88,6 +88,16 @@ pub(crate) fn first_seg(sgl: *mut kb::scatterlist, nents: u32) -> Option<Seg> {
 }
 
 impl Seg {
+    /// `len` bytes at `offset` in `page`.
+    ///
+    /// # Safety
+    /// The bytes must stay valid (and not be written by anyone else while
+    /// a write uses them, nor read while a read fills them) until the IO
+    /// they are given to completes.
+    pub(crate) unsafe fn new(page: *mut kb::page, offset: u32, len: u32) -> Seg {
+        Seg { page, offset, len }
+    }
+
     /// Length in bytes.
     pub(crate) fn len(&self) -> u32 {
         self.len

@@ -20,6 +20,7 @@ use crate::core_logic::scsi::{
     sense::Sense,
     DataIn,
 };
+use crate::core_logic::wire::msg::IoOp;
 use crate::scsi::{NexusKey, ISID_LEN};
 
 /// The type of `se_cmd::execute_cmd`.
@@ -283,6 +284,45 @@ impl Cmd {
     }
 }
 
+/// The data scatterlist an IO callback of a command was given (the
+/// command's own, or the part COMPARE AND WRITE reads into); valid until
+/// the command completes.
+pub(crate) struct DataSg {
+    sg: *mut kb::scatterlist,
+    nents: u32,
+}
+
+// SAFETY: the scatterlist belongs to an uncompleted command, whose data
+// any thread may copy until it completes it.
+unsafe impl Send for DataSg {}
+
+impl DataSg {
+    /// # Safety
+    /// `sg` must be a scatterlist of `nents` entries of a command that is
+    /// not completed while this value is used.
+    unsafe fn new(sg: *mut kb::scatterlist, nents: u32) -> DataSg {
+        DataSg { sg, nents }
+    }
+
+    /// Bytes it holds.
+    pub(crate) fn len(&self) -> usize {
+        // SAFETY: per `DataSg::new`.
+        unsafe { bio::SgIter::new(self.sg, self.nents) }.map(|s| s.len() as usize).sum()
+    }
+
+    /// Copies its bytes into `out`; returns how many.
+    pub(crate) fn copy_out(&self, out: &mut [u8]) -> usize {
+        // SAFETY: per `DataSg::new`; `out` is writable for its length.
+        unsafe { kb::sg_copy_to_buffer(self.sg, self.nents, out.as_mut_ptr().cast(), out.len()) }
+    }
+
+    /// Copies `data` into it; returns how many bytes.
+    pub(crate) fn copy_in(&self, data: &[u8]) -> usize {
+        // SAFETY: per `DataSg::new`; the kernel only reads `data`.
+        unsafe { kb::sg_copy_from_buffer(self.sg, self.nents, data.as_ptr().cast(), data.len()) }
+    }
+}
+
 /// A use of the backing device of the command's device, or `None` while
 /// this node does not hold it (a secondary released it after the command
 /// was admitted: the initiator retries the command as for an ALUA
@@ -325,7 +365,14 @@ unsafe extern "C" fn execute_rw(
     if write && c.device().readonly() {
         return WRITE_PROTECTED;
     }
-    let Some(io) = bdev_of(&c) else { return NOT_HELD };
+    let Some(io) = bdev_of(&c) else {
+        let op = if write { IoOp::Write } else { IoOp::Read };
+        let sector = c.sectors(c.lba());
+        // SAFETY: the command's scatterlist for this IO, valid until the
+        // command completes.
+        let sg = unsafe { DataSg::new(sgl, nents) };
+        return to_peer(c, op, sector, Some(sg));
+    };
     let dev = io.bdev();
     let opf = match (write, c.fua()) {
         (false, _) => bio::OP_READ,
@@ -341,6 +388,20 @@ unsafe extern "C" fn execute_rw(
     // SAFETY: LIO's scatterlist of `nents` entries for this command.
     let segs = unsafe { bio::SgIter::new(sgl, nents) };
     submitted(io, dev.submit(sector, opf, u64::from(nents), segs, cmd.cast(), rw_done))
+}
+
+/// A command whose IO this node cannot do because it does not hold the
+/// backing device: in proxy mode the secondary hands the IO to the primary
+/// (the command completes when the primary answers); otherwise the
+/// initiator retries it as for an ALUA transition.
+fn to_peer(c: Cmd, op: IoOp, sector: u64, sg: Option<DataSg>) -> b::sense_reason_t {
+    if !c.device().ha().scsi.proxies() {
+        return NOT_HELD;
+    }
+    let lun_id = c.device().ha().scsi.lun_id();
+    let fua = op == IoOp::Write && c.fua();
+    crate::forward::io(c, lun_id, op, fua, sector, sg);
+    reason::NONE
 }
 
 /// The answer for a submission: once submitted, the bio completion ends the
@@ -386,7 +447,7 @@ unsafe extern "C" fn immed_flush_done(bio: *mut kb::bio) {
 unsafe extern "C" fn execute_sync_cache(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
-    let Some(io) = bdev_of(&c) else { return NOT_HELD };
+    let Some(io) = bdev_of(&c) else { return to_peer(c, IoOp::Flush, 0, None) };
     let dev = io.bdev();
     let immed = c.cdb()[1] & 0x2 != 0;
     if !immed {

@@ -27,6 +27,8 @@ pub(crate) mod blk {
     pub(crate) const MEDIUM: u8 = 7;
     /// Out of resources, retry.
     pub(crate) const RESOURCE: u8 = 9;
+    /// IO error.
+    pub(crate) const IOERR: u8 = 10;
     /// Would block, retry.
     pub(crate) const AGAIN: u8 = 12;
     /// Device out of resources, retry.

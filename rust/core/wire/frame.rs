@@ -11,7 +11,7 @@
 //! buffer that may hold several frames.
 
 use super::bytes::{Reader, Writer};
-use super::msg::{Message, MsgType};
+use super::msg::{IoData, Message, MsgType, IO_DATA_HEAD};
 use super::{EncodeError, WireError, HEADER_LEN, MAGIC, MAX_PAYLOAD};
 use crate::core_logic::PROTOCOL_VERSION;
 
@@ -193,6 +193,23 @@ pub(crate) fn encode_frame(seq: u64, msg: &Message, out: &mut [u8]) -> Result<us
     }
     .encode(head)?;
     msg.encode_payload(payload).map_err(|_| too_small)?;
+    Ok(need)
+}
+
+/// Encodes the frame header and the fields of an IoData frame that carries
+/// `d.len` data bytes into `out`; the caller sends the data right after.
+/// Returns the length written ([`HEADER_LEN`] + 8).
+pub(crate) fn encode_data_head(seq: u64, d: &IoData, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let data = usize::try_from(d.len).map_err(|_| EncodeError::PayloadTooLarge { len: usize::MAX })?;
+    let plen = IO_DATA_HEAD.saturating_add(data);
+    MsgType::IoData.check_len(plen).map_err(|_| EncodeError::PayloadTooLarge { len: plen })?;
+    let payload_len = u32::try_from(plen).map_err(|_| EncodeError::PayloadTooLarge { len: plen })?;
+    let need = HEADER_LEN + IO_DATA_HEAD;
+    let have = out.len();
+    let too_small = EncodeError::BufferTooSmall { need, have };
+    let (head, body) = if have >= need { out.split_at_mut(HEADER_LEN) } else { return Err(too_small) };
+    FrameHeader { msg_type: MsgType::IoData, payload_len, seq }.encode(head)?;
+    Message::IoData(*d).encode_payload(body.get_mut(..IO_DATA_HEAD).ok_or(too_small)?).map_err(|_| too_small)?;
     Ok(need)
 }
 

@@ -27,6 +27,9 @@
 //! | `0x0115` | PrOutDone    |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT), 9: sense key `u8`, 10: ASC `u8`, 11: ASCQ `u8` (0 unless CHECK CONDITION) |
 //! | `0x0116` | UaNexus      | 254 | 0: lun_id `u32`, 4: relative target port `u16`, 6: ASC `u8`, 7: ASCQ `u8`, 8: reserved `u16` (0), 10: initiator port (as in PrReg at 20) |
 //! | `0x0117` | UaAll        |   8 | 0: lun_id `u32`, 4: ASC `u8`, 5: ASCQ `u8`, 6: reserved `u16` (0) |
+//! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length in bytes `u32` (a multiple of 512, ≤ 8 MiB; 0 for flush only) |
+//! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
+//! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy), 9: reserved `[u8; 3]` (0) |
 //!
 //! A persistent-reservation snapshot of one LUN is `PrBegin`, then `count`
 //! `PrReg` with indexes 0, 1, … in order, then `PrEnd`, all with the same
@@ -38,6 +41,13 @@
 //! the node it arrived at, to the LUN's primary, which executes it for that
 //! I_T nexus and answers with `PrOutDone` (same tag) after the snapshot that
 //! reflects it.
+//!
+//! `IoReq` asks the primary of a LUN to do block IO on its backing device
+//! for a command received by the secondary (mode 2, proxy): the secondary
+//! has parsed the command and made the SCSI checks; the primary only moves
+//! the data. A write's data follows in `IoData` frames with the same tag,
+//! in order from offset 0; a read's data comes back the same way, before
+//! the `IoDone` that ends the tag.
 //!
 //! `UaNexus` establishes a UNIT ATTENTION (ASC/ASCQ) for one I_T nexus of the
 //! receiver (a PR unit attention for a registrant logged in there);
@@ -83,6 +93,19 @@ const PR_OUT_DONE_LEN: usize = 12;
 const UA_NEXUS_LEN: usize = 10 + PORT_NAME_LEN;
 /// Payload length of a UaAll.
 const UA_ALL_LEN: usize = 8;
+
+/// Payload length of [`IoReq`].
+const IO_REQ_LEN: usize = 24;
+/// Length of the fields of an IoData before its data.
+pub(crate) const IO_DATA_HEAD: usize = 8;
+/// Data bytes one IoData frame carries at most.
+pub(crate) const IO_CHUNK: usize = 64 * 1024;
+/// Longest IO one IoReq asks for (the backstore advertises 8 MiB).
+pub(crate) const MAX_IO_BYTES: u32 = 8 * 1024 * 1024;
+/// Highest first sector an IoReq may name (byte offsets fit in `u64`).
+const MAX_SECTOR: u64 = u64::MAX >> 9;
+/// Payload length of [`IoDone`].
+const IO_DONE_LEN: usize = 12;
 
 /// Target ports a [`LunState`] can list.
 pub(crate) const MAX_LUN_PORTS: usize = 16;
@@ -148,6 +171,12 @@ pub(crate) enum MsgType {
     UaNexus = 0x0116,
     /// A unit attention for every I_T nexus of a LUN on the receiver.
     UaAll = 0x0117,
+    /// Block IO for the primary to do (proxy mode).
+    IoReq = 0x0120,
+    /// Data of an IoReq (write) or of its answer (read).
+    IoData = 0x0121,
+    /// The end of an IoReq.
+    IoDone = 0x0122,
 }
 
 impl MsgType {
@@ -172,6 +201,9 @@ impl MsgType {
             0x0115 => MsgType::PrOutDone,
             0x0116 => MsgType::UaNexus,
             0x0117 => MsgType::UaAll,
+            0x0120 => MsgType::IoReq,
+            0x0121 => MsgType::IoData,
+            0x0122 => MsgType::IoDone,
             _ => return None,
         })
     }
@@ -202,6 +234,9 @@ impl MsgType {
             MsgType::PrOutDone => "PrOutDone",
             MsgType::UaNexus => "UaNexus",
             MsgType::UaAll => "UaAll",
+            MsgType::IoReq => "IoReq",
+            MsgType::IoData => "IoData",
+            MsgType::IoDone => "IoDone",
         }
     }
 
@@ -225,6 +260,9 @@ impl MsgType {
             MsgType::PrOutDone => PR_OUT_DONE_LEN,
             MsgType::UaNexus => UA_NEXUS_LEN,
             MsgType::UaAll => UA_ALL_LEN,
+            MsgType::IoReq => IO_REQ_LEN,
+            MsgType::IoData => return (IO_DATA_HEAD + 1, IO_DATA_HEAD + IO_CHUNK),
+            MsgType::IoDone => IO_DONE_LEN,
         };
         (len, len)
     }
@@ -694,6 +732,98 @@ pub(crate) struct UaNexus {
     pub(crate) port: PortName,
 }
 
+/// What an [`IoReq`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IoOp {
+    /// Read `len` bytes; they come back as IoData.
+    Read = 1,
+    /// Write the `len` bytes that follow as IoData.
+    Write = 2,
+    /// Flush the device's volatile cache.
+    Flush = 3,
+}
+
+/// Block IO the secondary asks the primary to do (proxy mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoReq {
+    /// Chosen by the sender, unique among its IoReqs in flight.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The operation.
+    pub(crate) op: IoOp,
+    /// Forced unit access (writes).
+    pub(crate) fua: bool,
+    /// First 512-byte sector.
+    pub(crate) sector: u64,
+    /// Bytes to move.
+    pub(crate) len: u32,
+}
+
+/// The fields of an IoData frame; its data is the rest of the payload
+/// ([`IoData::data_of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoData {
+    /// The IoReq's tag.
+    pub(crate) tag: u32,
+    /// Where the data goes in the IO.
+    pub(crate) offset: u32,
+    /// How many data bytes follow.
+    pub(crate) len: u32,
+}
+
+impl IoData {
+    /// The data bytes of an IoData frame's `payload`.
+    pub(crate) fn data_of(payload: &[u8]) -> &[u8] {
+        payload.get(IO_DATA_HEAD..).unwrap_or(&[])
+    }
+}
+
+/// How an [`IoReq`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IoStatus {
+    /// Done.
+    Ok,
+    /// The block layer's error status (1..=63).
+    Blk(u8),
+    /// The primary does not hold the LUN's backing device (any more).
+    NotHeld,
+    /// The primary had no resources for it now.
+    Busy,
+}
+
+impl IoStatus {
+    fn code(self) -> u8 {
+        match self {
+            IoStatus::Ok => 0,
+            IoStatus::Blk(v) => v,
+            IoStatus::NotHeld => 0x80,
+            IoStatus::Busy => 0x81,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<IoStatus> {
+        Some(match c {
+            0 => IoStatus::Ok,
+            1..=63 => IoStatus::Blk(c),
+            0x80 => IoStatus::NotHeld,
+            0x81 => IoStatus::Busy,
+            _ => return None,
+        })
+    }
+}
+
+/// The primary's answer to an [`IoReq`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoDone {
+    /// The IoReq's tag.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The outcome.
+    pub(crate) status: IoStatus,
+}
+
 /// One decoded message.
 ///
 /// All current payloads are fixed-size, so a message owns its fields; later
@@ -736,6 +866,13 @@ pub(crate) enum Message {
     UaNexus(UaNexus),
     /// A unit attention (ASC, ASCQ `.1`) for every I_T nexus of LUN `.0`.
     UaAll(u32, [u8; 2]),
+    /// See [`IoReq`].
+    IoReq(IoReq),
+    /// See [`IoData`]: only the fields before the data (the data stays in
+    /// the received frame; a sender writes it after [`super::frame::encode_data_head`]).
+    IoData(IoData),
+    /// See [`IoDone`].
+    IoDone(IoDone),
 }
 
 impl Message {
@@ -760,13 +897,21 @@ impl Message {
             Message::PrOutDone(_) => MsgType::PrOutDone,
             Message::UaNexus(_) => MsgType::UaNexus,
             Message::UaAll(..) => MsgType::UaAll,
+            Message::IoReq(_) => MsgType::IoReq,
+            Message::IoData(_) => MsgType::IoData,
+            Message::IoDone(_) => MsgType::IoDone,
         }
     }
 
     /// Length of the encoded payload.
+    /// For IoData, the fields only: its data is sent after them (see
+    /// [`encode_data_head`]).
     pub(crate) fn payload_len(&self) -> usize {
-        // Every current type has a fixed length.
-        self.msg_type().payload_bounds().0
+        match self {
+            Message::IoData(_) => IO_DATA_HEAD,
+            // Every other type has a fixed length.
+            m => m.msg_type().payload_bounds().0,
+        }
     }
 
     /// Decodes the payload of a message of type `ty`.
@@ -1008,6 +1153,68 @@ impl Message {
                 }
                 Message::UaAll(lun_id, asc)
             }
+            MsgType::IoReq => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let op = r.u8()?;
+                let flags = r.u8()?;
+                let reserved = r.u16()?;
+                let sector = r.u64()?;
+                let len = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                let op = match op {
+                    1 => IoOp::Read,
+                    2 => IoOp::Write,
+                    3 => IoOp::Flush,
+                    v => return Some(Err(invalid("op", u64::from(v)))),
+                };
+                if flags & !1 != 0 {
+                    return Some(Err(invalid("flags", u64::from(flags))));
+                }
+                if reserved != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved))));
+                }
+                let len_ok = match op {
+                    IoOp::Flush => len == 0,
+                    IoOp::Read | IoOp::Write => len > 0 && len <= MAX_IO_BYTES && len % 512 == 0,
+                };
+                if !len_ok {
+                    return Some(Err(invalid("length", u64::from(len))));
+                }
+                if sector.checked_add(u64::from(len / 512)).is_none_or(|end| end > MAX_SECTOR) {
+                    return Some(Err(invalid("sector", sector)));
+                }
+                Message::IoReq(IoReq { tag, lun_id, op, fua: flags & 1 != 0, sector, len })
+            }
+            MsgType::IoData => {
+                let tag = r.u32()?;
+                let offset = r.u32()?;
+                let data = r.take(r.remaining())?;
+                // Bounded by the payload bounds (≤ IO_CHUNK).
+                let len = u32::try_from(data.len()).ok()?;
+                if offset.checked_add(len).is_none_or(|end| end > MAX_IO_BYTES) {
+                    return Some(Err(invalid("offset", u64::from(offset))));
+                }
+                Message::IoData(IoData { tag, offset, len })
+            }
+            MsgType::IoDone => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let code = r.u8()?;
+                let reserved: [u8; 3] = r.array()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                let Some(status) = IoStatus::from_code(code) else {
+                    return Some(Err(invalid("status", u64::from(code))));
+                };
+                if reserved != [0; 3] {
+                    return Some(Err(invalid("reserved", 1)));
+                }
+                Message::IoDone(IoDone { tag, lun_id, status })
+            }
         };
         Some(Ok(msg))
     }
@@ -1115,6 +1322,25 @@ impl Message {
                 w.put(asc)?;
                 w.u16(0)
             }
+            Message::IoReq(q) => {
+                w.u32(q.tag)?;
+                w.u32(q.lun_id)?;
+                w.u8(q.op as u8)?;
+                w.u8(u8::from(q.fua))?;
+                w.u16(0)?;
+                w.u64(q.sector)?;
+                w.u32(q.len)
+            }
+            Message::IoData(d) => {
+                w.u32(d.tag)?;
+                w.u32(d.offset)
+            }
+            Message::IoDone(d) => {
+                w.u32(d.tag)?;
+                w.u32(d.lun_id)?;
+                w.u8(d.status.code())?;
+                w.put(&[0; 3])
+            }
         }
     }
 }
@@ -1124,7 +1350,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 18] {
+    pub(crate) fn samples() -> [Message; 20] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -1165,7 +1391,77 @@ pub(crate) mod tests {
             Message::PrOutDone(PrOutDone { tag: 9, lun_id: 7, status: 0x02, sense: [0x05, 0x26, 0x04] }),
             Message::UaNexus(UaNexus { lun_id: 7, rel_port: 0x21, asc: [0x2A, 0x05], port: pr_out().port }),
             Message::UaAll(7, [0x29, 0x03]),
+            Message::IoReq(io_req()),
+            Message::IoDone(IoDone { tag: 0x8000_0001, lun_id: 7, status: IoStatus::Blk(10) }),
         ]
+    }
+
+    pub(crate) fn io_req() -> IoReq {
+        IoReq { tag: 0x0102_0304, lun_id: 7, op: IoOp::Write, fua: true, sector: 0x1_0000_0000, len: 1 << 20 }
+    }
+
+    #[test]
+    fn io_req_fields_are_checked() {
+        let m = Message::IoReq(io_req());
+        assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(m, 8, &[0]), "op");
+        assert_eq!(field_of(m, 8, &[4]), "op");
+        assert_eq!(field_of(m, 9, &[2]), "flags");
+        assert_eq!(field_of(m, 10, &[1]), "reserved");
+        // Not a multiple of 512, zero, over 8 MiB.
+        assert_eq!(field_of(m, 20, &[1, 2, 0, 0]), "length");
+        assert_eq!(field_of(m, 20, &[0, 0, 0, 0]), "length");
+        assert_eq!(field_of(m, 20, &[0, 2, 0x80, 0]), "length");
+        // A flush moves no data.
+        assert_eq!(field_of(Message::IoReq(IoReq { op: IoOp::Flush, ..io_req() }), 20, &[0, 2, 0, 0]), "length");
+        roundtrip(Message::IoReq(IoReq { op: IoOp::Flush, fua: false, len: 0, ..io_req() }));
+        roundtrip(Message::IoReq(IoReq { op: IoOp::Read, fua: false, len: MAX_IO_BYTES, ..io_req() }));
+        // Sectors whose byte offset would not fit in 64 bits.
+        assert_eq!(field_of(m, 12, &[0xff; 8]), "sector");
+        assert_eq!(field_of(m, 12, &(MAX_SECTOR - 1).to_le_bytes()), "sector");
+        roundtrip(Message::IoReq(IoReq { sector: MAX_SECTOR - 2048, ..io_req() }));
+    }
+
+    #[test]
+    fn io_done_statuses() {
+        for st in [IoStatus::Ok, IoStatus::Blk(1), IoStatus::Blk(63), IoStatus::NotHeld, IoStatus::Busy] {
+            roundtrip(Message::IoDone(IoDone { tag: 1, lun_id: 2, status: st }));
+        }
+        let m = samples()[19];
+        for bad in [64u8, 0x7f, 0x82, 0xff] {
+            assert_eq!(field_of(m, 8, &[bad]), "status");
+        }
+        assert_eq!(field_of(m, 10, &[1]), "reserved");
+        assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
+    }
+
+    #[test]
+    fn io_data_carries_its_bytes_after_the_fields() {
+        use super::super::frame::{encode_data_head, split_frame};
+        use super::super::HEADER_LEN;
+        let data: std::vec::Vec<u8> = (0..IO_CHUNK).map(|i| (i * 7) as u8).collect();
+        let d = IoData { tag: 5, offset: MAX_IO_BYTES - IO_CHUNK as u32, len: IO_CHUNK as u32 };
+        let mut frame = std::vec![0u8; HEADER_LEN + IO_DATA_HEAD];
+        let n = encode_data_head(9, &d, &mut frame).unwrap();
+        assert_eq!(n, frame.len());
+        frame.extend_from_slice(&data);
+        let (f, used) = split_frame(&frame).unwrap();
+        assert_eq!(used, frame.len());
+        assert_eq!(Message::decode(f.header.msg_type, f.payload), Ok(Message::IoData(d)));
+        assert_eq!(IoData::data_of(f.payload), &data[..]);
+        // No data, too much data, past 8 MiB.
+        let t = MsgType::IoData;
+        assert!(matches!(Message::decode(t, &f.payload[..IO_DATA_HEAD]), Err(WireError::PayloadTooShort { .. })));
+        let mut big = f.payload.to_vec();
+        big.push(0);
+        assert!(matches!(Message::decode(t, &big), Err(WireError::TrailingPayload { .. })));
+        let mut past = f.payload.to_vec();
+        past[4..8].copy_from_slice(&(MAX_IO_BYTES - IO_CHUNK as u32 + 1).to_le_bytes());
+        assert!(matches!(Message::decode(t, &past), Err(WireError::InvalidField { field: "offset", .. })));
+        // The head refuses a length no frame can carry.
+        let mut head = [0u8; HEADER_LEN + IO_DATA_HEAD];
+        assert!(encode_data_head(0, &IoData { len: IO_CHUNK as u32 + 1, ..d }, &mut head).is_err());
+        assert!(encode_data_head(0, &IoData { len: 0, ..d }, &mut head).is_err());
     }
 
     pub(crate) fn pr_reg() -> PrReg {
