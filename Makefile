@@ -10,7 +10,8 @@
 #                   + VM tests (T=<pattern> selects tests)
 #   make fuzz       cargo-fuzz targets, FUZZ_SECS each (nightly, installed on use)
 #   make demo       boot two nodes, load the module, show its state
-#   make bench      benchmarks (bench-local: ha vs iblock ratios on one node)
+#   make bench      benchmarks (bench-local: ha vs iblock ratios on one node;
+#                   bench-pair: secondary vs primary path in proxy mode)
 #   make install-targetcli [DESTDIR=/]  install targetcli-ha (tools/targetcli-ha)
 #                   and its boot unit tcm-ha.service (not enabled)
 #   make clean
@@ -33,7 +34,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo bench bench-local install modules_install fuzz \
+.PHONY: all module setup kernel check host-test vm-test demo bench bench-local bench-pair install modules_install fuzz \
 	install-targetcli clean
 
 all: module
@@ -96,10 +97,13 @@ demo: setup module
 	$(PYTHON) scripts/demo.py
 
 # Benchmarks print ratios measured side by side in one run.
-bench: bench-local
+bench: bench-local bench-pair
 
 bench-local: setup module
 	$(PYTHON) scripts/bench_local.py
+
+bench-pair: setup module
+	$(PYTHON) scripts/bench_pair.py
 
 # targetcli-ha into DESTDIR (default /): needs that root's python3, targetcli-fb
 # and python3-rtslib-fb (Debian bookworm's).

@@ -12,8 +12,9 @@ fio writing and verifying through the multipath device:
 Prints the ALUA view and the interlink state along the way and a table of
 the times to IO resumption, fio's IO errors and the verification result.
 
-MODE=0 (Active/Standby) is what tcm_ha implements today; MODE=1 and MODE=2
-(Active/Active) are refused until they land.
+MODE=2 (Active/Active proxy: both nodes serve IO, the secondary hands its
+block IO to the primary) is the default; MODE=0 runs Active/Standby. MODE=1
+(Active/Active on shared storage) is refused until it lands.
 """
 import os
 import sys
@@ -24,8 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
 from conftest import build_trio  # noqa: E402
 from test_ha_alua import rtpg  # noqa: E402
-from hapair import (NODE, Pair, finish_fio, fio_running, link_state, setattr_, start_fio,  # noqa: E402
-                    wait_writes, writes)
+from hapair import (NODE, Pair, finish_fio, fio_running, link_state, map_ios, setattr_, start_fio,  # noqa: E402
+                    wait_map_ios, wait_writes)
+
+# fio's size per event in MiB (written then verified in 4k blocks).
+FIO_MIB = int(os.environ.get("FIO_MIB", "8"))
 
 T0 = time.time()
 
@@ -52,20 +56,21 @@ def alua_view(p: Pair) -> None:
 def failover(p: Pair, old: str, new: str, event: str, act) -> dict:
     """Runs fio through the map, does `act` (which returns when the new
     primary is promoted, with the time the peer's death was seen, if that
-    applies) once writes flow through `old`'s path, and measures until
-    writes complete through `new`'s path; fio must end without error."""
+    applies) once writes flow through `old`'s path, and measures until IO
+    issued after the promotion completes through the map (through either
+    path); fio must end without error."""
     ini, devs = p.ini, p.devs
-    start_fio(ini, p.mpath)
+    start_fio(ini, p.mpath, FIO_MIB)
     wait_writes(ini, devs[old], 0)
-    w_new = writes(ini, devs[new])
     t0 = time.time()
     detected = act(t0)
     promoted = time.time() - t0
-    step(f"{new} is primary after {promoted:.2f}s; waiting for IO through {new}")
+    io0 = map_ios(ini, p.mpath)
+    step(f"{new} is primary after {promoted:.2f}s; waiting for IO to complete through the map")
     in_flight = fio_running(ini)
-    wait_writes(ini, devs[new], w_new)
+    wait_map_ios(ini, p.mpath, io0)
     resumed = time.time() - t0
-    step(f"writes complete through {new} {resumed:.2f}s after the event; letting fio finish and verify")
+    step(f"IO completes again {resumed:.2f}s after the event; letting fio finish and verify")
     return {"event": event, "detected": detected, "promoted": promoted, "resumed": resumed,
             "job": finish_fio(ini), "under_io": in_flight}
 
@@ -112,10 +117,10 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    mode = int(os.environ.get("MODE", "0"))
-    if mode != 0:
-        print(f"[demo] MODE={mode}: Active/Active (modes 1 and 2) is not implemented yet; MODE=0 runs "
-              "Active/Standby", file=sys.stderr)
+    mode = int(os.environ.get("MODE", "2"))
+    if mode not in (0, 2):
+        print(f"[demo] MODE={mode}: Active/Active on shared storage (mode 1) is not implemented yet; "
+              "MODE=2 (proxy, the default) and MODE=0 (Active/Standby) run", file=sys.stderr)
         return 2
     out = vm.REPO / "tests" / "out" / ("demo-" + time.strftime("%Y%m%d-%H%M%S"))
     accel = vm.probe_accel()

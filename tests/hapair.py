@@ -43,7 +43,7 @@ devices {
 # Writes then verifies 24 MiB in 4k blocks, inline (every 512 writes), at a
 # bounded rate so that the run spans the events the tests cause (~30 s).
 FIO = ("fio --name=ha --filename={dev} --direct=1 --ioengine=libaio --iodepth=8 "
-       "--rw=randwrite --bs=4k --size=24M --verify=crc32c --do_verify=1 --verify_fatal=1 "
+       "--rw=randwrite --bs=4k --size={mib}M --verify=crc32c --do_verify=1 --verify_fatal=1 "
        "--verify_backlog=512 --rate_iops=400 --output-format=json")
 
 
@@ -84,6 +84,24 @@ def wait_writes(ini: vm.Guest, dev: str, after: int, timeout: float = 60) -> flo
     return time.time() - t0
 
 
+def map_ios(ini: vm.Guest, mpath: str) -> int:
+    """Reads and writes the multipath device has completed."""
+    f = ini.run(f"cat /sys/block/$(basename $(readlink -f {mpath}))/stat").out.split()
+    return int(f[0]) + int(f[4])
+
+
+def wait_map_ios(ini: vm.Guest, mpath: str, after: int, timeout: float = 120) -> float:
+    """Seconds until the map completed more than `after` + 8 IOs: with fio's
+    8 IOs in flight, at least one of them was issued after the count was
+    taken."""
+    t0 = time.time()
+    while map_ios(ini, mpath) <= after + 8:
+        assert time.time() - t0 < timeout, \
+            f"no IO through {mpath} for {timeout}s\n{ini.run('multipath -ll; dmesg | tail -30').out}"
+        time.sleep(0.1)
+    return time.time() - t0
+
+
 def held(g: vm.Guest, dev: str = "/dev/vdc") -> bool:
     """Whether something in the guest (the `ha` LUN) holds `dev` open
     exclusively: an O_EXCL open of a block device then fails with EBUSY."""
@@ -92,9 +110,10 @@ def held(g: vm.Guest, dev: str = "/dev/vdc") -> bool:
     return r.rc != 0
 
 
-def start_fio(ini: vm.Guest, dev: str) -> None:
+def start_fio(ini: vm.Guest, dev: str, mib: int = 24) -> None:
     ini.run("rm -f /tmp/fio.rc /tmp/fio.json")
-    ini.run(f"setsid sh -c '{FIO.format(dev=dev)} > /tmp/fio.json 2>/tmp/fio.err; "
+    ini.run(f"echo {mib} > /tmp/fio.mib")
+    ini.run(f"setsid sh -c '{FIO.format(dev=dev, mib=mib)} > /tmp/fio.json 2>/tmp/fio.err; "
             f"echo $? > /tmp/fio.rc' < /dev/null > /dev/null 2>&1 &")
 
 
@@ -113,7 +132,8 @@ def finish_fio(ini: vm.Guest, timeout: float = 300) -> dict:
     job = json.loads(out[out.index("{"):out.rindex("}") + 1])["jobs"][0]
     assert job["error"] == 0, out
     done = job["write"]["total_ios"], job["read"]["total_ios"]
-    assert done[0] >= 6144 and done[1] >= 6144, done  # every block written and read back
+    blocks = int(ini.run("cat /tmp/fio.mib").out) * 256
+    assert done[0] >= blocks and done[1] >= blocks, done  # every block written and read back
     return job
 
 

@@ -7,11 +7,13 @@ other, fio verifies through B alone and through both paths at once
 (dm-multipath multibus), and commands in flight through B when the link
 drops complete (retried on A's path) instead of hanging."""
 import re
+import time
 
 import pytest
 
 import lio
-from hapair import Pair, held, setattr_, wait_paths
+from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, wait_map_ios,
+                    wait_paths, wait_writes)
 from test_ha_alua import link
 
 STATS = "/sys/kernel/config/tcm_ha/stats"
@@ -135,3 +137,31 @@ def test_link_loss_with_io_in_flight_through_the_secondary(px):
     link(a, b)
     wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
     ini.run(f"dd if=/dev/{db} of=/dev/null bs=64k count=16 iflag=direct status=none")
+
+
+def test_planned_switch_under_io_keeps_both_paths_serving(px):
+    """In proxy mode a planned switch moves the optimized group while both
+    paths keep serving: A's path turns Active/Non-optimized (proxied to B)
+    instead of Standby. fio verifies through the map across the switch."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+    start_fio(ini, px.mpath, 8)
+    wait_writes(ini, da, 0)
+    t0 = time.time()
+    setattr_(a, "ha_role", "secondary")
+    r = b.run("for i in $(seq 100); do echo primary > /sys/kernel/config/tcm_ha/ha_role 2>/dev/null && exit 0; "
+              "sleep 0.05; done; exit 1", check=False)
+    assert r.rc == 0, b.run("dmesg | tail").out
+    promoted = time.time() - t0
+    io0 = map_ios(ini, px.mpath)
+    assert fio_running(ini), "fio ended before the switch: nothing was tested"
+    wait_map_ios(ini, px.mpath, io0)
+    resumed = time.time() - t0
+    # Both paths still ready, the priorities swapped; B now holds the device.
+    wait_paths(ini, {da: ("ready", 10), db: ("ready", 50)})
+    job = finish_fio(ini)
+    assert held(b) and not held(a)
+    print(f"\n[proxy] planned switch: B primary after {promoted:.2f}s, IO completing again after "
+          f"{resumed:.2f}s; fio {job['write']['total_ios']} writes, {job['read']['total_ios']} verified "
+          f"reads, 0 errors")

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""make bench-pair: the secondary's path against the primary's path in proxy
+mode (issue 6: secondary/primary >= 0.6 for 4k IOPS, >= 0.9 for 1M MB/s),
+measured side by side in one run: node A (primary) and node B (secondary,
+ha_mode=2) export one LUN over iSCSI, the initiator runs each job on A's
+path device and on B's path device in adjacent pairs (order alternating),
+and the verdict is the median of the per-pair ratios. Under TCG absolute
+numbers mean little; the ratios are what counts. Exits non-zero only on an
+error, not on a missed target."""
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import vm  # noqa: E402
+from conftest import build_trio  # noqa: E402
+from hapair import Pair, wait_paths  # noqa: E402
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+RUNTIME = int(os.environ.get("RUNTIME", "10"))
+# name, fio arguments, metric, target ratio (secondary / primary)
+JOBS = [("4k randread QD32", "--rw=randread --bs=4k --iodepth=32", "iops", 0.6),
+        ("4k randwrite QD32", "--rw=randwrite --bs=4k --iodepth=32", "iops", 0.6),
+        ("1M seq read", "--rw=read --bs=1M --iodepth=8", "MB/s", 0.9),
+        ("1M seq write", "--rw=write --bs=1M --iodepth=8", "MB/s", 0.9)]
+
+
+def fio(g: vm.Guest, dev: str, args: str, metric: str) -> tuple[float, float, float]:
+    """The job's rate and its completion latency p50/p99 in ms."""
+    r = g.run(f"fio --name=b --filename=/dev/{dev} --direct=1 --ioengine=libaio {args} --size=128M "
+              f"--time_based --runtime={RUNTIME} --ramp_time=2 --output-format=json", timeout=600)
+    job = json.loads(r.out[r.out.index("{"):])["jobs"][0]
+    side = job["read"] if job["read"]["io_bytes"] else job["write"]
+    pct = side["clat_ns"].get("percentile", {})
+    p50, p99 = pct.get("50.000000", 0) / 1e6, pct.get("99.000000", 0) / 1e6
+    rate = side["iops"] if metric == "iops" else side["bw_bytes"] / 1e6
+    return rate, p50, p99
+
+
+def main() -> int:
+    t0 = time.time()
+    out = vm.REPO / "tests" / "out" / ("bench-pair-" + time.strftime("%Y%m%d-%H%M%S"))
+    accel = vm.probe_accel()
+    bed = vm.Bed(out)
+    build_trio(bed)
+    print(f"[bench-pair] booting node A, node B and the initiator ({accel}); {ROUNDS} rounds x "
+          f"{len(JOBS)} jobs x {RUNTIME}s per path, in adjacent pairs", flush=True)
+    results = {p: {j[0]: [] for j in JOBS} for p in ("primary", "secondary")}
+    pairs = {j[0]: [] for j in JOBS}
+    try:
+        bed.start(accel, leak_baseline=False)
+        p = Pair(bed.guests["nodea"], bed.guests["nodeb"], bed.guests["initiator"], mode=2)
+        p.up()
+        ini = p.ini
+        devs = {"primary": p.devs["nodea"], "secondary": p.devs["nodeb"]}
+        wait_paths(ini, {devs["primary"]: ("ready", 50), devs["secondary"]: ("ready", 10)})
+        for rnd in range(ROUNDS):
+            for i, (name, args, metric, _) in enumerate(JOBS):
+                order = ("primary", "secondary") if (rnd + i) % 2 == 0 else ("secondary", "primary")
+                got = {}
+                for path in order:
+                    got[path] = fio(ini, devs[path], args, metric)
+                    results[path][name].append(got[path])
+                ratio = got["secondary"][0] / got["primary"][0] if got["primary"][0] else 0.0
+                pairs[name].append(ratio)
+                print(f"[bench-pair] round {rnd + 1} {name:18} primary {got['primary'][0]:8.1f} "
+                      f"secondary {got['secondary'][0]:8.1f} {metric:5} ratio {ratio:.3f} "
+                      f"(p99 {got['primary'][2]:.1f} / {got['secondary'][2]:.1f} ms)", flush=True)
+        stats = {g.name: g.run("cat /sys/kernel/config/tcm_ha/stats").out for g in (p.a, p.b)}
+        p.down(accel)
+        problems = [s for g in bed.guests.values() for s in vm.splats(g.new_console())]
+        if problems:
+            print("[bench-pair] kernel splat:\n" + "\n".join(problems))
+            return 1
+    finally:
+        bed.stop()
+    rows = []
+    print("\n| job | metric | primary path (median) | secondary path (median) | p99 ms prim/sec | "
+          "secondary/primary (median of pairs) | pairs min-max | target |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, _, metric, target in JOBS:
+        prim = statistics.median(r[0] for r in results["primary"][name])
+        sec = statistics.median(r[0] for r in results["secondary"][name])
+        p99 = (statistics.median(r[2] for r in results["primary"][name]),
+               statistics.median(r[2] for r in results["secondary"][name]))
+        ratio = statistics.median(pairs[name])
+        rows.append({"job": name, "metric": metric, "primary": results["primary"][name],
+                     "secondary": results["secondary"][name], "pair_ratios": pairs[name],
+                     "ratio": ratio, "target": target})
+        mark = "met" if ratio >= target else "MISSED"
+        print(f"| {name} | {metric} | {prim:.1f} | {sec:.1f} | {p99[0]:.1f} / {p99[1]:.1f} | {ratio:.3f} | "
+              f"{min(pairs[name]):.2f}-{max(pairs[name]):.2f} | >= {target} ({mark}) |")
+    print("\n[bench-pair] interlink counters:\n" + "\n".join(f"  {k}: {v.split()}" for k, v in stats.items()))
+    dest = vm.REPO / "bench" / "results-pair.json"
+    dest.parent.mkdir(exist_ok=True)
+    dest.write_text(json.dumps({"accel": accel, "mode": 2, "rounds": ROUNDS, "runtime_s": RUNTIME,
+                                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "jobs": rows}, indent=1) + "\n")
+    print(f"\n[bench-pair] done in {time.time() - t0:.0f}s; results in {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
