@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import lio  # noqa: E402
 import vm  # noqa: E402
+from bench_common import save_results  # noqa: E402
 
 ROUNDS = int(__import__("os").environ.get("ROUNDS", "3"))
 RUNTIME = int(__import__("os").environ.get("RUNTIME", "10"))
@@ -105,11 +106,7 @@ def main() -> int:
         mark = "met" if ratio >= target else "MISSED"
         print(f"| {name} | {metric} | {ib:.1f} | {ha:.1f} | {ratio:.3f} | "
               f"{min(pairs[name]):.2f}-{max(pairs[name]):.2f} | >= {target} ({mark}) |")
-    dest = vm.REPO / "bench" / "results-local.json"
-    dest.write_text(json.dumps({"accel": accel, "rounds": ROUNDS, "runtime_s": RUNTIME,
-                                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "jobs": rows}, indent=1) + "\n")
-    print(f"\n[bench-local] done in {time.time() - t0:.0f}s; results in {dest}")
+    save_results("local", {"accel": accel, "rounds": ROUNDS, "runtime_s": RUNTIME}, rows, t0)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
+from bench_common import save_results  # noqa: E402
 from conftest import build_trio  # noqa: E402
 from hapair import Pair, wait_paths  # noqa: E402
 
@@ -94,12 +95,7 @@ def main() -> int:
         print(f"| {name} | {metric} | {prim:.1f} | {sec:.1f} | {p99[0]:.1f} / {p99[1]:.1f} | {ratio:.3f} | "
               f"{min(pairs[name]):.2f}-{max(pairs[name]):.2f} | >= {target} ({mark}) |")
     print("\n[bench-pair] interlink counters:\n" + "\n".join(f"  {k}: {v.split()}" for k, v in stats.items()))
-    dest = vm.REPO / "bench" / "results-pair.json"
-    dest.parent.mkdir(exist_ok=True)
-    dest.write_text(json.dumps({"accel": accel, "mode": 2, "rounds": ROUNDS, "runtime_s": RUNTIME,
-                                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "jobs": rows}, indent=1) + "\n")
-    print(f"\n[bench-pair] done in {time.time() - t0:.0f}s; results in {dest}")
+    save_results("pair", {"accel": accel, "mode": 2, "rounds": ROUNDS, "runtime_s": RUNTIME}, rows, t0)
     return 0
 
 

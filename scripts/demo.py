@@ -26,7 +26,7 @@ import vm  # noqa: E402
 from conftest import build_trio  # noqa: E402
 from test_ha_alua import rtpg  # noqa: E402
 from hapair import (NODE, Pair, finish_fio, fio_running, link_state, map_ios, setattr_, start_fio,  # noqa: E402
-                    wait_map_ios, wait_writes)
+                    switch_roles, wait_map_ios, wait_writes)
 
 # fio's size per event in MiB (written then verified in 4k blocks).
 FIO_MIB = int(os.environ.get("FIO_MIB", "8"))
@@ -78,12 +78,7 @@ def failover(p: Pair, old: str, new: str, event: str, act) -> dict:
 def switch(p: Pair) -> dict:
     """Planned switch A -> B under fio."""
     def act(t0: float) -> None:
-        setattr_(p.a, "ha_role", "secondary")
-        # B's promotion is refused until A's demotion has reached it.
-        r = p.b.run(f"for i in $(seq 100); do echo primary > {NODE}/ha_role 2>/dev/null && exit 0; "
-                    "sleep 0.05; done; exit 1", check=False)
-        if r.rc != 0:
-            raise RuntimeError(f"B refused the promotion:\n{p.b.run('dmesg | tail').out}")
+        switch_roles(p.a, p.b)
     return failover(p, "nodea", "nodeb", "planned switch A->B", act)
 
 

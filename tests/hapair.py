@@ -138,6 +138,17 @@ def finish_fio(ini: vm.Guest, timeout: float = 300) -> dict:
 
 
 
+def switch_roles(old: vm.Guest, new: vm.Guest) -> float:
+    """The planned switch: `old` secondary first, then `new` primary (refused
+    until `old`'s change has reached it); returns the seconds it took."""
+    t0 = time.time()
+    setattr_(old, "ha_role", "secondary")
+    r = new.run(f"for i in $(seq 100); do echo primary > {NODE}/ha_role 2>/dev/null && exit 0; "
+                "sleep 0.05; done; exit 1", check=False)
+    assert r.rc == 0, f"{new.name} refused the promotion:\n{new.run('dmesg | tail').out}"
+    return time.time() - t0
+
+
 def link_state(g: vm.Guest) -> str:
     return g.run(f"head -n1 {NODE}/ha_link").out.strip()
 

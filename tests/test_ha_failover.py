@@ -12,8 +12,8 @@ import pytest
 
 import lio
 from conftest import PATH_A, PATH_B
-from hapair import (Pair, fio_running, finish_fio, held, setattr_, start_fio, wait_paths, wait_writes,
-                    writes)
+from hapair import (Pair, fio_running, finish_fio, held, setattr_, start_fio, switch_roles, wait_paths,
+                    wait_writes, writes)
 
 @pytest.fixture
 def mp(trio, accel):
@@ -43,11 +43,7 @@ def test_multipath_follows_a_planned_role_switch_under_io(mp):
     # The switch: A secondary first, then B primary (refused until A's
     # change has reached it).
     t0 = time.time()
-    setattr_(a, "ha_role", "secondary")
-    r = b.run("for i in $(seq 100); do echo primary > /sys/kernel/config/tcm_ha/ha_role 2>/dev/null && exit 0; "
-              "sleep 0.05; done; exit 1", check=False)
-    assert r.rc == 0, b.run("dmesg | tail").out
-    promoted = time.time() - t0
+    promoted = switch_roles(a, b)
     assert fio_running(ini), "fio ended before the switch: nothing was tested"
     wait_writes(ini, db, w_b)
     resumed = time.time() - t0

@@ -1,0 +1,14 @@
+"""What the bench scripts share: writing the results file."""
+import json
+import time
+
+import vm
+
+
+def save_results(tag: str, meta: dict, rows: list[dict], t0: float) -> None:
+    """Writes bench/results-<tag>.json (meta, date, rows) and says where."""
+    dest = vm.REPO / "bench" / f"results-{tag}.json"
+    dest.parent.mkdir(exist_ok=True)
+    dest.write_text(json.dumps({**meta, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "jobs": rows}, indent=1) + "\n")
+    print(f"\n[bench-{tag}] done in {time.time() - t0:.0f}s; results in {dest}")
