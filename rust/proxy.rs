@@ -18,7 +18,9 @@
 
 use kernel::prelude::*;
 
+use crate::configfs::NODE;
 use crate::core_logic::control::Role;
+use crate::core_logic::scsi::alua::HaMode;
 use crate::core_logic::link::{LinkError, Session, Tx};
 use crate::core_logic::scsi::io::blk;
 use crate::core_logic::wire::msg::{IoData, IoDone, IoOp, IoReq, IoStatus, Message, IO_CHUNK};
@@ -135,6 +137,14 @@ impl Proxy {
     }
 
     fn start(&mut self, q: &IoReq) -> core::result::Result<(), IoStatus> {
+        if NODE.mode() != HaMode::Proxy {
+            // Both nodes have the same mode (checked at login): a peer
+            // that asks anyway is not obeyed.
+            if lio::ratelimit() {
+                pr_err!("LUN {}: the peer asked for IO while not in proxy mode (ha_mode 2): refused\n", q.lun_id);
+            }
+            return Err(IoStatus::NotHeld);
+        }
         let c = cookie(q.tag, q.lun_id);
         match q.op {
             IoOp::Flush => {

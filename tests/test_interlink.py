@@ -220,6 +220,41 @@ def test_hostile_peer_is_dropped_and_the_real_one_links_again(pair):
           f"{sorted(res['kinds'])}; MemAvailable change {lost} KiB")
 
 
+def test_rogue_peer_with_the_key_cannot_harm_the_node(pair):
+    """A client that holds the key logs in (tests/tools/rogue_peer.py, run
+    from B's guest against A's listener, A in proxy mode with LUN 5 primary
+    on /dev/vdc) and then misbehaves, one connection per case: replayed
+    authentication, a second Login, a replayed sequence number and
+    undecodable messages end the link; messages for LUNs, requests and
+    tags A does not have are refused or ignored with the link kept; proxy
+    IO is checked (a read, a write read back, write data out of order, a
+    read past the end). The real peer links afterwards."""
+    a, b = pair
+    import lio
+    configure(a, b, mode_a="2", mode_b="2")
+    wait_state(a, "online")
+    d = lio.create_ha(a, name="r0", control="dev=/dev/vdc,lun_id=5")
+    try:
+        setattr_(b, "ha_peer", "")
+        wait_state(a, "connecting")
+        a.run("dmesg -C")
+        r = b.run(f"python3 /mnt/repo/tests/tools/rogue_peer.py {INTERLINK_A} {PORT} {vm.q(KEY)} 2 5",
+                  timeout=300, check=False)
+        assert r.rc == 0, r.out + r.err
+        res = __import__("json").loads(r.out.strip().splitlines()[-1])
+        log = a.run("dmesg").out
+        assert not res["failed"] and res["ok"] == res["cases"], (res, log[-4000:])
+        for reason in ("on an established link", "sequence", "for no waiting IO", "out of order",
+                       "past the end"):
+            assert reason in log, (reason, log[-4000:])
+        setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
+        wait_state(a, "online", timeout=30)
+        wait_state(b, "online")
+        print(f"\n[hostile] rogue peer with the key: {res['cases']} cases after login, all handled")
+    finally:
+        a.run(f"rmdir {d}; rmdir $(dirname {d})", check=False)
+
+
 def test_settings_change_relinks_and_clear_drops_at_once(pair):
     a, b = pair
     configure(a, b)
