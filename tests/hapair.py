@@ -193,8 +193,7 @@ class Pair:
             self.tpgs[g.name] = tpg
         link(a, b)
         ini.run("dmesg -C")
-        conf = MPATH_CONF.replace("{grouping}", self.grouping)
-        ini.run(f"cat > /etc/multipath.conf <<'EOF'\n{conf}EOF")
+        self._write_conf()
         ini.run("systemctl restart multipathd && systemctl start iscsid")
         for portal in (PATH_A, PATH_B):
             ini.run(f"iscsiadm -m discovery -t sendtargets -p {portal}")
@@ -207,6 +206,21 @@ class Pair:
         ini.run("multipath -r >/dev/null; udevadm settle")
         self.mapname = ini.run("for i in $(seq 100); do m=$(multipath -l -v1); test -n \"$m\" && echo $m && "
                                "exit 0; sleep 0.2; done; multipath -ll; exit 1").out.strip()
+
+    def _write_conf(self) -> None:
+        conf = MPATH_CONF.replace("{grouping}", self.grouping)
+        self.ini.run(f"cat > /etc/multipath.conf <<'EOF'\n{conf}EOF")
+
+    def regroup(self, grouping: str) -> None:
+        """Switches dm-multipath's path grouping policy of the map (e.g.
+        `multibus`: one group with both paths) and waits until the map
+        shows it."""
+        self.grouping = grouping
+        self._write_conf()
+        groups = 1 if grouping == "multibus" else 2
+        self.ini.run(f"multipathd reconfigure; for i in $(seq 150); do "
+                     f"test $(multipath -ll | grep -c 'policy=') -eq {groups} && exit 0; sleep 0.2; done; "
+                     "multipath -ll; exit 1", timeout=90)
 
     def down(self, accel: str) -> None:
         """Undoes up(); a guest that was powered off is booted afresh."""

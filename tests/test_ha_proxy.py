@@ -43,23 +43,17 @@ def fio(ini, target: str, size: str, extra: str = "") -> dict:
     return {"read_kib": int(f[5]), "write_kib": int(f[46])}
 
 
-def px_pair(trio, accel, grouping: str):
-    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=2, grouping=grouping)
+@pytest.fixture(scope="module")
+def px(trio, accel):
+    """One pair for the whole module (A primary, B secondary, mode 2, linked;
+    the initiator on one map with group_by_prio); each test leaves it so,
+    except the last (the planned switch)."""
+    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=2)
     try:
         p.up()
         yield p
     finally:
         p.down(accel)
-
-
-@pytest.fixture
-def px(trio, accel):
-    yield from px_pair(trio, accel, "group_by_prio")
-
-
-@pytest.fixture
-def px_multibus(trio, accel):
-    yield from px_pair(trio, accel, "multibus")
 
 
 def test_data_moves_through_the_secondary(px):
@@ -95,16 +89,59 @@ def test_data_moves_through_the_secondary(px):
     assert stat(b, "forwarded_waiting") == 0
 
 
-def test_both_paths_at_once_multibus(px_multibus):
-    a, b, ini = px_multibus.a, px_multibus.b, px_multibus.ini
-    da, db = px_multibus.devs["nodea"], px_multibus.devs["nodeb"]
-    # multibus: one path group with both paths.
+def test_the_secondary_answers_as_the_primary(px):
+    """The same commands through B's path and A's path get the same data,
+    status and sense: mode pages, capacity, an LBA out of range, and a
+    persistent reservation held through A (a write from the other nexus
+    conflicts through both nodes; the holder's write through A goes on)."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
     wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
-    assert re.search(r"policy='round-robin 0'.*\n.*sd\w+.*\n.*sd\w+", ini.run("multipath -ll").out), \
-        ini.run("multipath -ll").out
-    before = {d: int(ini.run(f"cat /sys/block/{d}/stat").out.split()[4]) for d in (da, db)}
-    job = fio(ini, px_multibus.mpath, "16M", "--numjobs=2 --offset_increment=40M")
-    after = {d: int(ini.run(f"cat /sys/block/{d}/stat").out.split()[4]) for d in (da, db)}
+    for cmd in ("sg_modes -a -r {}", "sg_readcap -l -r {}", "sg_inq -r {}"):
+        outs = {d: ini.run(cmd.format(f"/dev/{d}") + " | od -An -tx1").out for d in (da, db)}
+        assert outs[da] == outs[db], (cmd, outs)
+    # READ(16) past the end: ILLEGAL REQUEST, LBA out of range, through both.
+    past = {d: ini.run(f"sg_raw -r 512 /dev/{d} 88 00 00 00 00 00 00 08 00 00 00 00 00 01 00 00 2>&1",
+                       check=False) for d in (da, db)}
+    for d, r in past.items():
+        assert r.rc != 0 and "Logical block address out of range" in r.out, (d, r.out)
+    try:
+        # A's nexus registers and takes Write Exclusive; B's nexus registers.
+        for d, key in ((da, "0xa1"), (db, "0xb1")):
+            r = ini.run(f"sg_persist -n --out --register --param-sark={key} /dev/{d} 2>&1", check=False)
+            assert r.rc == 0, r.out
+        r = ini.run(f"sg_persist -n --out --reserve --param-rk=0xa1 --prout-type=1 /dev/{da} 2>&1", check=False)
+        assert r.rc == 0, r.out
+        for d in (da, db):
+            res = ini.run(f"sg_persist -n --in -r /dev/{d}").out
+            assert "Key=0xa1" in res and "Write Exclusive" in res, (d, res)
+        # B's nexus is not the holder: its write conflicts (checked at B,
+        # before any IO goes to A); reads go on; A's nexus writes.
+        w = "sg_raw -s 512 /dev/{} 2a 00 00 00 00 10 00 00 01 00 < /dev/zero 2>&1"
+        r = ini.run(w.format(db), check=False)
+        assert r.rc != 0 and "Reservation Conflict" in r.out, r.out
+        r = ini.run(f"sg_raw -r 512 /dev/{db} 28 00 00 00 00 10 00 00 01 00 2>&1", check=False)
+        assert r.rc == 0, r.out
+        r = ini.run(w.format(da), check=False)
+        assert r.rc == 0, r.out
+    finally:
+        ini.run(f"sg_persist -n --out --clear --param-rk=0xa1 /dev/{da}", check=False)
+
+
+def test_both_paths_at_once_multibus(px):
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    # multibus: one path group with both paths.
+    px.regroup("multibus")
+    try:
+        wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+        assert re.search(r"policy='round-robin 0'.*\n.*sd\w+.*\n.*sd\w+", ini.run("multipath -ll").out), \
+            ini.run("multipath -ll").out
+        before = {d: int(ini.run(f"cat /sys/block/{d}/stat").out.split()[4]) for d in (da, db)}
+        job = fio(ini, px.mpath, "16M", "--numjobs=2 --offset_increment=40M")
+        after = {d: int(ini.run(f"cat /sys/block/{d}/stat").out.split()[4]) for d in (da, db)}
+    finally:
+        px.regroup("group_by_prio")
     # Both nodes served writes.
     assert after[da] > before[da] and after[db] > before[db], (before, after)
     print(f"\n[proxy] multibus fio: writes through A {after[da] - before[da]}, through B "
@@ -163,42 +200,3 @@ def test_planned_switch_under_io_keeps_both_paths_serving(px):
     print(f"\n[proxy] planned switch: B primary after {promoted:.2f}s, IO completing again after "
           f"{resumed:.2f}s; fio {job['write']['total_ios']} writes, {job['read']['total_ios']} verified "
           f"reads, 0 errors")
-
-
-def test_the_secondary_answers_as_the_primary(px):
-    """The same commands through B's path and A's path get the same data,
-    status and sense: mode pages, capacity, an LBA out of range, and a
-    persistent reservation held through A (a write from the other nexus
-    conflicts through both nodes; the holder's write through A goes on)."""
-    a, b, ini = px.a, px.b, px.ini
-    da, db = px.devs["nodea"], px.devs["nodeb"]
-    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
-    for cmd in ("sg_modes -a -r {}", "sg_readcap -l -r {}", "sg_inq -r {}"):
-        outs = {d: ini.run(cmd.format(f"/dev/{d}") + " | od -An -tx1").out for d in (da, db)}
-        assert outs[da] == outs[db], (cmd, outs)
-    # READ(16) past the end: ILLEGAL REQUEST, LBA out of range, through both.
-    past = {d: ini.run(f"sg_raw -r 512 /dev/{d} 88 00 00 00 00 00 00 08 00 00 00 00 00 01 00 00 2>&1",
-                       check=False) for d in (da, db)}
-    for d, r in past.items():
-        assert r.rc != 0 and "Logical block address out of range" in r.out, (d, r.out)
-    try:
-        # A's nexus registers and takes Write Exclusive; B's nexus registers.
-        for d, key in ((da, "0xa1"), (db, "0xb1")):
-            r = ini.run(f"sg_persist -n --out --register --param-sark={key} /dev/{d} 2>&1", check=False)
-            assert r.rc == 0, r.out
-        r = ini.run(f"sg_persist -n --out --reserve --param-rk=0xa1 --prout-type=1 /dev/{da} 2>&1", check=False)
-        assert r.rc == 0, r.out
-        for d in (da, db):
-            res = ini.run(f"sg_persist -n --in -r /dev/{d}").out
-            assert "Key=0xa1" in res and "Write Exclusive" in res, (d, res)
-        # B's nexus is not the holder: its write conflicts (checked at B,
-        # before any IO goes to A); reads go on; A's nexus writes.
-        w = "sg_raw -s 512 /dev/{} 2a 00 00 00 00 10 00 00 01 00 < /dev/zero 2>&1"
-        r = ini.run(w.format(db), check=False)
-        assert r.rc != 0 and "Reservation Conflict" in r.out, r.out
-        r = ini.run(f"sg_raw -r 512 /dev/{db} 28 00 00 00 00 10 00 00 01 00 2>&1", check=False)
-        assert r.rc == 0, r.out
-        r = ini.run(w.format(da), check=False)
-        assert r.rc == 0, r.out
-    finally:
-        ini.run(f"sg_persist -n --out --clear --param-rk=0xa1 /dev/{da}", check=False)
