@@ -11,7 +11,9 @@
 #   make fuzz       cargo-fuzz targets, FUZZ_SECS each (nightly, installed on use)
 #   make demo       boot two nodes, load the module, show its state
 #   make bench      benchmarks (bench-local: ha vs iblock ratios on one node;
-#                   bench-pair: secondary vs primary path in proxy mode)
+#                   bench-pair: secondary vs primary path in proxy mode;
+#                   bench-ha: failover, link-up and PR timings; bench-report:
+#                   bench/results.json, .md and .png)
 #   make install-targetcli [DESTDIR=/]  install targetcli-ha (tools/targetcli-ha)
 #                   and its boot unit tcm-ha.service (not enabled)
 #   make clean
@@ -34,7 +36,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo bench bench-local bench-pair install modules_install fuzz \
+.PHONY: all module setup kernel check host-test vm-test demo bench bench-local bench-pair bench-ha bench-report install modules_install fuzz \
 	install-targetcli clean
 
 all: module
@@ -97,13 +99,21 @@ demo: setup module
 	$(PYTHON) scripts/demo.py
 
 # Benchmarks print ratios measured side by side in one run.
-bench: bench-local bench-pair
+bench: bench-local bench-pair bench-ha
+	$(MAKE) bench-report
 
 bench-local: setup module
 	$(PYTHON) scripts/bench_local.py
 
 bench-pair: setup module
 	$(PYTHON) scripts/bench_pair.py
+
+bench-ha: setup module
+	$(PYTHON) scripts/bench_ha.py
+
+bench-report:
+	@dpkg -s python3-matplotlib >/dev/null 2>&1 || apt-get install -y -q python3-matplotlib >/dev/null
+	$(PYTHON) scripts/bench_report.py
 
 # targetcli-ha into DESTDIR (default /): needs that root's python3, targetcli-fb
 # and python3-rtslib-fb (Debian bookworm's).
