@@ -91,6 +91,9 @@ impl Proxy {
     pub(crate) fn new() -> Result<Proxy> {
         let mut chunk = KVVec::new();
         chunk.resize(IO_CHUNK, 0, GFP_KERNEL)?;
+        // IO done for the peer of an earlier connection: its commands have
+        // failed there already; nobody waits for the answers.
+        bufio::drain();
         Ok(Proxy { filling: KVec::new(), replies: KVec::new(), done: KVec::new(), outgoing: KVec::new(), chunk, held: 0 })
     }
 
