@@ -36,7 +36,7 @@ def test_multipath_follows_a_planned_role_switch_under_io(mp):
     assert held(a) and not held(b)
     assert "backing device released (secondary)" in b.run(f"cat {lio.CORE}/ha_0/s0/info").out
     assert re.search(r"hwhandler='1 alua'", ini.run("multipath -ll").out)
-    start_fio(ini, mpath)
+    start_fio(ini, mpath, 8)
     wait_writes(ini, da, 0)
     w_b = writes(ini, db)
     assert fio_running(ini)
@@ -63,7 +63,7 @@ def test_power_off_of_the_primary_then_promotion_under_io(mp):
     a, b, ini, devs, mpath = mp
     da, db = devs["nodea"], devs["nodeb"]
     wait_paths(ini, {da: ("ready", 50), db: ("ghost", 1)})
-    start_fio(ini, mpath)
+    start_fio(ini, mpath, 8)
     wait_writes(ini, da, 0)
     w_b = writes(ini, db)
     t0 = time.time()
