@@ -583,6 +583,12 @@ impl Interlink {
             // kicks), or the next tick.
             sys::link_wait(RECV_TIMEOUT_MS);
         };
+        if result.is_err() {
+            // What the failure queued (AuthResult(2), LoginReject, Bye)
+            // goes out before the close, so that the peer logs why; it
+            // normally fits the socket's buffer at once.
+            out.drain(sock, 200);
+        }
         // Commands waiting for the peer fail now, not at their deadline.
         forward::set_online(false);
         // Whatever the peer said no longer holds.
