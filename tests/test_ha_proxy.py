@@ -83,49 +83,10 @@ def test_data_moves_through_the_secondary(px):
     print(f"\n[proxy] B forwarded {stat(b, 'proxied_to_peer') - out_b} IOs, A did "
           f"{stat(a, 'proxied_for_peer') - in_a} for B")
     # fio with verification through B's path alone: mixed 4k/64k/1M.
-    job = fio(ini, f"/dev/{db}", "12M")
+    job = fio(ini, f"/dev/{db}", "8M")
     print(f"[proxy] fio through B alone: {job['write_kib']} KiB written, {job['read_kib']} KiB read, "
           f"0 errors, verified")
     assert stat(b, "forwarded_waiting") == 0
-
-
-def test_the_secondary_answers_as_the_primary(px):
-    """The same commands through B's path and A's path get the same data,
-    status and sense: mode pages, capacity, an LBA out of range, and a
-    persistent reservation held through A (a write from the other nexus
-    conflicts through both nodes; the holder's write through A goes on)."""
-    a, b, ini = px.a, px.b, px.ini
-    da, db = px.devs["nodea"], px.devs["nodeb"]
-    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
-    for cmd in ("sg_modes -a -r {}", "sg_readcap -l -r {}", "sg_inq -r {}"):
-        outs = {d: ini.run(cmd.format(f"/dev/{d}") + " | od -An -tx1").out for d in (da, db)}
-        assert outs[da] == outs[db], (cmd, outs)
-    # READ(16) past the end: ILLEGAL REQUEST, LBA out of range, through both.
-    past = {d: ini.run(f"sg_raw -r 512 /dev/{d} 88 00 00 00 00 00 00 08 00 00 00 00 00 01 00 00 2>&1",
-                       check=False) for d in (da, db)}
-    for d, r in past.items():
-        assert r.rc != 0 and "Logical block address out of range" in r.out, (d, r.out)
-    try:
-        # A's nexus registers and takes Write Exclusive; B's nexus registers.
-        for d, key in ((da, "0xa1"), (db, "0xb1")):
-            r = ini.run(f"sg_persist -n --out --register --param-sark={key} /dev/{d} 2>&1", check=False)
-            assert r.rc == 0, r.out
-        r = ini.run(f"sg_persist -n --out --reserve --param-rk=0xa1 --prout-type=1 /dev/{da} 2>&1", check=False)
-        assert r.rc == 0, r.out
-        for d in (da, db):
-            res = ini.run(f"sg_persist -n --in -r /dev/{d}").out
-            assert "Key=0xa1" in res and "Write Exclusive" in res, (d, res)
-        # B's nexus is not the holder: its write conflicts (checked at B,
-        # before any IO goes to A); reads go on; A's nexus writes.
-        w = "sg_raw -s 512 /dev/{} 2a 00 00 00 00 10 00 00 01 00 < /dev/zero 2>&1"
-        r = ini.run(w.format(db), check=False)
-        assert r.rc != 0 and "Reservation Conflict" in r.out, r.out
-        r = ini.run(f"sg_raw -r 512 /dev/{db} 28 00 00 00 00 10 00 00 01 00 2>&1", check=False)
-        assert r.rc == 0, r.out
-        r = ini.run(w.format(da), check=False)
-        assert r.rc == 0, r.out
-    finally:
-        ini.run(f"sg_persist -n --out --clear --param-rk=0xa1 /dev/{da}", check=False)
 
 
 def test_both_paths_at_once_multibus(px):
@@ -138,7 +99,7 @@ def test_both_paths_at_once_multibus(px):
         assert re.search(r"policy='round-robin 0'.*\n.*sd\w+.*\n.*sd\w+", ini.run("multipath -ll").out), \
             ini.run("multipath -ll").out
         before = {d: int(ini.run(f"cat /sys/block/{d}/stat").out.split()[4]) for d in (da, db)}
-        job = fio(ini, px.mpath, "16M", "--numjobs=2 --offset_increment=40M")
+        job = fio(ini, px.mpath, "8M", "--numjobs=2 --offset_increment=40M")
         after = {d: int(ini.run(f"cat /sys/block/{d}/stat").out.split()[4]) for d in (da, db)}
     finally:
         px.regroup("group_by_prio")

@@ -103,6 +103,9 @@ impl LinkError {
         match self {
             LinkError::Config(_) => 1,
             LinkError::Wire(_) => 2,
+            // An authentication failure is its own kind: after a run of
+            // other handshake failures it must still reach the log.
+            LinkError::Handshake(_) if self.is_auth_failure() => 11,
             LinkError::Handshake(_) => 3,
             LinkError::PeerBye(_) => 4,
             LinkError::UnexpectedWhileUp(_) => 5,
@@ -574,6 +577,15 @@ mod tests {
             }
         }
         (c, l, to_l, to_c, res)
+    }
+
+    #[test]
+    fn authentication_failures_are_their_own_kind() {
+        let auth = LinkError::Handshake(AbortReason::AuthFailed);
+        let other = LinkError::Handshake(AbortReason::NonceReflected);
+        let timeout = LinkError::Handshake(AbortReason::Timeout(super::super::wire::handshake::Phase::Hello));
+        assert_eq!(auth.kind(), other.kind(), "both are authentication failures");
+        assert_ne!(auth.kind(), timeout.kind(), "a run of other handshake failures must not hide it");
     }
 
     #[test]
