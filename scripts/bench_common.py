@@ -12,3 +12,11 @@ def save_results(tag: str, meta: dict, rows: list[dict], t0: float) -> None:
     dest.write_text(json.dumps({**meta, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                 "jobs": rows}, indent=1) + "\n")
     print(f"\n[bench-{tag}] done in {time.time() - t0:.0f}s; results in {dest}")
+
+
+def splats(bed: vm.Bed, tag: str) -> bool:
+    """Prints the kernel splats any guest of `bed` printed; True if any."""
+    problems = [s for g in bed.guests.values() if g.alive() for s in vm.splats(g.new_console())]
+    if problems:
+        print(f"[bench-{tag}] kernel splat:\n" + "\n".join(problems))
+    return bool(problems)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
-from bench_common import save_results  # noqa: E402
+from bench_common import save_results, splats  # noqa: E402
 from conftest import INTERLINK_A, build_trio  # noqa: E402
 from hapair import NODE, Pair, map_ios, setattr_, switch_roles, wait_map_ios, wait_paths  # noqa: E402
 from test_interlink import PORT, wait_state  # noqa: E402
@@ -147,9 +147,7 @@ def main() -> int:
             log(f"hard stop {i + 1}: {r}")
         ini.run("pkill fio; sleep 1", check=False)
         p.down(accel)
-        problems = [s for g in bed.guests.values() for s in vm.splats(g.new_console())]
-        if problems:
-            print("[bench-ha] kernel splat:\n" + "\n".join(problems))
+        if splats(bed, "ha"):
             return 1
     finally:
         bed.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
-from bench_common import save_results  # noqa: E402
+from bench_common import save_results, splats  # noqa: E402
 from conftest import build_trio  # noqa: E402
 from hapair import Pair, wait_paths  # noqa: E402
 
@@ -72,9 +72,7 @@ def main() -> int:
                       f"(p99 {got['primary'][2]:.1f} / {got['secondary'][2]:.1f} ms)", flush=True)
         stats = {g.name: g.run("cat /sys/kernel/config/tcm_ha/stats").out for g in (p.a, p.b)}
         p.down(accel)
-        problems = [s for g in bed.guests.values() for s in vm.splats(g.new_console())]
-        if problems:
-            print("[bench-pair] kernel splat:\n" + "\n".join(problems))
+        if splats(bed, "pair"):
             return 1
     finally:
         bed.stop()
