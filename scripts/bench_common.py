@@ -3,6 +3,7 @@ import json
 import time
 
 import vm
+from conftest import build_trio
 
 
 def save_results(tag: str, meta: dict, rows: list[dict], t0: float) -> None:
@@ -20,3 +21,11 @@ def splats(bed: vm.Bed, tag: str) -> bool:
     if problems:
         print(f"[bench-{tag}] kernel splat:\n" + "\n".join(problems))
     return bool(problems)
+
+
+def trio_bed(tag: str) -> tuple[vm.Bed, str]:
+    """The three-guest bed (not started) with its logs under
+    tests/out/bench-<tag>-<time>, and the accelerator to start it with."""
+    bed = vm.Bed(vm.REPO / "tests" / "out" / (f"bench-{tag}-" + time.strftime("%Y%m%d-%H%M%S")))
+    build_trio(bed)
+    return bed, vm.probe_accel()

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
-from bench_common import save_results, splats  # noqa: E402
-from conftest import INTERLINK_A, build_trio  # noqa: E402
+from bench_common import save_results, splats, trio_bed  # noqa: E402
+from conftest import INTERLINK_A  # noqa: E402
 from hapair import NODE, Pair, map_ios, setattr_, switch_roles, wait_map_ios, wait_paths  # noqa: E402
 from test_interlink import PORT, wait_state  # noqa: E402
 
@@ -112,10 +112,7 @@ def summary(name: str, values: list[float], target: float | None) -> dict:
 
 def main() -> int:
     t0 = time.time()
-    out = vm.REPO / "tests" / "out" / ("bench-ha-" + time.strftime("%Y%m%d-%H%M%S"))
-    accel = vm.probe_accel()
-    bed = vm.Bed(out)
-    build_trio(bed)
+    bed, accel = trio_bed("ha")
     log(f"booting node A, node B and the initiator ({accel}); {REPS} repetitions per event, mode 2")
     got: dict[str, list[float]] = {k: [] for k in (
         "switch: new primary", "switch: IO resumed", "hard stop: death seen", "hard stop: new primary",

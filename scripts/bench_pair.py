@@ -16,8 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
-from bench_common import save_results, splats  # noqa: E402
-from conftest import build_trio  # noqa: E402
+from bench_common import save_results, splats, trio_bed  # noqa: E402
 from hapair import Pair, wait_paths  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
@@ -43,10 +42,7 @@ def fio(g: vm.Guest, dev: str, args: str, metric: str) -> tuple[float, float, fl
 
 def main() -> int:
     t0 = time.time()
-    out = vm.REPO / "tests" / "out" / ("bench-pair-" + time.strftime("%Y%m%d-%H%M%S"))
-    accel = vm.probe_accel()
-    bed = vm.Bed(out)
-    build_trio(bed)
+    bed, accel = trio_bed("pair")
     print(f"[bench-pair] booting node A, node B and the initiator ({accel}); {ROUNDS} rounds x "
           f"{len(JOBS)} jobs x {RUNTIME}s per path, in adjacent pairs", flush=True)
     results = {p: {j[0]: [] for j in JOBS} for p in ("primary", "secondary")}
