@@ -20,7 +20,11 @@
 //! the peer's own IoReqs, whose tags come from the peer's counter.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::prelude::*;
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::{Arc, Completion as Done, SpinLock},
+};
 
 use crate::core_logic::scsi::{
     io::Completion,
@@ -59,11 +63,39 @@ struct IoWait {
     len: usize,
 }
 
+/// A caller blocked until the peer answers (an UNMAP descriptor: LIO
+/// executes those one by one and completes the command itself).
+#[pin_data]
+pub(crate) struct Waiter {
+    #[pin]
+    done: Done,
+    #[pin]
+    result: SpinLock<Option<Completion>>,
+}
+
+/// Who learns the outcome of a parked request.
+enum Owner {
+    Cmd(Cmd),
+    Waiter(Arc<Waiter>),
+}
+
+impl Owner {
+    fn finish(self, c: Completion) {
+        match self {
+            Owner::Cmd(cmd) => cmd.complete(c),
+            Owner::Waiter(w) => {
+                *w.result.lock() = Some(c);
+                w.done.complete_all();
+            }
+        }
+    }
+}
+
 struct Parked {
     tag: u32,
     lun_id: u32,
     deadline: u64,
-    cmd: Cmd,
+    owner: Owner,
     /// `None` for a PR OUT.
     io: Option<IoWait>,
 }
@@ -134,7 +166,7 @@ pub(crate) fn set_online(online: bool) {
 /// the link fails. Refused as transitioning while the link is down, BUSY
 /// when too much waits already.
 fn park(
-    cmd: Cmd,
+    owner: Owner,
     lun_id: u32,
     msg: impl FnOnce(u32) -> Message,
     data: KVVec<u8>,
@@ -158,7 +190,7 @@ fn park(
             // Both pushes or neither: room is made before anything is queued.
             let room = f.parked.reserve(1, GFP_ATOMIC).is_ok() && f.outbox.reserve(1, GFP_ATOMIC).is_ok();
             if room {
-                let p = Parked { tag, lun_id, deadline, cmd, io };
+                let p = Parked { tag, lun_id, deadline, owner, io };
                 let o = Outgoing { msg: msg(tag), data };
                 // Cannot fail: room was reserved above.
                 let (r1, r2) = (f.parked.push(p, GFP_ATOMIC), f.outbox.push(o, GFP_ATOMIC));
@@ -175,7 +207,7 @@ fn park(
         }
     };
     if let Some(c) = refused {
-        cmd.complete(c);
+        owner.finish(c);
     }
 }
 
@@ -183,7 +215,7 @@ fn park(
 /// completes when the answer comes or the link fails.
 pub(crate) fn pr_out(cmd: Cmd, req: PrOut) {
     let lun_id = req.lun_id;
-    park(cmd, lun_id, |tag| Message::PrOut(PrOut { tag, ..req }), KVVec::new(), None, ANSWER_MS);
+    park(Owner::Cmd(cmd), lun_id, |tag| Message::PrOut(PrOut { tag, ..req }), KVVec::new(), None, ANSWER_MS);
 }
 
 /// Hands the block IO of `cmd` to the primary (proxy mode): `op` at
@@ -205,7 +237,8 @@ pub(crate) fn io(cmd: Cmd, lun_id: u32, op: IoOp, fua: bool, sector: u64, sg: Op
     let room = match op {
         IoOp::Write => data.resize(len, 0, GFP_KERNEL).is_ok(),
         IoOp::Read => rbuf.reserve(len, GFP_KERNEL).is_ok(),
-        IoOp::Flush => true,
+        // No data (the range ops go through `write_same` and `discard`).
+        IoOp::Flush | IoOp::Discard | IoOp::WriteZeroes | IoOp::WriteSame => true,
     };
     if !room {
         cmd.complete(Completion::Busy);
@@ -220,7 +253,52 @@ pub(crate) fn io(cmd: Cmd, lun_id: u32, op: IoOp, fua: bool, sector: u64, sg: Op
     let sg = if op == IoOp::Read { sg } else { None };
     let wait = IoWait { op, sg, buf: rbuf, len };
     let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len: len32 });
-    park(cmd, lun_id, req, data, Some(wait), IO_ANSWER_MS);
+    park(Owner::Cmd(cmd), lun_id, req, data, Some(wait), IO_ANSWER_MS);
+}
+
+/// Hands a WRITE SAME to the primary (proxy mode): `block` (one logical
+/// block) written to each block of `sectors` sectors at `sector`, or, when
+/// `block` is all zeroes, zeroes written there.
+pub(crate) fn write_same(cmd: Cmd, lun_id: u32, fua: bool, sector: u64, sectors: u64, block: &[u8]) {
+    let Ok(n) = u32::try_from(sectors) else {
+        // LIO bounds WRITE SAME by max_write_same_len (≤ 0xFFFF blocks).
+        cmd.complete(Completion::Check(Sense::INVALID_FIELD_IN_CDB));
+        return;
+    };
+    let (op, len) = if io::all_zero(block) { (IoOp::WriteZeroes, 0) } else { (IoOp::WriteSame, block.len()) };
+    let mut data = KVVec::new();
+    if data.extend_from_slice(block.get(..len).unwrap_or(&[]), GFP_KERNEL).is_err() {
+        cmd.complete(Completion::Busy);
+        return;
+    }
+    let wait = IoWait { op, sg: None, buf: KVVec::new(), len };
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len: n });
+    park(Owner::Cmd(cmd), lun_id, req, data, Some(wait), IO_ANSWER_MS);
+}
+
+/// Has the primary deallocate `sectors` sectors at `sector` (proxy mode,
+/// one UNMAP descriptor) and waits for its answer: at most the answer
+/// deadline, as the interlink thread fails what is overdue or what was
+/// sent on a link that went down.
+pub(crate) fn discard(lun_id: u32, sector: u64, sectors: u64) -> Completion {
+    let Ok(n) = u32::try_from(sectors) else {
+        // LIO bounds a descriptor by max_unmap_lba_count (≤ 1 Mi blocks).
+        return Completion::Check(Sense::INVALID_FIELD_IN_CDB);
+    };
+    let w = match Arc::pin_init(
+        pin_init!(Waiter { done <- Done::new(), result <- new_spinlock!(None) }),
+        GFP_KERNEL,
+    ) {
+        Ok(w) => w,
+        Err(_) => return Completion::Busy,
+    };
+    let wait = IoWait { op: IoOp::Discard, sg: None, buf: KVVec::new(), len: 0 };
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op: IoOp::Discard, fua: false, sector, len: n });
+    park(Owner::Waiter(w.clone()), lun_id, req, KVVec::new(), Some(wait), IO_ANSWER_MS);
+    w.done.wait_for_completion();
+    // Set before `done` completed.
+    let r = *w.result.lock();
+    r.unwrap_or(Completion::Check(Sense::ALUA_TRANSITIONING))
 }
 
 /// The PrOut that asks the primary to execute a PERSISTENT RESERVE OUT
@@ -253,7 +331,7 @@ pub(crate) fn done(d: &PrOutDone) -> bool {
         Err(PrError::Conflict) => Completion::ReservationConflict,
         Err(PrError::Check(s)) => Completion::Check(s),
     };
-    p.cmd.complete(c);
+    p.owner.finish(c);
     true
 }
 
@@ -276,7 +354,7 @@ pub(crate) fn io_done(d: &IoDone) -> bool {
     let Some(p) = take(|p| p.tag == d.tag && p.lun_id == d.lun_id && p.io.is_some()) else {
         return false;
     };
-    let Parked { cmd, io: Some(w), lun_id, .. } = p else { return false };
+    let Parked { owner, io: Some(w), lun_id, .. } = p else { return false };
     let write = w.op != IoOp::Read;
     let c = match d.status {
         IoStatus::Ok if w.op == IoOp::Read => match &w.sg {
@@ -291,7 +369,7 @@ pub(crate) fn io_done(d: &IoDone) -> bool {
         IoStatus::NotHeld => Completion::Check(Sense::ALUA_TRANSITIONING),
         IoStatus::Busy => Completion::Busy,
     };
-    cmd.complete(c);
+    owner.finish(c);
     true
 }
 
@@ -302,7 +380,7 @@ pub(crate) fn expire() -> usize {
     while let Some(p) = take(|p| p.deadline <= now) {
         let what = if p.io.is_some() { "IO" } else { "PERSISTENT RESERVE OUT" };
         pr_warn!("LUN {}: no answer from the peer for a forwarded {}: failed as transitioning\n", p.lun_id, what);
-        p.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING));
+        p.owner.finish(Completion::Check(Sense::ALUA_TRANSITIONING));
         n += 1;
     }
     n
@@ -311,7 +389,7 @@ pub(crate) fn expire() -> usize {
 /// Fails every parked command (the link is down).
 pub(crate) fn fail_all() {
     while let Some(p) = take(|_| true) {
-        p.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING));
+        p.owner.finish(Completion::Check(Sense::ALUA_TRANSITIONING));
     }
     FORWARD.lock().outbox.clear();
 }

@@ -193,6 +193,9 @@ pub(crate) struct Device {
     write_cache: AtomicBool,
     /// `readonly=1` (fixed while enabled).
     readonly: AtomicBool,
+    /// The backing device discards (learnt when enabled, as the geometry):
+    /// a secondary advertises the same UNMAP support as the primary.
+    discards: AtomicBool,
     #[pin]
     inner: backend::HaDev,
 }
@@ -445,6 +448,7 @@ unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> 
         sectors: AtomicU64::new(0),
         write_cache: AtomicBool::new(false),
         readonly: AtomicBool::new(false),
+        discards: AtomicBool::new(false),
         inner <- backend::HaDev::new(name),
     });
     match KBox::pin_init(init, GFP_KERNEL) {
@@ -481,8 +485,15 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
             return Err(e.into());
         }
         crate::configfs::NODE.device_added();
+        // The UNMAP limits too, while the device is held: LIO asks for
+        // them (`configure_unmap`) only after this returns.
+        if let Some(io) = d.io_begin() {
+            // SAFETY: LIO does not touch `dev_attrib` while configuring.
+            let discards = unmap_limits(unsafe { &mut (*dev).dev_attrib }, &io);
+            d.discards.store(discards, Ordering::Relaxed);
+        }
         // A secondary gives the device back at once (it only needed its
-        // geometry).
+        // geometry and limits).
         d.follow_role();
         Ok(0)
     })
@@ -571,26 +582,40 @@ unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table,
 /// Largest UNMAP (and WRITE SAME with UNMAP) range advertised in VPD 0xB0.
 const MAX_UNMAP_LBAS: u32 = 1 << 20;
 
+/// Sets the UNMAP limits in `attrib` from the backing device of `io`;
+/// whether it discards.
+fn unmap_limits(attrib: &mut b::se_dev_attrib, io: &IoRef) -> bool {
+    // SAFETY: `io` keeps the device open; `attrib` is exclusively ours.
+    let discard = unsafe { b::target_configure_unmap_from_bdev(attrib, io.bdev().block_device()) };
+    if discard {
+        // A virtio or NVMe device advertises up to 4 Gi sectors per discard;
+        // one UNMAP descriptor that large takes minutes on a slow backend
+        // and initiators (and libiscsi) treat > 1 Mi blocks as bogus.
+        attrib.max_unmap_lba_count = attrib.max_unmap_lba_count.min(MAX_UNMAP_LBAS);
+    }
+    discard
+}
+
 unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
     // SAFETY: LIO passes a device from `alloc_device`, configured or being
     // configured.
     let d = unsafe { Device::from_se_dev(dev) };
-    let Some(io) = d.io_begin() else { return false };
     // SAFETY: LIO calls this while configuring (or from the emulate_tpu /
     // emulate_tpws attribute stores).
     let attrib = unsafe { &mut (*dev).dev_attrib };
-    // SAFETY: as above; `io` keeps the device open.
-    let discard = unsafe { b::target_configure_unmap_from_bdev(attrib, io.bdev().block_device()) };
+    // A secondary does not hold the device: the limits set while it did
+    // (in `configure_device`) stand, and in proxy mode the primary
+    // deallocates for it.
+    let discard = match d.io_begin() {
+        Some(io) => unmap_limits(attrib, &io),
+        None => d.discards.load(Ordering::Relaxed),
+    };
     if discard {
         // UNMAP and WRITE SAME with UNMAP wherever the backing device
         // discards (LIO leaves them off by default; CTL's block backend
         // enables them when the device supports deletes).
         attrib.emulate_tpu = true;
         attrib.emulate_tpws = true;
-        // A virtio or NVMe device advertises up to 4 Gi sectors per discard;
-        // one UNMAP descriptor that large takes minutes on a slow backend
-        // and initiators (and libiscsi) treat > 1 Mi blocks as bogus.
-        attrib.max_unmap_lba_count = attrib.max_unmap_lba_count.min(MAX_UNMAP_LBAS);
     }
     discard
 }

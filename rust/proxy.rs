@@ -41,6 +41,8 @@ struct Filling {
     lun_id: u32,
     sector: u64,
     fua: bool,
+    /// Sectors of a WRITE SAME (its buffer is one logical block).
+    same: Option<u64>,
     buf: PageBuf,
     got: usize,
 }
@@ -54,9 +56,10 @@ fn split(cookie: u64) -> (u32, u32) {
     (cookie as u32, (cookie >> 32) as u32)
 }
 
-/// A use of the backing device of LUN `lun_id` for `len` bytes at `sector`,
-/// if this node is its primary and holds it.
-fn lun_io(lun_id: u32, sector: u64, len: u32) -> core::result::Result<IoRef, IoStatus> {
+/// A use of the backing device of LUN `lun_id` for `n` sectors at
+/// `sector`, if this node is its primary and holds it, with the LUN's
+/// logical block size.
+fn lun_io(lun_id: u32, sector: u64, n: u64) -> core::result::Result<(IoRef, u32), IoStatus> {
     lio::with_devices(|devs| {
         let d = devs.iter().find(|d| d.device().ha().scsi.lun_id() == lun_id).ok_or(IoStatus::NotHeld)?;
         if d.device().ha().scsi.local_role() != Role::Primary {
@@ -64,14 +67,15 @@ fn lun_io(lun_id: u32, sector: u64, len: u32) -> core::result::Result<IoRef, IoS
         }
         let (bs, blocks) = d.geometry();
         let sectors = blocks.saturating_mul(u64::from(bs / 512));
-        let end = sector.checked_add(u64::from(len / 512)).ok_or(IoStatus::Blk(blk::IOERR))?;
+        let end = sector.checked_add(n).ok_or(IoStatus::Blk(blk::IOERR))?;
         if end > sectors {
             if lio::ratelimit() {
-                pr_err!("LUN {}: the peer asked for IO past the end ({} sectors at {}): refused\n", lun_id, len / 512, sector);
+                pr_err!("LUN {}: the peer asked for IO past the end ({} sectors at {}): refused\n", lun_id, n, sector);
             }
             return Err(IoStatus::Blk(blk::IOERR));
         }
-        d.device().io_begin().ok_or(IoStatus::NotHeld)
+        let io = d.device().io_begin().ok_or(IoStatus::NotHeld)?;
+        Ok((io, bs))
     })
 }
 
@@ -98,6 +102,9 @@ impl Proxy {
     }
 
     /// An IO message from the peer (`data`: an IoData's bytes).
+    // Not inlined: the interlink thread's stack holds one such frame at a
+    // time, not the sum of all of them (see `Interlink::converse`).
+    #[inline(never)]
     pub(crate) fn inbound(&mut self, m: &Message, data: &[u8]) {
         match m {
             Message::IoReq(q) => {
@@ -149,14 +156,18 @@ impl Proxy {
             return Err(IoStatus::NotHeld);
         }
         let c = cookie(q.tag, q.lun_id);
+        // IO that moves no data: submitted at once.
+        let bare = |op: BufOp| {
+            let (io, _) = lun_io(q.lun_id, q.sector, q.sectors())?;
+            let b = BufIo::new(c, op, PageBuf::new(0).map_err(|_| IoStatus::Busy)?).map_err(|_| IoStatus::Busy)?;
+            bufio::submit(b, io, q.sector).map_err(|_| IoStatus::Busy)
+        };
         match q.op {
-            IoOp::Flush => {
-                let io = lun_io(q.lun_id, 0, 0)?;
-                let b = BufIo::new(c, BufOp::Flush, PageBuf::new(0).map_err(|_| IoStatus::Busy)?).map_err(|_| IoStatus::Busy)?;
-                bufio::submit(b, io, 0).map_err(|_| IoStatus::Busy)
-            }
+            IoOp::Flush => bare(BufOp::Flush),
+            IoOp::Discard => bare(BufOp::Discard(q.sectors())),
+            IoOp::WriteZeroes => bare(BufOp::WriteZeroes(q.sectors())),
             IoOp::Read => {
-                let io = lun_io(q.lun_id, q.sector, q.len)?;
+                let (io, _) = lun_io(q.lun_id, q.sector, q.sectors())?;
                 let buf = self.buffer(q.len)?;
                 let b = match BufIo::new(c, BufOp::Read, buf) {
                     Ok(b) => b,
@@ -170,16 +181,23 @@ impl Proxy {
                     IoStatus::Busy
                 })
             }
-            IoOp::Write => {
+            IoOp::Write | IoOp::WriteSame => {
                 // Checked now so that a refused write's data is not kept.
-                drop(lun_io(q.lun_id, q.sector, q.len)?);
+                let (io, bs) = lun_io(q.lun_id, q.sector, q.sectors())?;
+                drop(io);
                 if self.filling.iter().any(|f| f.tag == q.tag) {
                     return Err(IoStatus::Blk(blk::IOERR));
                 }
-                let buf = self.buffer(q.len)?;
-                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, buf, got: 0 };
+                // WRITE SAME: one logical block of data, for whole blocks.
+                let (len, same) = match q.op {
+                    IoOp::WriteSame if q.sectors() % u64::from(bs / 512).max(1) == 0 => (bs, Some(q.sectors())),
+                    IoOp::WriteSame => return Err(IoStatus::Blk(blk::IOERR)),
+                    _ => (q.len, None),
+                };
+                let buf = self.buffer(len)?;
+                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, same, buf, got: 0 };
                 self.filling.push(f, GFP_KERNEL).map_err(|_| {
-                    self.held -= q.len as usize;
+                    self.held -= len as usize;
                     IoStatus::Busy
                 })
             }
@@ -214,8 +232,12 @@ impl Proxy {
             return;
         }
         let (tag, lun_id) = (f.tag, f.lun_id);
-        let r = lun_io(lun_id, f.sector, len as u32).and_then(|io| {
-            let b = BufIo::new(cookie(tag, lun_id), BufOp::Write(f.fua), f.buf).map_err(|_| IoStatus::Busy)?;
+        let (op, sectors) = match f.same {
+            Some(n) => (BufOp::WriteSame(f.fua, n), n),
+            None => (BufOp::Write(f.fua), (len / 512) as u64),
+        };
+        let r = lun_io(lun_id, f.sector, sectors).and_then(|(io, _)| {
+            let b = BufIo::new(cookie(tag, lun_id), op, f.buf).map_err(|_| IoStatus::Busy)?;
             bufio::submit(b, io, f.sector).map_err(|_| IoStatus::Busy)
         });
         if let Err(st) = r {
@@ -227,6 +249,9 @@ impl Proxy {
     /// Sends this node's forwarded commands (with their data), answers to
     /// the peer's IO that failed at once, and the peer's completed IO
     /// (with read data).
+    // Not inlined: the interlink thread's stack holds one such frame at a
+    // time, not the sum of all of them (see `Interlink::converse`).
+    #[inline(never)]
     pub(crate) fn flush(&mut self, s: &mut Session<'_, KernelMac>, tx: &mut impl Tx) -> core::result::Result<(), LinkError> {
         forward::take_outbox(&mut self.outgoing);
         for o in self.outgoing.iter() {

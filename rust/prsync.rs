@@ -36,7 +36,9 @@ fn with_lun<R>(lun_id: u32, f: impl FnOnce(&Scsi) -> R) -> Option<R> {
 /// One connection's PR sync state.
 pub(crate) struct PrSync {
     /// The snapshot being received.
-    building: Option<KBox<SnapshotBuilder>>,
+    builder: KBox<SnapshotBuilder>,
+    /// `builder` holds a snapshot being received.
+    building: bool,
     /// (lun_id, version) of the last snapshot sent per LUN.
     sent: KVec<(u32, u32)>,
     /// Answers to the peer's PrOut, sent after the snapshots.
@@ -49,7 +51,8 @@ impl PrSync {
     /// Fresh state; the snapshot buffer is allocated here, not under a lock.
     pub(crate) fn new() -> Result<PrSync> {
         Ok(PrSync {
-            building: None,
+            builder: KBox::new(SnapshotBuilder::EMPTY, GFP_KERNEL)?,
+            building: false,
             sent: KVec::new(),
             replies: KVec::new(),
             scratch: KVVec::with_capacity(pr::MAX_REGISTRANTS + 2, GFP_KERNEL)?,
@@ -57,10 +60,13 @@ impl PrSync {
     }
 
     /// A PR message from the peer.
+    // Not inlined: the interlink thread's stack holds one such frame at a
+    // time, not the sum of all of them (see `Interlink::converse`).
+    #[inline(never)]
     pub(crate) fn inbound(&mut self, m: &Message) {
         match m {
             Message::PrBegin(b) => {
-                self.building = None;
+                self.building = false;
                 // The peer's LunState saying it is primary may still wait in
                 // the inventory (applied after this batch): being secondary
                 // here is what counts.
@@ -68,24 +74,30 @@ impl PrSync {
                     refuse(b.lun_id, "a PR snapshot from the peer while this node is primary for the LUN");
                     return;
                 }
-                match SnapshotBuilder::begin(b.lun_id, b.snapshot, b.generation, b.count, b.res_type, b.holder) {
-                    Ok(sb) => self.building = KBox::new(sb, GFP_KERNEL).ok(),
+                match self.builder.restart(b.lun_id, b.snapshot, b.generation, b.count, b.res_type, b.holder) {
+                    Ok(()) => self.building = true,
                     Err(e) => pr_err!("LUN {}: peer's {}: ignored\n", b.lun_id, Core(e)),
                 }
             }
             Message::PrReg(g) => {
-                let Some(sb) = self.building.as_mut() else { return };
+                if !self.building {
+                    return;
+                }
+                let sb = &mut self.builder;
                 let r = match with_lun(g.lun_id, |s| s.map_nexus(&g.port, g.rel_port)).flatten() {
                     Some(n) => sb.add(g.lun_id, g.snapshot, g.index, n, g.key).map_err(|e| pr_err!("LUN {}: peer's {}: ignored\n", g.lun_id, Core(e))),
                     None => Err(pr_err!("LUN {}: no room for the peer's registrant {}: PR snapshot ignored\n", g.lun_id, g.index)),
                 };
                 if r.is_err() {
-                    self.building = None;
+                    self.building = false;
                 }
             }
             Message::PrEnd(lun_id, snapshot) => {
-                let Some(sb) = self.building.take() else { return };
-                let r = with_lun(*lun_id, |s| s.install(&sb, *snapshot));
+                if !core::mem::take(&mut self.building) {
+                    return;
+                }
+                let sb = &self.builder;
+                let r = with_lun(*lun_id, |s| s.install(sb, *snapshot));
                 if let Some(Err(e)) = r {
                     pr_err!("LUN {}: peer's {}: ignored\n", lun_id, Core(e));
                 }
@@ -121,6 +133,9 @@ impl PrSync {
     /// state changed, unit attentions for the peer's nexuses, answers to
     /// the peer's PrOut (this node's forwarded commands go with
     /// `crate::proxy::Proxy::flush`).
+    // Not inlined: the interlink thread's stack holds one such frame at a
+    // time, not the sum of all of them (see `Interlink::converse`).
+    #[inline(never)]
     pub(crate) fn flush(&mut self, send: &mut dyn FnMut(&Message) -> Result<(), LinkError>) -> Result<(), LinkError> {
         let mut due = KVec::new();
         let mut uas = KVec::new();

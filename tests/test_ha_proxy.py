@@ -117,6 +117,90 @@ def test_both_paths_at_once_multibus(px):
           f"{after[db] - before[db]}; 0 errors, verified")
 
 
+def test_the_secondary_answers_as_the_primary(px):
+    """The same commands through B's path and A's path get the same data,
+    status and sense: mode pages, capacity, an LBA out of range, and a
+    persistent reservation held through A (a write from the other nexus
+    conflicts through both nodes; the holder's write through A goes on)."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+    for cmd in ("sg_modes -a -r {}", "sg_readcap -l -r {}", "sg_inq -r {}"):
+        outs = {d: ini.run(cmd.format(f"/dev/{d}") + " | od -An -tx1").out for d in (da, db)}
+        assert outs[da] == outs[db], (cmd, outs)
+    # READ(16) past the end: ILLEGAL REQUEST, LBA out of range, through both.
+    past = {d: ini.run(f"sg_raw -r 512 /dev/{d} 88 00 00 00 00 00 00 08 00 00 00 00 00 01 00 00 2>&1",
+                       check=False) for d in (da, db)}
+    for d, r in past.items():
+        assert r.rc != 0 and "Logical block address out of range" in r.out, (d, r.out)
+    try:
+        # A's nexus registers and takes Write Exclusive; B's nexus registers.
+        for d, key in ((da, "0xa1"), (db, "0xb1")):
+            r = ini.run(f"sg_persist -n --out --register --param-sark={key} /dev/{d} 2>&1", check=False)
+            assert r.rc == 0, r.out
+        r = ini.run(f"sg_persist -n --out --reserve --param-rk=0xa1 --prout-type=1 /dev/{da} 2>&1", check=False)
+        assert r.rc == 0, r.out
+        for d in (da, db):
+            res = ini.run(f"sg_persist -n --in -r /dev/{d}").out
+            assert "Key=0xa1" in res and "Write Exclusive" in res, (d, res)
+        # B's nexus is not the holder: its write conflicts (checked at B,
+        # before any IO goes to A); reads go on; A's nexus writes.
+        w = "sg_raw -s 512 /dev/{} 2a 00 00 00 00 10 00 00 01 00 < /dev/zero 2>&1"
+        r = ini.run(w.format(db), check=False)
+        assert r.rc != 0 and "Reservation Conflict" in r.out, r.out
+        r = ini.run(f"sg_raw -r 512 /dev/{db} 28 00 00 00 00 10 00 00 01 00 2>&1", check=False)
+        assert r.rc == 0, r.out
+        r = ini.run(w.format(da), check=False)
+        assert r.rc == 0, r.out
+    finally:
+        ini.run(f"sg_persist -n --out --clear --param-rk=0xa1 /dev/{da}", check=False)
+
+
+def discards(g, dev: str = "vdc") -> int:
+    """Discard requests the block device completed (/sys/block/*/stat field 12)."""
+    return int(g.run(f"cat /sys/block/{dev}/stat").out.split()[11])
+
+
+def test_unmap_and_write_same_through_the_secondary(px):
+    """UNMAP and WRITE SAME (of a pattern, of zeroes, with UNMAP) received
+    by B are done by A on its device: A's discard count grows, and what A
+    reads back is the block repeated or zeroes."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+    bs = int(ini.run(f"blockdev --getss /dev/{db}").out)
+    lba, n = 40960, 256
+    span = f"bs={bs} skip={lba} count={n} iflag=direct status=none"
+    ini.run(f"dd if=/dev/urandom of=/tmp/pat bs={bs} count={n} status=none; "
+            f"dd if=/tmp/pat of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none")
+    out_b, disc_a = stat(b, "proxied_to_peer"), discards(a)
+    # UNMAP through B: A discards.
+    r = ini.run(f"sg_unmap --lba={lba} --num={n} /dev/{db} 2>&1", check=False)
+    assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
+    assert discards(a) > disc_a, a.run("cat /sys/block/vdc/stat").out
+    # WRITE SAME(16) of a pattern block through B: A reads it repeated.
+    ini.run(f"dd if=/dev/urandom of=/tmp/blk bs={bs} count=1 status=none; "
+            f"for i in $(seq {n}); do cat /tmp/blk; done > /tmp/want")
+    r = ini.run(f"sg_write_same --16 --in=/tmp/blk --lba={lba} --num={n} /dev/{db} 2>&1", check=False)
+    assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
+    want = ini.run("md5sum < /tmp/want").out.split()[0]
+    assert ini.run(f"dd if=/dev/{da} {span} | md5sum").out.split()[0] == want
+    # WRITE SAME of zeroes through B (write zeroes on A), then with UNMAP.
+    zeros = ini.run(f"head -c {bs * n} /dev/zero | md5sum").out.split()[0]
+    for extra in ("", "--unmap"):
+        ini.run(f"dd if=/tmp/pat of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none")
+        disc_a = discards(a)
+        r = ini.run(f"sg_write_same --16 {extra} --lba={lba} --num={n} /dev/{db} 2>&1", check=False)
+        assert r.rc == 0, (extra, r.out + b.run("dmesg | tail -10").out)
+        if extra:
+            assert discards(a) > disc_a
+        else:
+            assert ini.run(f"dd if=/dev/{da} {span} | md5sum").out.split()[0] == zeros
+    assert stat(b, "proxied_to_peer") - out_b >= 4
+    print(f"\n[proxy] UNMAP and WRITE SAME (pattern, zeroes, UNMAP bit) through B done by A "
+          f"({bs}-byte blocks, {n} per command)")
+
+
 def test_link_loss_with_io_in_flight_through_the_secondary(px):
     a, b, ini = px.a, px.b, px.ini
     da, db = px.devs["nodea"], px.devs["nodeb"]

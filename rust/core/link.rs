@@ -192,6 +192,9 @@ impl<'k, M: Mac> Session<'k, M> {
     /// bytes were used (the caller keeps the rest for the next call) and the
     /// link parameters if the link came up during this call. Inventory
     /// messages of an established link go to `inbox`.
+    // Not inlined: the interlink thread's stack holds one such frame at a
+    // time, not the sum of all of them (see `Interlink::converse`).
+    #[inline(never)]
     pub(crate) fn on_bytes(
         &mut self,
         buf: &[u8],
@@ -225,6 +228,9 @@ impl<'k, M: Mac> Session<'k, M> {
     }
 
     /// Time passed: handshake timeout, heartbeat, dead-peer check.
+    // Not inlined: the interlink thread's stack holds one such frame at a
+    // time, not the sum of all of them (see `Interlink::converse`).
+    #[inline(never)]
     pub(crate) fn on_tick(&mut self, now_ms: u64, tx: &mut impl Tx) -> Result<(), LinkError> {
         if self.params.is_none() {
             if now_ms.saturating_sub(self.started_ms) >= u64::from(HANDSHAKE_TIMEOUT_MS) {
@@ -297,8 +303,7 @@ impl<'k, M: Mac> Session<'k, M> {
         inbox: &mut impl FnMut(&Message, &[u8]),
     ) -> Result<Option<LinkParams>, LinkError> {
         if self.params.is_none() {
-            let step = self.hs.on_frame(msg);
-            return self.carry_out(step, now_ms, tx);
+            return self.handshake_frame(msg, now_ms, tx);
         }
         match *msg {
             Message::Heartbeat(v) => self.send(&Message::HeartbeatAck(v), now_ms, tx)?,
@@ -321,6 +326,15 @@ impl<'k, M: Mac> Session<'k, M> {
             }
         }
         Ok(None)
+    }
+
+    /// A frame of the handshake. Not inlined: a handshake step holds
+    /// several messages, and the frames of the established link (whose
+    /// handlers go deeper) need not carry that room.
+    #[inline(never)]
+    fn handshake_frame(&mut self, msg: &Message, now_ms: u64, tx: &mut impl Tx) -> Result<Option<LinkParams>, LinkError> {
+        let step = self.hs.on_frame(msg);
+        self.carry_out(step, now_ms, tx)
     }
 
     /// Sends a handshake step's messages and acts on its outcome.

@@ -215,6 +215,76 @@ impl Bdev {
         Ok(())
     }
 
+    /// Submits a discard (`zero == false`) or a write of zeroes that keeps
+    /// the blocks allocated (`zero`) of `nr_sects` 512-byte sectors at
+    /// `sector`, as chained bios, without waiting; `end_io` runs once with
+    /// `private` after all of them completed (with NOTSUPP status if the
+    /// device can do neither). Sleeps to allocate bios (process context).
+    pub(crate) fn submit_range(
+        self,
+        zero: bool,
+        sector: u64,
+        nr_sects: u64,
+        private: *mut c_void,
+        end_io: unsafe extern "C" fn(*mut kb::bio),
+    ) -> Result {
+        let mut bio: *mut kb::bio = core::ptr::null_mut();
+        let mut plug = kb::blk_plug::default();
+        // SAFETY: `plug` lives on this stack frame until `blk_finish_plug`.
+        unsafe { kb::blk_start_plug(&mut plug) };
+        let r = if zero {
+            // SAFETY: an open block device; `bio` receives the last bio of
+            // the chain (the earlier ones are submitted), owned here.
+            unsafe {
+                kb::__blkdev_issue_zeroout(
+                    self.block_device(),
+                    sector,
+                    nr_sects,
+                    kb::GFP_KERNEL,
+                    &mut bio,
+                    kb::BLKDEV_ZERO_NOUNMAP,
+                )
+            }
+        } else {
+            // SAFETY: as above.
+            unsafe { kb::__blkdev_issue_discard(self.block_device(), sector, nr_sects, kb::GFP_KERNEL, &mut bio) };
+            0
+        };
+        let mut status = if r == 0 { blk::OK } else { blk::IOERR };
+        let last = match NonNull::new(bio) {
+            Some(b) => b,
+            None => {
+                // Nothing was built: the device does not discard (or the
+                // range was empty). `end_io` still runs once.
+                status = if nr_sects == 0 { blk::OK } else { blk::NOTSUPP };
+                match self.alloc(0, OP_WRITE) {
+                    Some(b) => b,
+                    None => {
+                        // SAFETY: started above.
+                        unsafe { kb::blk_finish_plug(&mut plug) };
+                        return Err(ENOMEM);
+                    }
+                }
+            }
+        };
+        // SAFETY: the last bio is owned here; after `submit_bio` or
+        // `bio_endio` the block layer owns it and calls `end_io` once,
+        // after the bios chained to it.
+        unsafe {
+            let last = last.as_ptr();
+            (*last).bi_private = private;
+            (*last).bi_end_io = Some(end_io);
+            if status == blk::OK && !bio.is_null() {
+                kb::submit_bio(last);
+            } else {
+                (*last).bi_status = status;
+                kb::bio_endio(last);
+            }
+            kb::blk_finish_plug(&mut plug);
+        }
+        Ok(())
+    }
+
     /// Submits a cache flush; `end_io` runs once with `private`.
     pub(crate) fn flush(self, private: *mut c_void, end_io: unsafe extern "C" fn(*mut kb::bio)) -> Result {
         let bio = self.alloc(0, OP_WRITE | PREFLUSH).ok_or(ENOMEM)?;

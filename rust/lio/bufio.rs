@@ -102,6 +102,13 @@ pub(crate) enum BufOp {
     Write(bool),
     /// Flushes the volatile cache (no data).
     Flush,
+    /// Discards this many sectors (no data).
+    Discard(u64),
+    /// Writes zeroes to this many sectors, keeping them allocated (no data).
+    WriteZeroes(u64),
+    /// Writes the buffer (one logical block) to each block of this many
+    /// sectors, with forced unit access if `true`.
+    WriteSame(bool, u64),
 }
 
 /// One block IO on a [`PageBuf`], identified by the caller's `cookie`.
@@ -185,6 +192,20 @@ pub(crate) fn submit(mut b: KBox<BufIo>, io: IoRef, sector: u64) -> core::result
         BufOp::Write(fua) => {
             let opf = bio::OP_WRITE | bio::SYNC_WRITE | if fua { bio::FUA } else { 0 };
             dev.submit(sector, opf, nsegs, buf.segs(), raw.cast(), buf_io_done)
+        }
+        BufOp::Discard(n) => dev.submit_range(false, sector, n, raw.cast(), buf_io_done),
+        BufOp::WriteZeroes(n) => dev.submit_range(true, sector, n, raw.cast(), buf_io_done),
+        BufOp::WriteSame(fua, n) => {
+            let opf = bio::OP_WRITE | bio::SYNC_WRITE | if fua { bio::FUA } else { 0 };
+            match buf.segs().next() {
+                // The caller checked that the range is whole blocks of the
+                // buffer's size (≤ a page: one segment).
+                Some(seg) if seg.len() > 0 => {
+                    let blocks = n / u64::from(seg.len() >> 9).max(1);
+                    dev.submit(sector, opf, blocks, bio::repeat(seg, blocks), raw.cast(), buf_io_done)
+                }
+                _ => Err(EINVAL),
+            }
         }
     };
     match r {

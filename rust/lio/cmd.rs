@@ -44,6 +44,11 @@ pub(crate) mod reason {
     /// Backing device unusable.
     pub(crate) const LUN_COMMUNICATION_FAILURE: b::sense_reason_t =
         b::tcm_sense_reason_table_TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE as b::sense_reason_t;
+    /// BUSY status: the initiator retries.
+    pub(crate) const LUN_BUSY: b::sense_reason_t = b::tcm_sense_reason_table_TCM_LUN_BUSY as b::sense_reason_t;
+    /// ILLEGAL REQUEST, invalid command operation code.
+    pub(crate) const UNSUPPORTED_SCSI_OPCODE: b::sense_reason_t =
+        b::tcm_sense_reason_table_TCM_UNSUPPORTED_SCSI_OPCODE as b::sense_reason_t;
 }
 
 /// A command LIO handed to the backstore.
@@ -469,7 +474,21 @@ unsafe extern "C" fn execute_unmap(cmd: *mut b::se_cmd, lba: u64, nolb: u64) -> 
     if c.device().readonly() {
         return WRITE_PROTECTED;
     }
-    let Some(io) = bdev_of(&c) else { return NOT_HELD };
+    let Some(io) = bdev_of(&c) else {
+        if !c.device().ha().scsi.proxies() {
+            return NOT_HELD;
+        }
+        // Proxy mode: the primary deallocates; this descriptor waits for it
+        // (LIO goes on with the next one, then completes the command).
+        let lun_id = c.device().ha().scsi.lun_id();
+        return match crate::forward::discard(lun_id, c.sectors(lba), c.sectors(nolb)) {
+            Completion::Good => reason::NONE,
+            Completion::Busy => reason::LUN_BUSY,
+            Completion::Check(s) if s == Sense::ALUA_TRANSITIONING => NOT_HELD,
+            Completion::Check(s) if s == Sense::INVALID_OPCODE => reason::UNSUPPORTED_SCSI_OPCODE,
+            _ => reason::LUN_COMMUNICATION_FAILURE,
+        };
+    };
     match bio::discard(io.bdev(), c.sectors(lba), c.sectors(nolb)) {
         Ok(()) => reason::NONE,
         Err(e) => {
@@ -485,9 +504,24 @@ unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_
     if c.device().readonly() {
         return WRITE_PROTECTED;
     }
-    let Some(io) = bdev_of(&c) else { return NOT_HELD };
-    let dev = io.bdev();
     let bs = c.block_size();
+    let Some(io) = bdev_of(&c) else {
+        if !c.device().ha().scsi.proxies() {
+            return NOT_HELD;
+        }
+        // Proxy mode: the primary writes; the block goes with the request.
+        let (sector, sectors) = (c.sectors(c.lba()), c.sectors(c.write_same_blocks()));
+        let (lun_id, fua) = (c.device().ha().scsi.lun_id(), c.fua());
+        let mut block = KVVec::new();
+        match c.with_data(bs as usize, |d| block.extend_from_slice(d, GFP_KERNEL)) {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return reason::LUN_BUSY,
+            None => return reason::INVALID_CDB_FIELD,
+        }
+        crate::forward::write_same(c, lun_id, fua, sector, sectors, &block);
+        return reason::NONE;
+    };
+    let dev = io.bdev();
     let (sgl, nents) = c.data_sg();
     let Some(seg) = bio::first_seg(sgl, nents).filter(|s| s.len() == bs) else {
         // One logical block of data in one segment, as iblock requires.

@@ -1227,19 +1227,46 @@ impl SnapshotBuilder {
         res_type: u8,
         holder_index: Option<u16>,
     ) -> Result<SnapshotBuilder, SnapshotError> {
+        let mut b = SnapshotBuilder::EMPTY;
+        b.restart(lun_id, snapshot, generation, count, res_type, holder_index)?;
+        Ok(b)
+    }
+
+    /// A builder to [`SnapshotBuilder::restart`] (it holds a snapshot's
+    /// bytes: keep it in one place, not on a small stack).
+    pub(crate) const EMPTY: SnapshotBuilder =
+        SnapshotBuilder { lun_id: 0, snapshot: 0, count: 0, next: 0, holder_index: None, buf: [0; SNAP_MAX] };
+
+    /// [`SnapshotBuilder::begin`] in place: what was being built is
+    /// dropped. On error the builder is left empty (nothing to add to).
+    pub(crate) fn restart(
+        &mut self,
+        lun_id: u32,
+        snapshot: u32,
+        generation: u32,
+        count: u16,
+        res_type: u8,
+        holder_index: Option<u16>,
+    ) -> Result<(), SnapshotError> {
+        self.count = 0;
+        self.next = 0;
         if usize::from(count) > MAX_REGISTRANTS {
             return Err(SnapshotError::TooMany(count));
         }
         if holder_index.is_some_and(|h| h >= count) {
             return Err(SnapshotError::Holder);
         }
-        let mut b = SnapshotBuilder { lun_id, snapshot, count, next: 0, holder_index, buf: [0; SNAP_MAX] };
+        self.lun_id = lun_id;
+        self.snapshot = snapshot;
+        self.count = count;
+        self.holder_index = holder_index;
+        self.buf.fill(0);
         let head = [SNAP_VERSION, u8::from(res_type != 0), res_type, 0];
-        b.put(0, &head);
-        b.put(4, &generation.to_le_bytes());
+        self.put(0, &head);
+        self.put(4, &generation.to_le_bytes());
         // 8..16: holder id, filled when its registration arrives.
-        b.put(16, &count.to_le_bytes());
-        Ok(b)
+        self.put(16, &count.to_le_bytes());
+        Ok(())
     }
 
     fn put(&mut self, at: usize, bytes: &[u8]) {

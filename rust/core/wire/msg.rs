@@ -27,7 +27,7 @@
 //! | `0x0115` | PrOutDone    |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT), 9: sense key `u8`, 10: ASC `u8`, 11: ASCQ `u8` (0 unless CHECK CONDITION) |
 //! | `0x0116` | UaNexus      | 254 | 0: lun_id `u32`, 4: relative target port `u16`, 6: ASC `u8`, 7: ASCQ `u8`, 8: reserved `u16` (0), 10: initiator port (as in PrReg at 20) |
 //! | `0x0117` | UaAll        |   8 | 0: lun_id `u32`, 4: ASC `u8`, 5: ASCQ `u8`, 6: reserved `u16` (0) |
-//! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length in bytes `u32` (a multiple of 512, ≤ 8 MiB; 0 for flush only) |
+//! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
 //! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy), 9: reserved `[u8; 3]` (0) |
 //!
@@ -47,7 +47,10 @@
 //! has parsed the command and made the SCSI checks; the primary only moves
 //! the data. A write's data follows in `IoData` frames with the same tag,
 //! in order from offset 0; a read's data comes back the same way, before
-//! the `IoDone` that ends the tag.
+//! the `IoDone` that ends the tag. Deallocate (UNMAP) and write zeroes move
+//! no data; write same sends one logical block (the LUN's block size, the
+//! same on both nodes), which the primary writes to every block of the
+//! range.
 //!
 //! `UaNexus` establishes a UNIT ATTENTION (ASC/ASCQ) for one I_T nexus of the
 //! receiver (a PR unit attention for a registrant logged in there);
@@ -741,6 +744,22 @@ pub(crate) enum IoOp {
     Write = 2,
     /// Flush the device's volatile cache.
     Flush = 3,
+    /// Deallocate (discard) `len` sectors: UNMAP, WRITE SAME with UNMAP.
+    Discard = 4,
+    /// Write zeroes to `len` sectors, keeping them allocated: WRITE SAME of
+    /// a zero block.
+    WriteZeroes = 5,
+    /// Write the one logical block that follows as IoData to each block of
+    /// `len` sectors: WRITE SAME.
+    WriteSame = 6,
+}
+
+impl IoOp {
+    /// Whether `len` of an IoReq with this op counts 512-byte sectors (a
+    /// range the op covers) rather than data bytes.
+    pub(crate) fn len_is_sectors(self) -> bool {
+        matches!(self, IoOp::Discard | IoOp::WriteZeroes | IoOp::WriteSame)
+    }
 }
 
 /// Block IO the secondary asks the primary to do (proxy mode).
@@ -756,8 +775,20 @@ pub(crate) struct IoReq {
     pub(crate) fua: bool,
     /// First 512-byte sector.
     pub(crate) sector: u64,
-    /// Bytes to move.
+    /// Bytes to move (read, write; 0 for a flush), or sectors in the range
+    /// ([`IoOp::len_is_sectors`]).
     pub(crate) len: u32,
+}
+
+impl IoReq {
+    /// 512-byte sectors the IO covers.
+    pub(crate) fn sectors(&self) -> u64 {
+        if self.op.len_is_sectors() {
+            u64::from(self.len)
+        } else {
+            u64::from(self.len / 512)
+        }
+    }
 }
 
 /// The fields of an IoData frame; its data is the rest of the payload
@@ -918,6 +949,9 @@ impl Message {
     ///
     /// `payload` must be exactly the payload (not the header); a shorter or
     /// longer one is rejected.
+    // Not inlined: its temporaries need not stay on the stack while the
+    // decoded message is handled (the interlink thread's stack is small).
+    #[inline(never)]
     pub(crate) fn decode(ty: MsgType, payload: &[u8]) -> Result<Message, WireError> {
         ty.check_len(payload.len())?;
         let short = WireError::PayloadTooShort {
@@ -1168,6 +1202,9 @@ impl Message {
                     1 => IoOp::Read,
                     2 => IoOp::Write,
                     3 => IoOp::Flush,
+                    4 => IoOp::Discard,
+                    5 => IoOp::WriteZeroes,
+                    6 => IoOp::WriteSame,
                     v => return Some(Err(invalid("op", u64::from(v)))),
                 };
                 if flags & !1 != 0 {
@@ -1179,14 +1216,16 @@ impl Message {
                 let len_ok = match op {
                     IoOp::Flush => len == 0,
                     IoOp::Read | IoOp::Write => len > 0 && len <= MAX_IO_BYTES && len % 512 == 0,
+                    IoOp::Discard | IoOp::WriteZeroes | IoOp::WriteSame => len > 0,
                 };
                 if !len_ok {
                     return Some(Err(invalid("length", u64::from(len))));
                 }
-                if sector.checked_add(u64::from(len / 512)).is_none_or(|end| end > MAX_SECTOR) {
+                let q = IoReq { tag, lun_id, op, fua: flags & 1 != 0, sector, len };
+                if sector.checked_add(q.sectors()).is_none_or(|end| end > MAX_SECTOR) {
                     return Some(Err(invalid("sector", sector)));
                 }
-                Message::IoReq(IoReq { tag, lun_id, op, fua: flags & 1 != 0, sector, len })
+                Message::IoReq(q)
             }
             MsgType::IoData => {
                 let tag = r.u32()?;
@@ -1405,7 +1444,7 @@ pub(crate) mod tests {
         let m = Message::IoReq(io_req());
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
         assert_eq!(field_of(m, 8, &[0]), "op");
-        assert_eq!(field_of(m, 8, &[4]), "op");
+        assert_eq!(field_of(m, 8, &[7]), "op");
         assert_eq!(field_of(m, 9, &[2]), "flags");
         assert_eq!(field_of(m, 10, &[1]), "reserved");
         // Not a multiple of 512, zero, over 8 MiB.
@@ -1420,6 +1459,23 @@ pub(crate) mod tests {
         assert_eq!(field_of(m, 12, &[0xff; 8]), "sector");
         assert_eq!(field_of(m, 12, &(MAX_SECTOR - 1).to_le_bytes()), "sector");
         roundtrip(Message::IoReq(IoReq { sector: MAX_SECTOR - 2048, ..io_req() }));
+    }
+
+    #[test]
+    fn io_req_range_ops_count_sectors() {
+        for op in [IoOp::Discard, IoOp::WriteZeroes, IoOp::WriteSame] {
+            // Far more than 8 MiB, not a multiple of 512: a sector count.
+            let q = IoReq { op, fua: false, len: 0xffff_ffff, sector: 8, ..io_req() };
+            roundtrip(Message::IoReq(q));
+            assert_eq!(q.sectors(), 0xffff_ffff);
+            // An empty range is refused.
+            assert_eq!(field_of(Message::IoReq(q), 20, &[0, 0, 0, 0]), "length");
+            // The range must end within the sector space.
+            let m = Message::IoReq(IoReq { sector: 0, ..q });
+            assert_eq!(field_of(m, 12, &(MAX_SECTOR - 10).to_le_bytes()), "sector");
+            roundtrip(Message::IoReq(IoReq { sector: MAX_SECTOR - 0xffff_ffff, ..q }));
+        }
+        assert_eq!(io_req().sectors(), 2048);
     }
 
     #[test]
