@@ -204,6 +204,28 @@ def cases(lun: int):
         _, st = read_back(l, 15, lun, (1 << 40), 4096)
         return st == 10 and l.alive()
 
+    def zeroes_then_read(l: Link) -> bool:
+        # Write zeroes (op 5, a sector count) over written data; reads back
+        # zeroes.
+        l.send(IO_REQ, io_req(16, lun, 2, 4096, 8192))
+        l.send(IO_DATA, io_data(16, 0, os.urandom(8192)))
+        if io_done_status(l, 16) != 0:
+            return False
+        l.send(IO_REQ, io_req(17, lun, 5, 4096, 16))
+        if io_done_status(l, 17) != 0:
+            return False
+        data, st = read_back(l, 18, lun, 4096, 8192)
+        return st == 0 and data == bytes(8192)
+
+    def discard(l: Link) -> bool:
+        # Deallocate (op 4): done, or not supported by the device (1).
+        l.send(IO_REQ, io_req(19, lun, 4, 4096, 16))
+        return io_done_status(l, 19) in (0, 1) and l.alive()
+
+    def discard_past_end(l: Link) -> bool:
+        l.send(IO_REQ, io_req(20, lun, 4, 1 << 40, 0xffffffff))
+        return io_done_status(l, 20) == 10 and l.alive()
+
     lun_state = struct.pack("<IBBHIQ", 999, 1, 0, 0, 512, 2048) + b"x" * 64 + bytes(32)
     port = struct.pack("<BBH", 5, 0, 3) + bytes(16) + b"ini".ljust(224, b"\0")
     pr_out = struct.pack("<IIHBBQQ", 21, 999, 0x21, 0, 0, 0, 0xab) + port
@@ -228,6 +250,11 @@ def cases(lun: int):
         ("io_write_read_back", write_then_read),
         ("io_write_data_out_of_order", out_of_order),
         ("io_read_past_the_end", past_end),
+        ("io_write_zeroes_read_back", zeroes_then_read),
+        ("io_discard", discard),
+        ("io_discard_past_the_end", discard_past_end),
+        ("io_req_unknown_op", closes(IO_REQ, io_req(21, lun, 7, 0, 8))),
+        ("io_req_empty_range", closes(IO_REQ, io_req(22, lun, 4, 0, 0))),
     ]
 
 
