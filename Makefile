@@ -10,6 +10,8 @@
 #                   + VM tests (T=<pattern> selects tests)
 #   make fuzz       cargo-fuzz targets, FUZZ_SECS each (nightly, installed on use)
 #   make demo       boot two nodes, load the module, show its state
+#   make soak       DURATION=30m MODE=2: fio with verification through both
+#                   nodes, a role switch or a link flap per cycle, a summary
 #   make bench      benchmarks (bench-local: ha vs iblock ratios on one node;
 #                   bench-pair: secondary vs primary path in proxy mode;
 #                   bench-ha: failover, link-up and PR timings; bench-report:
@@ -36,7 +38,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo bench bench-local bench-pair bench-ha bench-report install modules_install fuzz \
+.PHONY: all module setup kernel check host-test vm-test demo soak bench bench-local bench-pair bench-ha bench-report install modules_install fuzz \
 	install-targetcli clean
 
 all: module
@@ -97,6 +99,10 @@ check: host-test vm-test
 
 demo: setup module
 	$(PYTHON) scripts/demo.py
+
+# Mixed IO with a role switch or a link flap per cycle: DURATION=30m MODE=2
+soak: setup module
+	DURATION=$(or $(DURATION),10m) MODE=$(or $(MODE),2) $(PYTHON) scripts/soak.py
 
 # Benchmarks print ratios measured side by side in one run.
 bench: bench-local bench-pair bench-ha
