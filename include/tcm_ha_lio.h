@@ -28,6 +28,8 @@ struct scatterlist *tcm_ha_sg_next(struct scatterlist *sg);
 struct page *tcm_ha_sg_page(struct scatterlist *sg);
 bool tcm_ha_ratelimit(void);
 unsigned int tcm_ha_dev_port_ids(struct se_device *dev, u16 *ids, unsigned int max);
+bool tcm_ha_caw_trylock(struct se_device *dev);
+void tcm_ha_caw_unlock(struct se_device *dev);
 
 /* rust/helpers.c: the interlink's socket options, kthread_run() and HMAC. */
 struct socket;

@@ -237,8 +237,9 @@ pub(crate) fn io(cmd: Cmd, lun_id: u32, op: IoOp, fua: bool, sector: u64, sg: Op
     let room = match op {
         IoOp::Write => data.resize(len, 0, GFP_KERNEL).is_ok(),
         IoOp::Read => rbuf.reserve(len, GFP_KERNEL).is_ok(),
-        // No data (the range ops go through `write_same` and `discard`).
-        IoOp::Flush | IoOp::Discard | IoOp::WriteZeroes | IoOp::WriteSame => true,
+        // No data (the range ops go through `write_same` and `discard`,
+        // COMPARE AND WRITE through `compare_and_write`).
+        IoOp::Flush | IoOp::Discard | IoOp::WriteZeroes | IoOp::WriteSame | IoOp::CompareAndWrite => true,
     };
     if !room {
         cmd.complete(Completion::Busy);
@@ -273,6 +274,20 @@ pub(crate) fn write_same(cmd: Cmd, lun_id: u32, fua: bool, sector: u64, sectors:
     }
     let wait = IoWait { op, sg: None, buf: KVVec::new(), len };
     let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len: n });
+    park(Owner::Cmd(cmd), lun_id, req, data, Some(wait), IO_ANSWER_MS);
+}
+
+/// Hands a COMPARE AND WRITE to the primary (proxy mode): `data` holds
+/// the `len` bytes to compare with those at `sector`, then the `len` bytes
+/// to write there if they are equal.
+pub(crate) fn compare_and_write(cmd: Cmd, lun_id: u32, fua: bool, sector: u64, len: u32, data: KVVec<u8>) {
+    if data.len() != 2 * len as usize {
+        cmd.complete(Completion::Check(Sense::INVALID_FIELD_IN_CDB));
+        return;
+    }
+    let op = IoOp::CompareAndWrite;
+    let wait = IoWait { op, sg: None, buf: KVVec::new(), len: data.len() };
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len });
     park(Owner::Cmd(cmd), lun_id, req, data, Some(wait), IO_ANSWER_MS);
 }
 
@@ -368,6 +383,15 @@ pub(crate) fn io_done(d: &IoDone) -> bool {
         IoStatus::Blk(v) => io::from_blk_status(v, write),
         IoStatus::NotHeld => Completion::Check(Sense::ALUA_TRANSITIONING),
         IoStatus::Busy => Completion::Busy,
+        // MISCOMPARE, with the offset of the first differing byte in
+        // INFORMATION (SBC-4 §5.3), as LIO reports its own.
+        IoStatus::Miscompare(off) if w.op == IoOp::CompareAndWrite => {
+            Completion::Check(Sense::MISCOMPARE.with_info(u64::from(off)))
+        }
+        IoStatus::Miscompare(_) => {
+            pr_err!("LUN {}: the primary answered miscompare to an IO that compares nothing\n", lun_id);
+            io::from_blk_status(io::blk::IOERR, write)
+        }
     };
     owner.finish(c);
     true

@@ -15,6 +15,17 @@ bool tcm_ha_dev_configured(struct se_device *dev)
 	return target_dev_configured(dev);
 }
 
+/* The device's COMPARE AND WRITE lock (LIO's caw_sem). */
+bool tcm_ha_caw_trylock(struct se_device *dev)
+{
+	return down_trylock(&dev->caw_sem) == 0;
+}
+
+void tcm_ha_caw_unlock(struct se_device *dev)
+{
+	up(&dev->caw_sem);
+}
+
 #include <linux/blkdev.h>
 
 sector_t tcm_ha_bdev_nr_sectors(struct file *bdev_file)

@@ -25,7 +25,7 @@ use crate::core_logic::scsi::alua::Link as LinkState;
 use crate::core_logic::wire::handshake::{Config, LinkParams, LocalParams, Side};
 use crate::core_logic::control::Role;
 use crate::core_logic::scsi::alua::PeerRole;
-use crate::core_logic::wire::msg::{ByeReason, LunRole, LunState, Message, MAX_LUN_PORTS, NONCE_LEN, SERIAL_LEN};
+use crate::core_logic::wire::msg::{ByeReason, LunRole, LunState, Message, ModePages, MAX_LUN_PORTS, NONCE_LEN, SERIAL_LEN};
 use crate::lio;
 use crate::forward;
 use crate::prsync::PrSync;
@@ -564,7 +564,7 @@ impl Interlink {
             if let Err(e) = s.on_tick(sys::now_ms(), &mut tx) {
                 break Err(e);
             }
-            if s.params().is_some() && sys::now_ms() >= inv.due {
+            if s.params().is_some() && (sys::now_ms() >= inv.due || MODES_CHANGED.swap(false, Ordering::AcqRel)) {
                 if let Err(e) = inv.sync(&mut s, &mut tx) {
                     break Err(e);
                 }
@@ -587,7 +587,9 @@ impl Interlink {
             // Until data arrives, the socket takes more, a command is
             // queued for the peer or an IO of the peer's completes (each
             // kicks), or the next tick.
-            sys::link_wait(RECV_TIMEOUT_MS);
+            // A COMPARE AND WRITE of the peer's waiting for its lock is
+            // retried every millisecond (the lock's release does not kick).
+            sys::link_wait(if proxy.waiting() { 1 } else { RECV_TIMEOUT_MS });
         };
         if result.is_err() {
             // What the failure queued (AuthResult(2), LoginReject, Bye)
@@ -652,6 +654,9 @@ impl Interlink {
 struct Inventory {
     sent: KVec<LunState>,
     peer: KVec<LunState>,
+    /// Mode parameters sent, and the peer's last ones (per LUN).
+    modes_sent: KVec<ModePages>,
+    peer_modes: KVec<ModePages>,
     /// Peer LUNs reported as not matching ours (logged once each).
     mismatched: KVec<u32>,
     /// Next sync time (ms); 0 = at once.
@@ -663,7 +668,14 @@ const SYNC_MS: u64 = 500;
 
 impl Inventory {
     fn new() -> Self {
-        Inventory { sent: KVec::new(), peer: KVec::new(), mismatched: KVec::new(), due: 0 }
+        Inventory {
+            sent: KVec::new(),
+            peer: KVec::new(),
+            modes_sent: KVec::new(),
+            peer_modes: KVec::new(),
+            mismatched: KVec::new(),
+            due: 0,
+        }
     }
 
     /// A LunState or LunGone from the peer.
@@ -679,7 +691,20 @@ impl Inventory {
                     pr_err!("interlink: no room for the peer's LUN {}: ignored\n", l.lun_id);
                 }
             }
-            Message::LunGone(id) => self.peer.retain(|p| p.lun_id != id),
+            Message::LunGone(id) => {
+                self.peer.retain(|p| p.lun_id != id);
+                self.peer_modes.retain(|p| p.lun_id != id);
+            }
+            Message::ModePages(m) => {
+                if let Some(old) = self.peer_modes.iter_mut().find(|p| p.lun_id == m.lun_id) {
+                    *old = m;
+                } else if self.peer_modes.len() >= MAX_LUNS as usize || self.peer_modes.push(m, GFP_KERNEL).is_err() {
+                    pr_err!("interlink: no room for the peer's mode parameters of LUN {}: ignored\n", m.lun_id);
+                    return;
+                }
+                Self::apply_modes(core::slice::from_ref(&m));
+                return;
+            }
             _ => return,
         }
         self.due = 0;
@@ -735,8 +760,44 @@ impl Inventory {
             }
         }
         self.sent = cur;
+        // Mode parameters: those that changed since last sent.
+        let mut modes = KVec::new();
+        lio::with_devices(|devs| {
+            for d in devs {
+                let scsi = &d.device().ha().scsi;
+                let (generation, wce) = scsi.mode();
+                if modes.push(ModePages { lun_id: scsi.lun_id(), generation, wce }, GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        });
+        for m in modes.iter() {
+            if !self.modes_sent.iter().any(|o| o == m) {
+                s.send_when_up(&Message::ModePages(*m), now, tx)?;
+            }
+        }
+        self.modes_sent = modes;
         self.apply();
+        Self::apply_modes(&self.peer_modes);
         Ok(())
+    }
+
+    /// Gives our LUNs the peer's mode parameters where they win.
+    fn apply_modes(peer: &[ModePages]) {
+        lio::with_devices(|devs| {
+            for m in peer {
+                let Some(d) = devs.iter().find(|d| d.device().ha().scsi.lun_id() == m.lun_id) else { continue };
+                let scsi = &d.device().ha().scsi;
+                if scsi.mode_from_peer(m.generation, m.wce, scsi.peer_is_primary()) {
+                    pr_info!(
+                        "LUN {}: MODE SELECT through the peer: write cache {} (WCE {})\n",
+                        m.lun_id,
+                        if m.wce { "enabled" } else { "disabled, writes go through" },
+                        u8::from(m.wce)
+                    );
+                }
+            }
+        });
     }
 
     /// Gives each of our LUNs what the peer says about it.
@@ -807,6 +868,15 @@ impl Inventory {
         });
         refresh_alua();
     }
+}
+
+/// A MODE SELECT changed a LUN's mode parameters: sent at the next pass.
+static MODES_CHANGED: AtomicBool = AtomicBool::new(false);
+
+/// Has the interlink send the LUNs' changed mode parameters at once.
+pub(crate) fn modes_changed() {
+    MODES_CHANGED.store(true, Ordering::Release);
+    sys::link_kick();
 }
 
 /// Opens or releases each LUN's backing device as its role asks, raises

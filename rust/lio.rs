@@ -187,6 +187,9 @@ pub(crate) struct Device {
     /// Uses of `io` in progress (commands whose bios are in flight, ...):
     /// the backing device is closed only once there are none.
     io_users: AtomicUsize,
+    /// COMPARE AND WRITE locks taken for the peer ([`CawLock`]): the
+    /// device is not destroyed while one is held.
+    caw_holds: AtomicUsize,
     /// Capacity in 512-byte sectors and whether the device caches writes,
     /// learnt when enabled and kept while the device is released.
     sectors: AtomicU64,
@@ -231,6 +234,21 @@ impl Device {
         Some(IoRef { dev: ptr::NonNull::from(self), bdev: unsafe { bio::Bdev::new(f) } })
     }
 
+    /// Logical block size and capacity in blocks.
+    pub(crate) fn geometry(&self) -> (u32, u64) {
+        // SAFETY: set at configure time, read-only afterwards.
+        let bs = unsafe { *ptr::addr_of!(self.se_dev.dev_attrib.block_size) };
+        let sectors = self.sectors.load(Ordering::Relaxed);
+        let blocks = if bs >= 512 { sectors / u64::from(bs / 512) } else { 0 };
+        (bs, blocks)
+    }
+
+    /// Whether the backing device caches writes (as learnt at enable): the
+    /// caching page's default WCE.
+    pub(crate) fn default_wce(&self) -> bool {
+        self.write_cache.load(Ordering::Relaxed)
+    }
+
     /// Whether the device was enabled with `readonly=1`.
     pub(crate) fn readonly(&self) -> bool {
         self.readonly.load(Ordering::Relaxed)
@@ -251,20 +269,42 @@ impl Device {
     /// out what a device does not answer); then it may be closed.
     fn unpublish(&self) {
         self.io.store(ptr::null_mut(), Ordering::SeqCst);
+        self.wait_none(&self.io_users, "IOs in flight before closing the backing device");
+    }
+
+    /// Waits until `count` is zero, saying every 5 s what it waits for.
+    fn wait_none(&self, count: &AtomicUsize, what: &str) {
         let start = crate::sys::now_ms();
         let mut warn_at = start + 5000;
-        while self.io_users.load(Ordering::SeqCst) != 0 {
+        while count.load(Ordering::SeqCst) != 0 {
             crate::sys::sleep_ms(1);
             let now = crate::sys::now_ms();
             if now >= warn_at {
                 warn_at = now + 5000;
                 pr_warn!(
-                    "{}: waiting {} s for {} IOs in flight before closing the backing device\n",
+                    "{}: waiting {} s for {} {}\n",
                     self.inner.name(),
                     (now - start) / 1000,
-                    self.io_users.load(Ordering::Relaxed)
+                    count.load(Ordering::Relaxed),
+                    what
                 );
             }
+        }
+    }
+
+    /// LIO's COMPARE AND WRITE lock of the device, if free now (the
+    /// interlink thread does not wait for it: it retries).
+    pub(crate) fn caw_try_lock(&self) -> Option<CawLock> {
+        // Counted first: `destroy_device` waits for the count after LIO
+        // stopped sending commands, so a lock taken here is always seen.
+        self.caw_holds.fetch_add(1, Ordering::SeqCst);
+        let se_dev = ptr::addr_of!(self.se_dev).cast_mut();
+        // SAFETY: a live device; the helper only tries its semaphore.
+        if unsafe { b::tcm_ha_caw_trylock(se_dev) } {
+            Some(CawLock { dev: ptr::NonNull::from(self) })
+        } else {
+            self.caw_holds.fetch_sub(1, Ordering::Release);
+            None
         }
     }
 
@@ -313,6 +353,28 @@ impl Drop for IoRef {
         // SAFETY: the device is neither closed nor freed while this use is
         // counted (see the type).
         unsafe { self.dev.as_ref() }.io_end();
+    }
+}
+
+/// LIO's COMPARE AND WRITE lock of a device (its `caw_sem`), held for a
+/// COMPARE AND WRITE the peer asked for; released when dropped, which may
+/// happen in a bio completion (`up` does not sleep).
+pub(crate) struct CawLock {
+    dev: ptr::NonNull<Device>,
+}
+
+// SAFETY: a semaphore may be released from any context and any thread;
+// the device outlives the lock (`destroy_device` waits for `caw_holds`).
+unsafe impl Send for CawLock {}
+
+impl Drop for CawLock {
+    fn drop(&mut self) {
+        // SAFETY: the device is not destroyed while this lock is counted.
+        let d = unsafe { self.dev.as_ref() };
+        let se_dev = ptr::addr_of!(d.se_dev).cast_mut();
+        // SAFETY: taken by `caw_try_lock`, released once, here.
+        unsafe { b::tcm_ha_caw_unlock(se_dev) };
+        d.caw_holds.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -416,12 +478,7 @@ impl DevRef {
 
     /// Logical block size and capacity in blocks.
     pub(crate) fn geometry(&self) -> (u32, u64) {
-        let d = self.device();
-        // SAFETY: set at configure time, read-only afterwards.
-        let bs = unsafe { *ptr::addr_of!(d.se_dev.dev_attrib.block_size) };
-        let sectors = d.sectors.load(Ordering::Relaxed);
-        let blocks = if bs >= 512 { sectors / u64::from(bs / 512) } else { 0 };
-        (bs, blocks)
+        self.device().geometry()
     }
 }
 
@@ -445,6 +502,7 @@ unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> 
         rcu: kb::callback_head::default(),
         io: AtomicPtr::new(ptr::null_mut()),
         io_users: AtomicUsize::new(0),
+        caw_holds: AtomicUsize::new(0),
         sectors: AtomicU64::new(0),
         write_cache: AtomicBool::new(false),
         readonly: AtomicBool::new(false),
@@ -476,6 +534,7 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
         }
         d.sectors.store(hw.sectors, Ordering::Relaxed);
         d.write_cache.store(hw.write_cache, Ordering::Relaxed);
+        d.inner.scsi.mode_init(hw.write_cache);
         d.readonly.store(hw.readonly, Ordering::Relaxed);
         d.publish(hw.io);
         let listed = DevRef(ptr::NonNull::from(d));
@@ -503,8 +562,10 @@ unsafe extern "C" fn destroy_device(dev: *mut b::se_device) {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
     DEVICES.lock().retain(|r| !ptr::eq(r.0.as_ptr(), d));
-    // LIO runs no command now, but an IMMED cache flush may be in flight.
+    // LIO runs no command now, but an IMMED cache flush may be in flight,
+    // and a COMPARE AND WRITE of the peer's may hold the device's lock.
     d.unpublish();
+    d.wait_none(&d.caw_holds, "COMPARE AND WRITE locks of the peer's");
     d.inner.destroy();
     // Every `destroy_device` follows a successful `configure_device`.
     crate::configfs::NODE.device_gone();
@@ -623,8 +684,10 @@ unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
 unsafe extern "C" fn get_write_cache(dev: *mut b::se_device) -> bool {
     // SAFETY: LIO passes a device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
-    // As learnt at enable: the same whether or not this node holds it now.
-    d.write_cache.load(Ordering::Relaxed)
+    // The caching page's WCE: the backing device's cache as learnt at
+    // enable (the same whether or not this node holds it now), unless a
+    // MODE SELECT through either node changed it.
+    d.inner.scsi.wce()
 }
 
 /// The registered `ha` backend; unregistered on drop.

@@ -13,7 +13,16 @@
 //!
 //! The primary holds at most [`MAX_HELD`] bytes of the peer's IO at once
 //! (more is answered busy), and drops a write whose data does not arrive
-//! in order. Everything the secondary sends here was checked by the codec
+//! in order.
+//!
+//! A COMPARE AND WRITE received by the secondary travels whole (the data
+//! to compare and the data to write): the primary takes LIO's COMPARE AND
+//! WRITE lock of the device (`caw_sem`, the one its own COMPARE AND WRITEs
+//! take), reads, compares and writes, and releases the lock when the write
+//! completes, so that COMPARE AND WRITEs through both nodes are atomic
+//! against each other. The interlink thread never waits for the lock: it
+//! retries each pass (every millisecond while one waits) and answers busy
+//! after [`CAW_WAIT_MS`]. Everything the secondary sends here was checked by the codec
 //! (lengths, offsets within 8 MiB); the LUN's range is checked here.
 
 use kernel::prelude::*;
@@ -24,6 +33,7 @@ use crate::core_logic::scsi::alua::HaMode;
 use crate::core_logic::link::{LinkError, Session, Tx};
 use crate::core_logic::scsi::io::blk;
 use crate::core_logic::wire::msg::{IoData, IoDone, IoOp, IoReq, IoStatus, Message, IO_CHUNK};
+use crate::lio::CawLock;
 use crate::forward::{self, Outgoing, ANSWER_BIT};
 use crate::lio::{
     self,
@@ -35,16 +45,77 @@ use crate::sys::{self, KernelMac};
 /// Bytes of the peer's IO this node holds at once.
 const MAX_HELD: usize = 64 << 20;
 
+/// How long a COMPARE AND WRITE of the peer's waits for the device's lock
+/// before it is answered busy (the initiator retries it).
+const CAW_WAIT_MS: u64 = 5000;
+
+/// What a write of the peer's does once its data is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// A write of the whole buffer.
+    Write,
+    /// WRITE SAME of this many sectors (the buffer is one logical block).
+    Same(u64),
+    /// COMPARE AND WRITE (the buffer: data to compare, then data to write).
+    Caw,
+}
+
 /// A write of the peer's waiting for its data.
 struct Filling {
     tag: u32,
     lun_id: u32,
     sector: u64,
     fua: bool,
-    /// Sectors of a WRITE SAME (its buffer is one logical block).
-    same: Option<u64>,
+    fill: Fill,
     buf: PageBuf,
     got: usize,
+}
+
+/// A COMPARE AND WRITE of the peer's, from its data's arrival to the
+/// submission of its write (or its miscompare).
+struct Caw {
+    tag: u32,
+    lun_id: u32,
+    sector: u64,
+    fua: bool,
+    /// The data to compare, then the data to write (twice the range).
+    data: PageBuf,
+    /// When it stops waiting for the lock.
+    deadline: u64,
+    /// Its read was submitted (it holds the lock).
+    reading: bool,
+}
+
+impl Caw {
+    /// Bytes compared (and written).
+    fn len(&self) -> usize {
+        self.data.len() / 2
+    }
+}
+
+/// Offset of the first byte where `a` (read) and `b` (the data to compare
+/// at `at` in `cmp`) differ, or `None` when equal; reading errors count
+/// as a difference at the start of the piece.
+fn first_difference(read: &PageBuf, cmp: &PageBuf, scratch: &mut [u8]) -> Option<usize> {
+    let len = read.len();
+    let half = scratch.len() / 2;
+    if half == 0 {
+        return Some(0);
+    }
+    let (x, y) = scratch.split_at_mut(half);
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(half);
+        let (Some(x), Some(y)) = (x.get_mut(..n), y.get_mut(..n)) else { return Some(off) };
+        if read.read_at(off, x).is_err() || cmp.read_at(off, y).is_err() {
+            return Some(off);
+        }
+        if let Some(i) = x.iter().zip(y.iter()).position(|(a, b)| a != b) {
+            return Some(off + i);
+        }
+        off += n;
+    }
+    None
 }
 
 fn cookie(tag: u32, lun_id: u32) -> u64 {
@@ -60,6 +131,35 @@ fn split(cookie: u64) -> (u32, u32) {
 /// `sector`, if this node is its primary and holds it, with the LUN's
 /// logical block size.
 fn lun_io(lun_id: u32, sector: u64, n: u64) -> core::result::Result<(IoRef, u32), IoStatus> {
+    lun_io_with(lun_id, sector, n, |_| Ok(()))
+}
+
+/// As [`lun_io`], with the LUN's COMPARE AND WRITE lock, or `Ok(None)`
+/// while another holds it.
+fn lun_caw(lun_id: u32, sector: u64, n: u64) -> core::result::Result<Option<(IoRef, CawLock)>, IoStatus> {
+    let mut lock = None;
+    match lun_io_with(lun_id, sector, n, |d| {
+        lock = d.caw_try_lock();
+        if lock.is_some() {
+            Ok(())
+        } else {
+            Err(IoStatus::Busy)
+        }
+    }) {
+        Ok((io, _)) => Ok(lock.map(|l| (io, l))),
+        Err(IoStatus::Busy) => Ok(None),
+        Err(st) => Err(st),
+    }
+}
+
+/// As [`lun_io`], running `also` on the device (registry locked) before
+/// the use begins.
+fn lun_io_with(
+    lun_id: u32,
+    sector: u64,
+    n: u64,
+    also: impl FnOnce(&lio::Device) -> core::result::Result<(), IoStatus>,
+) -> core::result::Result<(IoRef, u32), IoStatus> {
     lio::with_devices(|devs| {
         let d = devs.iter().find(|d| d.device().ha().scsi.lun_id() == lun_id).ok_or(IoStatus::NotHeld)?;
         if d.device().ha().scsi.local_role() != Role::Primary {
@@ -74,6 +174,7 @@ fn lun_io(lun_id: u32, sector: u64, n: u64) -> core::result::Result<(IoRef, u32)
             }
             return Err(IoStatus::Blk(blk::IOERR));
         }
+        also(d.device())?;
         let io = d.device().io_begin().ok_or(IoStatus::NotHeld)?;
         Ok((io, bs))
     })
@@ -83,6 +184,7 @@ fn lun_io(lun_id: u32, sector: u64, n: u64) -> core::result::Result<(IoRef, u32)
 /// peer, and the sending of this node's forwarded commands).
 pub(crate) struct Proxy {
     filling: KVec<Filling>,
+    caws: KVec<Caw>,
     replies: KVec<IoDone>,
     done: KVec<KBox<BufIo>>,
     outgoing: KVec<Outgoing>,
@@ -98,7 +200,21 @@ impl Proxy {
         // IO done for the peer of an earlier connection: its commands have
         // failed there already; nobody waits for the answers.
         bufio::drain();
-        Ok(Proxy { filling: KVec::new(), replies: KVec::new(), done: KVec::new(), outgoing: KVec::new(), chunk, held: 0 })
+        Ok(Proxy {
+            filling: KVec::new(),
+            caws: KVec::new(),
+            replies: KVec::new(),
+            done: KVec::new(),
+            outgoing: KVec::new(),
+            chunk,
+            held: 0,
+        })
+    }
+
+    /// Whether a COMPARE AND WRITE waits for its lock (the interlink
+    /// thread then comes back within a millisecond).
+    pub(crate) fn waiting(&self) -> bool {
+        self.caws.iter().any(|c| !c.reading)
     }
 
     /// An IO message from the peer (`data`: an IoData's bytes).
@@ -181,7 +297,7 @@ impl Proxy {
                     IoStatus::Busy
                 })
             }
-            IoOp::Write | IoOp::WriteSame => {
+            IoOp::Write | IoOp::WriteSame | IoOp::CompareAndWrite => {
                 // Checked now so that a refused write's data is not kept.
                 let (io, bs) = lun_io(q.lun_id, q.sector, q.sectors())?;
                 drop(io);
@@ -189,13 +305,15 @@ impl Proxy {
                     return Err(IoStatus::Blk(blk::IOERR));
                 }
                 // WRITE SAME: one logical block of data, for whole blocks.
-                let (len, same) = match q.op {
-                    IoOp::WriteSame if q.sectors() % u64::from(bs / 512).max(1) == 0 => (bs, Some(q.sectors())),
-                    IoOp::WriteSame => return Err(IoStatus::Blk(blk::IOERR)),
-                    _ => (q.len, None),
+                let whole = q.sectors() % u64::from(bs / 512).max(1) == 0;
+                let (len, fill) = match q.op {
+                    IoOp::WriteSame if whole => (bs, Fill::Same(q.sectors())),
+                    IoOp::CompareAndWrite if whole => (2 * q.len, Fill::Caw),
+                    IoOp::WriteSame | IoOp::CompareAndWrite => return Err(IoStatus::Blk(blk::IOERR)),
+                    _ => (q.len, Fill::Write),
                 };
                 let buf = self.buffer(len)?;
-                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, same, buf, got: 0 };
+                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, fill, buf, got: 0 };
                 self.filling.push(f, GFP_KERNEL).map_err(|_| {
                     self.held -= len as usize;
                     IoStatus::Busy
@@ -232,9 +350,27 @@ impl Proxy {
             return;
         }
         let (tag, lun_id) = (f.tag, f.lun_id);
-        let (op, sectors) = match f.same {
-            Some(n) => (BufOp::WriteSame(f.fua, n), n),
-            None => (BufOp::Write(f.fua), (len / 512) as u64),
+        let (op, sectors) = match f.fill {
+            Fill::Same(n) => (BufOp::WriteSame(f.fua, n), n),
+            Fill::Write => (BufOp::Write(f.fua), (len / 512) as u64),
+            Fill::Caw => {
+                let c = Caw {
+                    tag,
+                    lun_id,
+                    sector: f.sector,
+                    fua: f.fua,
+                    data: f.buf,
+                    deadline: sys::now_ms().saturating_add(CAW_WAIT_MS),
+                    reading: false,
+                };
+                if self.caws.push(c, GFP_KERNEL).is_err() {
+                    self.held -= len;
+                    self.reply(tag, lun_id, IoStatus::Busy);
+                    return;
+                }
+                self.caw_retry();
+                return;
+            }
         };
         let r = lun_io(lun_id, f.sector, sectors).and_then(|(io, _)| {
             let b = BufIo::new(cookie(tag, lun_id), op, f.buf).map_err(|_| IoStatus::Busy)?;
@@ -246,6 +382,107 @@ impl Proxy {
         }
     }
 
+    /// Starts the COMPARE AND WRITEs whose lock is free (their read, under
+    /// the lock); answers busy those that waited too long.
+    fn caw_retry(&mut self) {
+        let now = sys::now_ms();
+        let mut i = 0;
+        while i < self.caws.len() {
+            let Some(c) = self.caws.get(i) else { break };
+            if c.reading {
+                i += 1;
+                continue;
+            }
+            let (tag, lun_id, sector, len, deadline) = (c.tag, c.lun_id, c.sector, c.len(), c.deadline);
+            let r = lun_caw(lun_id, sector, (len / 512) as u64).and_then(|got| {
+                let Some((io, lock)) = got else { return Ok(false) };
+                let buf = PageBuf::new(len).map_err(|_| IoStatus::Busy)?;
+                let mut b = BufIo::new(cookie(tag, lun_id), BufOp::CawRead, buf).map_err(|_| IoStatus::Busy)?;
+                b.hold = Some(lock);
+                bufio::submit(b, io, sector).map_err(|_| IoStatus::Busy)?;
+                Ok(true)
+            });
+            match r {
+                Ok(true) => {
+                    self.held += len;
+                    if let Some(c) = self.caws.get_mut(i) {
+                        c.reading = true;
+                    }
+                    i += 1;
+                }
+                Ok(false) if now < deadline => i += 1,
+                Ok(false) => {
+                    pr_warn!("LUN {}: the peer's COMPARE AND WRITE waited {} ms for the lock: answered busy\n", lun_id, CAW_WAIT_MS);
+                    self.caw_end(i, IoStatus::Busy);
+                }
+                Err(st) => self.caw_end(i, st),
+            }
+        }
+    }
+
+    /// Ends the COMPARE AND WRITE at `i` of the list with `status` sent
+    /// now (a write submitted instead answers at its completion: `None`).
+    fn caw_end(&mut self, i: usize, status: impl Into<Option<IoStatus>>) {
+        let Ok(c) = self.caws.remove(i) else { return };
+        self.held = self.held.saturating_sub(c.data.len());
+        if let Some(st) = status.into() {
+            self.reply(c.tag, c.lun_id, st);
+        }
+    }
+
+    /// The read of a COMPARE AND WRITE completed (`b` holds the lock):
+    /// compares, then writes under the same lock, or answers.
+    fn caw_read_done(&mut self, mut b: KBox<BufIo>) {
+        self.held = self.held.saturating_sub(b.buf.len());
+        let Some(i) = self.caws.iter().position(|c| c.reading && cookie(c.tag, c.lun_id) == b.cookie) else {
+            // Its connection's state is gone: the lock goes with `b`.
+            return;
+        };
+        if b.status != 0 {
+            let st = IoStatus::Blk(b.status.min(63));
+            self.caw_end(i, st);
+            return;
+        }
+        let Some(c) = self.caws.get(i) else { return };
+        let len = c.len();
+        let diff = match self.chunk.get_mut(..IO_CHUNK) {
+            Some(scratch) => first_difference(&b.buf, &c.data, scratch),
+            None => Some(0),
+        };
+        if let Some(off) = diff {
+            // Bounded by the range (≤ MAX_CAW_BYTES).
+            self.caw_end(i, IoStatus::Miscompare(off as u32));
+            return;
+        }
+        // The data to write replaces what was read, in the same buffer.
+        let (lun_id, sector, fua) = (c.lun_id, c.sector, c.fua);
+        let mut moved = Ok(());
+        let mut off = 0;
+        while off < len && moved.is_ok() {
+            let n = (len - off).min(IO_CHUNK);
+            moved = match self.chunk.get_mut(..n) {
+                Some(piece) => c.data.read_at(len + off, piece).and_then(|_| b.buf.write_at(off, piece)),
+                None => Err(EINVAL),
+            };
+            off += n;
+        }
+        if moved.is_err() {
+            self.caw_end(i, IoStatus::Blk(blk::IOERR));
+            return;
+        }
+        let r = lun_io(lun_id, sector, (len / 512) as u64).and_then(|(io, _)| {
+            b.op = BufOp::Write(fua);
+            bufio::submit(b, io, sector).map_err(|_| IoStatus::Busy)
+        });
+        match r {
+            Ok(()) => {
+                self.held += len;
+                self.caw_end(i, None);
+            }
+            Err(st) => self.caw_end(i, st),
+        }
+    }
+
     /// Sends this node's forwarded commands (with their data), answers to
     /// the peer's IO that failed at once, and the peer's completed IO
     /// (with read data).
@@ -253,6 +490,20 @@ impl Proxy {
     // time, not the sum of all of them (see `Interlink::converse`).
     #[inline(never)]
     pub(crate) fn flush(&mut self, s: &mut Session<'_, KernelMac>, tx: &mut impl Tx) -> core::result::Result<(), LinkError> {
+        // Completed IO first: a compare's read may end in an answer below.
+        let mut done = core::mem::take(&mut self.done);
+        bufio::take_done(&mut done);
+        let mut i = 0;
+        while i < done.len() {
+            if done.get(i).is_some_and(|b| b.op == BufOp::CawRead) {
+                if let Ok(b) = done.remove(i) {
+                    self.caw_read_done(b);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.caw_retry();
         forward::take_outbox(&mut self.outgoing);
         for o in self.outgoing.iter() {
             s.send_when_up(&o.msg, sys::now_ms(), tx)?;
@@ -269,8 +520,6 @@ impl Proxy {
             s.send_when_up(&Message::IoDone(*r), sys::now_ms(), tx)?;
         }
         self.replies.clear();
-        let mut done = core::mem::take(&mut self.done);
-        bufio::take_done(&mut done);
         let mut result = Ok(());
         for b in done.iter() {
             self.held = self.held.saturating_sub(b.buf.len());
@@ -281,6 +530,16 @@ impl Proxy {
         done.clear();
         self.done = done;
         result
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // The COMPARE AND WRITE locks of this connection's IO are released
+        // here: once the reads holding one have completed, the done list
+        // (and with it their locks) is emptied.
+        bufio::wait_holding();
+        bufio::drain();
     }
 }
 

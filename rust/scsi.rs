@@ -6,7 +6,7 @@
 //! of the LUN. The decisions are the plain-Rust core's; this module keeps
 //! the state under a lock and hands it to the core. No `unsafe` here.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 use crate::configfs::NODE;
@@ -16,6 +16,7 @@ use crate::core_logic::scsi::{
     alua::{self, HaView, Link, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
     io::Completion,
+    mode,
     nexus::{self, UaQueue},
     pr::{self, Nexus, NexusId, PrError, PrEvent, PrState, ProutRequest, SnapshotBuilder, SnapshotError},
     sense::Sense,
@@ -149,6 +150,9 @@ pub(crate) struct Scsi {
     /// A LUN RESET happened here: the peer's nexuses get its unit
     /// attention.
     reset: AtomicBool,
+    /// Changeable mode parameters: generation << 1 | WCE (the generation
+    /// counts MODE SELECTs that changed them, here or at the peer).
+    mode: AtomicU64,
 }
 
 impl Scsi {
@@ -169,6 +173,7 @@ impl Scsi {
             reported: AtomicU16::new(u16::MAX),
             pr_version: AtomicU32::new(1),
             reset: AtomicBool::new(false),
+            mode: AtomicU64::new(0),
         })
     }
 
@@ -507,6 +512,66 @@ impl Scsi {
                 }
             }
         }
+    }
+
+    /// Mode parameters as configured: the backing device's write cache
+    /// (at enable).
+    pub(crate) fn mode_init(&self, wce: bool) {
+        self.mode.store(u64::from(wce), Ordering::Relaxed);
+    }
+
+    /// The mode parameters' generation and WCE.
+    pub(crate) fn mode(&self) -> (u32, bool) {
+        let v = self.mode.load(Ordering::Acquire);
+        ((v >> 1) as u32, v & 1 != 0)
+    }
+
+    /// Whether the write cache is enabled (caching page WCE): when not,
+    /// every write goes through to the medium (FUA).
+    pub(crate) fn wce(&self) -> bool {
+        self.mode().1
+    }
+
+    /// MODE SELECT from nexus `key` set WCE to `wce`: a change bumps the
+    /// generation (the peer follows) and establishes MODE PARAMETERS
+    /// CHANGED for every other I_T nexus of this node. Returns whether it
+    /// changed.
+    pub(crate) fn mode_select(&self, key: Option<&NexusKey<'_>>, wce: bool) -> bool {
+        let mut st = self.state.lock();
+        let (gen, cur) = self.mode();
+        if cur == wce {
+            return false;
+        }
+        self.store_mode(gen.wrapping_add(1), wce);
+        let me = key.and_then(|k| st.nexus_id(k, false));
+        for e in st.nexus.iter_mut().filter(|e| !e.remote && Some(e.id) != me) {
+            e.ua.push(Sense::MODE_PARAMETERS_CHANGED);
+        }
+        true
+    }
+
+    /// The peer holds generation `gen` with `wce`: adopted when newer, or
+    /// when as new and the peer is the LUN's primary; a change of WCE
+    /// establishes MODE PARAMETERS CHANGED for every I_T nexus of this
+    /// node. Returns whether WCE changed.
+    pub(crate) fn mode_from_peer(&self, gen: u32, wce: bool, peer_primary: bool) -> bool {
+        let mut st = self.state.lock();
+        let local = self.mode();
+        if !mode::adopt(local, (gen, wce), peer_primary) {
+            return false;
+        }
+        self.store_mode(gen, wce);
+        if local.1 == wce {
+            return false;
+        }
+        for e in st.nexus.iter_mut().filter(|e| !e.remote) {
+            e.ua.push(Sense::MODE_PARAMETERS_CHANGED);
+        }
+        true
+    }
+
+    fn store_mode(&self, gen: u32, wce: bool) {
+        self.mode.store((u64::from(gen) << 1) | u64::from(wce), Ordering::Release);
     }
 
     /// Replaces the PR state with the primary's snapshot in `b`.

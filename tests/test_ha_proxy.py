@@ -133,6 +133,17 @@ def test_the_secondary_answers_as_the_primary(px):
                        check=False) for d in (da, db)}
     for d, r in past.items():
         assert r.rc != 0 and "Logical block address out of range" in r.out, (d, r.out)
+    # Residuals: READ(10) and WRITE(10) of one block with a 1024-byte buffer
+    # (underflow, overflow), and a read of 2 blocks into 512 bytes: the same
+    # status, data count and sense through both nodes.
+    for cmd in ("sg_raw -r 1024 /dev/{} 28 00 00 00 00 20 00 00 01 00",
+                "sg_raw -s 1024 -i /dev/zero /dev/{} 2a 00 00 00 00 20 00 00 01 00",
+                "sg_raw -r 512 /dev/{} 28 00 00 00 00 20 00 00 02 00"):
+        outs = {}
+        for d in (da, db):
+            r = ini.run(cmd.format(d) + " 2>&1", check=False)
+            outs[d] = (r.rc, r.out.replace(d, "DEV"))
+        assert outs[da] == outs[db], (cmd, outs)
     try:
         # A's nexus registers and takes Write Exclusive; B's nexus registers.
         for d, key in ((da, "0xa1"), (db, "0xb1")):
@@ -229,6 +240,161 @@ def test_link_loss_with_io_in_flight_through_the_secondary(px):
     link(a, b)
     wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
     ini.run(f"dd if=/dev/{db} of=/dev/null bs=64k count=16 iflag=direct status=none")
+
+
+def test_compare_and_write_race_across_both_nodes(px):
+    """COMPARE AND WRITE of the same block through A and through B at the
+    same moment, 30 rounds: A compares and writes under its device's
+    COMPARE AND WRITE lock for both, so exactly one wins each round (the
+    other gets MISCOMPARE) and the block holds the winner's data, as both
+    nodes read it. A miscompare through either node reports the offset of
+    the first differing byte the same way."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+    bs = int(ini.run(f"blockdev --getss /dev/{db}").out)
+    lba = 50000
+    ini.run(f"for f in x ya yb; do dd if=/dev/urandom of=/tmp/$f bs={bs} count=1 status=none; done; "
+            "cat /tmp/x /tmp/ya > /tmp/cawa; cat /tmp/x /tmp/yb > /tmp/cawb")
+    sums = {k: ini.run(f"md5sum < /tmp/{k}").out.split()[0] for k in ("ya", "yb")}
+    in_a = stat(a, "proxied_for_peer")
+    wins = {"A": 0, "B": 0}
+    caw = "sg_compare_and_write --in=/tmp/{f} --lba={lba} --num=1 --xferlen={n} /dev/{d} > /tmp/o{f} 2>&1; echo $? > /tmp/rc{f}"
+    for rnd in range(30):
+        ini.run(f"dd if=/tmp/x of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none")
+        # The later starter alternates, so both orders are tried.
+        first, second = (("cawa", da), ("cawb", db)) if rnd % 2 == 0 else (("cawb", db), ("cawa", da))
+        ini.run(f"rm -f /tmp/rccawa /tmp/rccawb; "
+                f"({caw.format(f=first[0], lba=lba, n=2 * bs, d=first[1])}) & "
+                f"({caw.format(f=second[0], lba=lba, n=2 * bs, d=second[1])}) & wait")
+        rc = {f: int(ini.run(f"cat /tmp/rc{f}").out) for f in ("cawa", "cawb")}
+        outs = ini.run("cat /tmp/ocawa /tmp/ocawb").out
+        # sg3_utils: 0 done, 14 MISCOMPARE.
+        assert sorted(rc.values()) == [0, 14], (rnd, rc, outs, a.run("dmesg | tail -5").out)
+        winner = "ya" if rc["cawa"] == 0 else "yb"
+        wins["A" if winner == "ya" else "B"] += 1
+        for d in (da, db):
+            got = ini.run(f"dd if=/dev/{d} bs={bs} skip={lba} count=1 iflag=direct status=none | md5sum").out.split()[0]
+            assert got == sums[winner], (rnd, d, rc)
+    assert stat(a, "proxied_for_peer") - in_a >= 30
+    # A miscompare at byte 100: the same sense, INFORMATION 100, both ways.
+    ini.run(f"dd if=/tmp/x of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none; "
+            "cp /tmp/cawa /tmp/bad; printf '\\xff' | dd of=/tmp/bad bs=1 seek=100 conv=notrunc status=none; "
+            "cmp -s /tmp/bad /tmp/cawa && printf '\\x00' | dd of=/tmp/bad bs=1 seek=100 conv=notrunc status=none")
+    cdb = "89 00 " + " ".join(f"{x:02x}" for x in lba.to_bytes(8, "big")) + " 00 00 00 01 00 00"
+    outs = {}
+    for d in (da, db):
+        r = ini.run(f"sg_raw -s {2 * bs} -i /tmp/bad /dev/{d} {cdb} 2>&1", check=False)
+        assert r.rc != 0 and "Miscompare" in r.out, (d, r.out)
+        assert re.search(r"0x64\b|\b100\b", r.out), (d, r.out)
+        outs[d] = re.sub(r"/dev/sd\w+", "", r.out)
+    assert outs[da] == outs[db], outs
+    # Nothing was written by the miscompare.
+    got = ini.run(f"dd if=/dev/{db} bs={bs} skip={lba} count=1 iflag=direct status=none | md5sum").out.split()[0]
+    assert got == ini.run("md5sum < /tmp/x").out.split()[0]
+    print(f"\n[proxy] COMPARE AND WRITE race, 30 rounds: exactly one winner each (A {wins['A']}, "
+          f"B {wins['B']}); miscompare offset 100 reported alike through both nodes")
+
+
+def wce(ini, dev: str) -> int:
+    """The caching page's WCE through `dev` (MODE SENSE(10), current values);
+    retried past a unit attention the command may meet."""
+    for _ in range(5):
+        r = ini.run(f"sg_modes -p 8 -r /dev/{dev} | od -An -v -tx1", check=False)
+        b = [int(x, 16) for x in r.out.split()]
+        if r.rc == 0 and len(b) >= 8:
+            page = 8 + (b[6] << 8 | b[7])
+            if len(b) > page + 2 and b[page] & 0x3F == 0x08:
+                return (b[page + 2] >> 2) & 1
+        time.sleep(0.5)
+    raise AssertionError(f"no caching page through {dev}: {r.out} {r.err}")
+
+
+def set_cache_type(ini, dev: str, kind: str):
+    """Has the initiator's sd driver change the cache type with MODE SELECT."""
+    return ini.run(f"sh -c 'echo \"{kind}\" > /sys/block/{dev}/device/scsi_disk/*/cache_type' 2>&1", check=False)
+
+
+def test_mode_select_through_one_node_applies_on_both(px):
+    """MODE SELECT of the caching page's WCE through either node (the Linux
+    sd driver's cache_type, as an admin changes it) applies on both: MODE
+    SENSE through the other node follows within a second, the initiator
+    hears MODE PARAMETERS CHANGED, and a change of a field that is not
+    changeable (RCD) is refused alike through both nodes."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+    w0 = wce(ini, da)
+    assert wce(ini, db) == w0
+    ini.run("dmesg -c > /dev/null")
+    try:
+        for through, other, want, kind in ((da, db, 0, "write through"), (db, da, 1, "write back")):
+            t0 = time.time()
+            r = set_cache_type(ini, through, kind)
+            assert r.rc == 0, (through, r.out, ini.run("dmesg | tail -5").out)
+            while wce(ini, other) != want:
+                assert time.time() - t0 < 10, (other, a.run("dmesg | tail -5").out, b.run("dmesg | tail -5").out)
+                time.sleep(0.2)
+            took = time.time() - t0
+            assert wce(ini, through) == want
+            print(f"\n[proxy] MODE SELECT WCE={want} through {'A' if through == da else 'B'}: "
+                  f"seen through the other node after {took:.2f}s")
+        # Both nodes logged it: A for its own change first, B for A's.
+        assert "MODE SELECT: write cache disabled" in a.run("dmesg").out
+        assert "MODE SELECT through the peer: write cache disabled" in b.run("dmesg").out
+        assert "MODE SELECT through the peer: write cache enabled" in a.run("dmesg").out
+        # The initiator heard MODE PARAMETERS CHANGED on its other path.
+        t0 = time.time()
+        while "Mode parameters changed" not in ini.run("dmesg").out:
+            assert time.time() - t0 < 15, ini.run("dmesg | tail -20").out
+            ini.run(f"sg_turs /dev/{da} /dev/{db}", check=False)
+            time.sleep(0.5)
+        # RCD is not changeable: refused through both nodes, nothing changes.
+        for d in (da, db):
+            r = set_cache_type(ini, d, "none")
+            assert r.rc != 0, (d, r.out)
+        assert wce(ini, da) == wce(ini, db) == 1
+    finally:
+        kind = "write back" if w0 else "write through"
+        set_cache_type(ini, da, kind)
+
+
+def test_lun_reset_through_the_secondary_with_io_in_flight(px):
+    """LUN RESET (sg_reset -d: the initiator's device reset, a LUN RESET
+    task management function over iSCSI) through B while writes B handed to
+    A are in flight: the reset completes, nothing stays parked at B, and IO
+    through B goes on (the reset's unit attention on both nodes is checked
+    by libiscsi's SCSI.MultipathIO.Reset in test_ha_failover)."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+    ini.run(f"rm -f /tmp/fio.rc; setsid sh -c 'fio --name=rst --filename=/dev/{db} --direct=1 "
+            f"--ioengine=libaio --iodepth=16 --rw=randwrite --bs=64k --size=64M --time_based --runtime=600 "
+            f"> /tmp/fio.out 2>&1; echo $? > /tmp/fio.rc' < /dev/null > /dev/null 2>&1 &")
+    w0 = stat(b, "proxied_to_peer")
+    t0 = time.time()
+    while stat(b, "proxied_to_peer") - w0 < 50:
+        assert time.time() - t0 < 30, "no IO went through B"
+        time.sleep(0.2)
+    ini.run("dmesg -c > /dev/null")
+    t0 = time.time()
+    r = ini.run(f"sg_reset -d /dev/{db} 2>&1", timeout=120, check=False)
+    took = time.time() - t0
+    assert r.rc == 0, r.out + ini.run("dmesg | tail -20").out + b.run("dmesg | tail -20").out
+    # IO kept flowing through B after the reset.
+    w1 = stat(b, "proxied_to_peer")
+    t1 = time.time()
+    while stat(b, "proxied_to_peer") <= w1:
+        assert time.time() - t1 < 30, b.run("dmesg | tail -20").out
+        time.sleep(0.2)
+    ini.run("pkill fio; for i in $(seq 250); do test -e /tmp/fio.rc && exit 0; sleep 0.2; done; exit 1",
+            timeout=90)
+    r = b.run(f"for i in $(seq 150); do grep -q '^forwarded_waiting: 0$' {STATS} && exit 0; sleep 0.1; done; "
+              "exit 1", check=False)
+    assert r.rc == 0, b.run(f"cat {STATS}; dmesg | tail -20").out
+    ini.run(f"dd if=/dev/{db} of=/dev/null bs=64k count=16 iflag=direct status=none")
+    print(f"\n[proxy] LUN RESET through B with {w1 - w0} forwarded writes done: completed in {took:.2f}s, "
+          "nothing left parked, IO through B goes on")
 
 
 def test_planned_switch_under_io_keeps_both_paths_serving(px):

@@ -318,6 +318,7 @@ impl<'k, M: Mac> Session<'k, M> {
             | Message::PrOutDone(_)
             | Message::UaNexus(_)
             | Message::UaAll(..)
+            | Message::ModePages(_)
             | Message::IoReq(_)
             | Message::IoData(_)
             | Message::IoDone(_) => inbox(msg, data),

@@ -12,6 +12,7 @@
 //! * [`alua`]: access states, CTL's per-state allowed commands and its state
 //!   table;
 //! * [`inquiry`]: standard INQUIRY, VPD pages, REPORT TARGET PORT GROUPS;
+//! * [`mode`]: MODE SENSE and MODE SELECT (mode pages of a disk LUN);
 //! * [`pr`]: SPC-4 persistent reservations and their snapshot encoding.
 //!
 //! Every builder writes into a caller-supplied buffer, truncating to it, and
@@ -20,6 +21,7 @@
 pub(crate) mod alua;
 pub(crate) mod inquiry;
 pub(crate) mod io;
+pub(crate) mod mode;
 pub(crate) mod nexus;
 pub(crate) mod opcode;
 pub(crate) mod out;

@@ -11,12 +11,12 @@
 use core::{
     ffi::c_void,
     ptr,
-    sync::atomic::{AtomicPtr, Ordering},
+    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
 };
 use kernel::{bindings as kb, page::Page, prelude::*};
 
 use super::bio::{self, Seg};
-use super::IoRef;
+use super::{CawLock, IoRef};
 
 /// Bytes in a page (the buffer's unit).
 const PAGE: usize = kernel::page::PAGE_SIZE;
@@ -98,6 +98,10 @@ impl PageBuf {
 pub(crate) enum BufOp {
     /// Reads `buf.len()` bytes.
     Read,
+    /// Reads `buf.len()` bytes for a COMPARE AND WRITE: the IO's lock
+    /// ([`BufIo::hold`]) stays held past the completion, for the write
+    /// that follows a successful compare.
+    CawRead,
     /// Writes the buffer, with forced unit access if `true`.
     Write(bool),
     /// Flushes the volatile cache (no data).
@@ -123,6 +127,11 @@ pub(crate) struct BufIo {
     pub(crate) status: u8,
     /// The use of the backing device, ended at completion.
     io: Option<IoRef>,
+    /// A COMPARE AND WRITE lock the IO runs under: released at completion,
+    /// except after a [`BufOp::CawRead`].
+    pub(crate) hold: Option<CawLock>,
+    /// Counted in [`HOLDING`] from submission to completion.
+    counted: bool,
     /// Done-list link.
     next: *mut BufIo,
 }
@@ -135,7 +144,24 @@ unsafe impl Send for BufIo {}
 impl BufIo {
     /// An IO not yet submitted.
     pub(crate) fn new(cookie: u64, op: BufOp, buf: PageBuf) -> Result<KBox<BufIo>> {
-        Ok(KBox::new(BufIo { cookie, op, buf, status: 0, io: None, next: ptr::null_mut() }, GFP_KERNEL)?)
+        Ok(KBox::new(
+            BufIo { cookie, op, buf, status: 0, io: None, hold: None, counted: false, next: ptr::null_mut() },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+/// Submitted IOs holding a COMPARE AND WRITE lock, not yet on the done
+/// list: [`wait_holding`] waits for them, so that [`drain`] then releases
+/// every lock held for a connection that ended.
+static HOLDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits until no submitted IO holds a COMPARE AND WRITE lock (bios
+/// always complete; the block layer times out what a device does not
+/// answer).
+pub(crate) fn wait_holding() {
+    while HOLDING.load(Ordering::Acquire) != 0 {
+        crate::sys::sleep_ms(1);
     }
 }
 
@@ -154,6 +180,10 @@ unsafe extern "C" fn buf_io_done(bio: *mut kb::bio) {
     // completion until it is pushed below.
     let b = unsafe { &mut *p };
     b.status = status;
+    // A write's lock is released now; a compare's read keeps it.
+    let hold = if b.op == BufOp::CawRead { None } else { b.hold.take() };
+    drop(hold);
+    let counted = b.counted;
     // Ended last, after the push: once it ends, the backing device may be
     // closed and the module unloaded.
     let io = b.io.take();
@@ -164,6 +194,9 @@ unsafe extern "C" fn buf_io_done(bio: *mut kb::bio) {
             Ok(_) => break,
             Err(h) => head = h,
         }
+    }
+    if counted {
+        HOLDING.fetch_sub(1, Ordering::AcqRel);
     }
     crate::sys::link_kick();
     drop(io);
@@ -180,6 +213,10 @@ pub(crate) fn drain() {
 pub(crate) fn submit(mut b: KBox<BufIo>, io: IoRef, sector: u64) -> core::result::Result<(), KBox<BufIo>> {
     let dev = io.bdev();
     b.io = Some(io);
+    b.counted = b.hold.is_some();
+    if b.counted {
+        HOLDING.fetch_add(1, Ordering::AcqRel);
+    }
     let op = b.op;
     let nsegs = b.buf.pages.len() as u64;
     let raw = KBox::into_raw(b);
@@ -188,7 +225,7 @@ pub(crate) fn submit(mut b: KBox<BufIo>, io: IoRef, sector: u64) -> core::result
     let buf = unsafe { &(*raw).buf };
     let r = match op {
         BufOp::Flush => dev.flush(raw.cast::<c_void>(), buf_io_done),
-        BufOp::Read => dev.submit(sector, bio::OP_READ, nsegs, buf.segs(), raw.cast(), buf_io_done),
+        BufOp::Read | BufOp::CawRead => dev.submit(sector, bio::OP_READ, nsegs, buf.segs(), raw.cast(), buf_io_done),
         BufOp::Write(fua) => {
             let opf = bio::OP_WRITE | bio::SYNC_WRITE | if fua { bio::FUA } else { 0 };
             dev.submit(sector, opf, nsegs, buf.segs(), raw.cast(), buf_io_done)
@@ -213,6 +250,10 @@ pub(crate) fn submit(mut b: KBox<BufIo>, io: IoRef, sector: u64) -> core::result
         Err(_) => {
             // SAFETY: nothing was submitted, so `raw` is still only ours.
             let mut b = unsafe { KBox::from_raw(raw) };
+            if b.counted {
+                b.counted = false;
+                HOLDING.fetch_sub(1, Ordering::AcqRel);
+            }
             drop(b.io.take());
             Err(b)
         }

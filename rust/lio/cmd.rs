@@ -20,7 +20,8 @@ use crate::core_logic::scsi::{
     sense::Sense,
     DataIn,
 };
-use crate::core_logic::wire::msg::IoOp;
+use crate::core_logic::scsi::opcode as op;
+use crate::core_logic::wire::msg::{IoOp, MAX_CAW_BYTES};
 use crate::scsi::{NexusKey, ISID_LEN};
 
 /// The type of `se_cmd::execute_cmd`.
@@ -102,16 +103,48 @@ impl Cmd {
         unsafe { (*self.se_dev()).dev_attrib.block_size }
     }
 
-    /// Whether the CDB asked for forced unit access.
+    /// Whether a write goes through to the medium: the CDB asked for
+    /// forced unit access, or the write cache is disabled (WCE 0).
     pub(crate) fn fua(&self) -> bool {
         // SAFETY: flags are set by the parser before execution.
-        unsafe { (*self.raw()).se_cmd_flags & b::se_cmd_flags_table_SCF_FUA != 0 }
+        let fua = unsafe { (*self.raw()).se_cmd_flags & b::se_cmd_flags_table_SCF_FUA != 0 };
+        fua || !self.device().ha().scsi.wce()
     }
 
     /// `n` logical blocks as 512-byte sectors.
     pub(crate) fn sectors(&self, n: u64) -> u64 {
         // SAFETY: a configured device; the function only reads its block size.
         unsafe { b::target_to_linux_sector(self.se_dev(), n) }
+    }
+
+    /// Whether the command came through a read-only LUN mapping.
+    pub(crate) fn lun_read_only(&self) -> bool {
+        // SAFETY: a live command; LIO reads its LUN and ACL under RCU.
+        unsafe { b::target_lun_is_rdonly(self.raw()) }
+    }
+
+    /// FUA support and TAS as the device's attributes set them.
+    pub(crate) fn fua_and_tas(&self) -> (bool, bool) {
+        // SAFETY: attributes of a configured device, changed only through
+        // configfs (a racing read sees the old or the new value).
+        let a = unsafe { &(*self.se_dev()).dev_attrib };
+        (a.emulate_fua_write, a.emulate_tas)
+    }
+
+    /// The number of blocks a COMPARE AND WRITE compares (and writes).
+    pub(crate) fn caw_blocks(&self) -> u32 {
+        // SAFETY: set by the CDB parser before execution.
+        unsafe { (*self.raw()).t_task_nolb }
+    }
+
+    /// Takes a COMPARE AND WRITE away from LIO's two-step execution (read,
+    /// then compare and write in the completion callback): this command
+    /// completes as a plain one.
+    fn leave_lio_caw(&self) {
+        // SAFETY: the command is being executed by us; LIO reads the
+        // callback only when it completes, fails or aborts the command,
+        // after this.
+        unsafe { (*self.raw()).transport_complete_callback = None };
     }
 
     /// The number of blocks a WRITE SAME covers.
@@ -545,6 +578,41 @@ unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_
     submitted(io, dev.submit(sector, opf, blocks, bio::repeat(seg, blocks), cmd.cast(), rw_done))
 }
 
+/// Whether the command's IO must be done by the peer: proxy mode, and the
+/// backing device is not held here.
+fn needs_peer(c: &Cmd) -> bool {
+    c.device().ha().scsi.proxies() && c.device().io_begin().is_none()
+}
+
+/// A COMPARE AND WRITE on a node that does not hold the backing device
+/// (proxy mode): the primary compares and writes under its lock, so that
+/// it is atomic against COMPARE AND WRITEs through either node. LIO's own
+/// execution would compare here and write through the primary in two
+/// steps, under this node's lock only.
+fn caw_to_peer(c: Cmd) -> b::sense_reason_t {
+    // First: LIO's callback, run when this command fails or completes,
+    // would release the lock LIO's execution takes, never taken here.
+    c.leave_lio_caw();
+    if c.device().readonly() {
+        return WRITE_PROTECTED;
+    }
+    let blocks = u64::from(c.caw_blocks());
+    let len = blocks * u64::from(c.block_size());
+    let Ok(len32) = u32::try_from(len) else { return reason::INVALID_CDB_FIELD };
+    if len32 == 0 || len32 > MAX_CAW_BYTES {
+        return reason::INVALID_CDB_FIELD;
+    }
+    let mut data = KVVec::new();
+    match c.with_data(2 * len32 as usize, |d| data.extend_from_slice(d, GFP_KERNEL)) {
+        Some(Ok(())) => {}
+        Some(Err(_)) => return reason::LUN_BUSY,
+        None => return reason::INVALID_CDB_FIELD,
+    }
+    let (sector, lun_id, fua) = (c.sectors(c.lba()), c.device().ha().scsi.lun_id(), c.fua());
+    crate::forward::compare_and_write(c, lun_id, fua, sector, len32, data);
+    reason::NONE
+}
+
 /// `exec_cmd_ops` of the `ha` backstore: read-only after build, shared by
 /// every device.
 struct ExecOps(core::cell::UnsafeCell<b::exec_cmd_ops>);
@@ -570,10 +638,16 @@ unsafe extern "C" fn gate(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     let Some(run) = c.stashed_exec() else { return reason::LUN_COMMUNICATION_FAILURE };
     let mut isid = [0u8; ISID_LEN];
     let verdict = c.device().inner.scsi.admit(c.nexus(&mut isid).as_ref(), c.cdb());
+    let caw = c.cdb().first() == Some(&op::COMPARE_AND_WRITE);
     match verdict {
+        Ok(()) if caw && needs_peer(&c) => caw_to_peer(c),
         // SAFETY: the function LIO's parser chose for this command.
         Ok(()) => unsafe { run(cmd) },
         Err(done) => {
+            if caw {
+                // LIO's callback would release a lock never taken.
+                c.leave_lio_caw();
+            }
             c.complete(done);
             reason::NONE
         }

@@ -3,7 +3,9 @@
 //! The SPC commands the backstore answers itself because LIO's core skips
 //! or cannot do them under PASSTHROUGH_ALUA/PGR
 //! (lio-and-rust-for-linux-7.3.md §A.2, §A.5): INQUIRY (TPGS, VPD 0x83's
-//! port group), REPORT/SET TARGET PORT GROUPS and PERSISTENT RESERVE IN/OUT.
+//! port group), REPORT/SET TARGET PORT GROUPS and PERSISTENT RESERVE IN/OUT,
+//! and MODE SENSE/SELECT (LIO's refuse every change; ours change WCE on
+//! both nodes).
 //! This file gathers what LIO knows (device identity, attributes, ports);
 //! the answers come from `crate::scsi` and the plain-Rust core.
 
@@ -13,8 +15,10 @@ use crate::core_logic::scsi::{
     alua,
     inquiry::{self, BlockLimits, LunInfo, PortInfo, Provisioning},
     io::Completion,
+    mode::{self, ModeParams},
     opcode as op,
     pr::PrError,
+    sense::Sense,
 };
 use crate::forward;
 use crate::scsi::ISID_LEN;
@@ -28,6 +32,8 @@ pub(crate) fn emulation(cdb: &[u8]) -> Option<ExecFn> {
         op::MAINTENANCE_OUT if sa == op::SA_SET_TARGET_PORT_GROUPS => Some(execute_stpg),
         op::PERSISTENT_RESERVE_IN => Some(execute_pr_in),
         op::PERSISTENT_RESERVE_OUT => Some(execute_pr_out),
+        op::MODE_SENSE_6 | op::MODE_SENSE_10 => Some(execute_mode_sense),
+        op::MODE_SELECT_6 | op::MODE_SELECT_10 => Some(execute_mode_select),
         _ => None,
     }
 }
@@ -206,6 +212,72 @@ unsafe extern "C" fn execute_pr_out(cmd: *mut b::se_cmd) -> b::sense_reason_t {
         Some(Ok(())) => Completion::Good,
         Some(Err(PrError::Conflict)) => Completion::ReservationConflict,
         Some(Err(PrError::Check(s))) => Completion::Check(s),
+    };
+    c.complete(done);
+    reason::NONE
+}
+
+/// What the mode pages of the command's device report now.
+fn mode_params(c: &Cmd) -> ModeParams {
+    let d = c.device();
+    let (block_size, blocks) = d.geometry();
+    let wce = d.ha().scsi.wce();
+    let (fua, tas) = c.fua_and_tas();
+    ModeParams {
+        wce,
+        wce_default: d.default_wce(),
+        read_only: d.readonly() || c.lun_read_only(),
+        // DPOFUA as LIO sets it: FUA honoured while the cache is on.
+        fua: fua && wce,
+        tas,
+        blocks,
+        block_size,
+    }
+}
+
+unsafe extern "C" fn execute_mode_sense(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let p = mode_params(&c);
+    let cdb = c.cdb().get(..10).unwrap_or(&[]);
+    let r = c.data_in(|buf| mode::mode_sense(cdb, &p, buf));
+    c.respond(r)
+}
+
+/// Longest MODE SELECT parameter list looked at (all our pages with a
+/// long block descriptor fit in far less).
+const MODE_SELECT_MAX: usize = 512;
+
+unsafe extern "C" fn execute_mode_select(cmd: *mut b::se_cmd) -> b::sense_reason_t {
+    // SAFETY: LIO passes a live, uncompleted command.
+    let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
+    let p = mode_params(&c);
+    let cdb = c.cdb().get(..10).unwrap_or(&[]);
+    let len = mode::select_param_len(cdb).unwrap_or(0).min(c.data_length());
+    let r = if len == 0 {
+        Some(mode::mode_select(cdb, &[], &p))
+    } else if len > MODE_SELECT_MAX {
+        Some(Err(Sense::PARAMETER_LIST_LENGTH_ERROR))
+    } else {
+        c.with_data(len, |params| mode::mode_select(cdb, params, &p))
+    };
+    let done = match r {
+        None => return reason::OUT_OF_RESOURCES,
+        Some(Err(s)) => Completion::Check(s),
+        Some(Ok(wce)) => {
+            let scsi = &c.device().ha().scsi;
+            let mut isid = [0u8; ISID_LEN];
+            if scsi.mode_select(c.nexus(&mut isid).as_ref(), wce) {
+                kernel::pr_info!(
+                    "LUN {}: MODE SELECT: write cache {} (WCE {}); the peer follows\n",
+                    scsi.lun_id(),
+                    if wce { "enabled" } else { "disabled, writes go through" },
+                    u8::from(wce)
+                );
+                crate::link::modes_changed();
+            }
+            Completion::Good
+        }
     };
     c.complete(done);
     reason::NONE

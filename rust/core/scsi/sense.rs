@@ -206,6 +206,10 @@ impl Sense {
     /// ILLEGAL REQUEST, 26h/04h: invalid release of persistent reservation.
     pub(crate) const INVALID_RELEASE_OF_PR: Sense =
         Sense::new(SenseKey::IllegalRequest, 0x26, 0x04);
+    /// ILLEGAL REQUEST, 39h/00h: saving parameters not supported (MODE
+    /// SENSE with PC = 11b).
+    pub(crate) const SAVING_PARAMETERS_NOT_SUPPORTED: Sense =
+        Sense::new(SenseKey::IllegalRequest, 0x39, 0x00);
     /// ILLEGAL REQUEST, 55h/04h: insufficient registration resources.
     pub(crate) const INSUFFICIENT_REGISTRATION_RESOURCES: Sense =
         Sense::new(SenseKey::IllegalRequest, 0x55, 0x04);
@@ -372,6 +376,7 @@ mod tests {
             (Sense::MISCOMPARE, 0xE, 0x1D, 0x00),
             (Sense::LUN_COMMUNICATION_FAILURE, 0xB, 0x08, 0x00),
             (Sense::INSUFFICIENT_REGISTRATION_RESOURCES, 5, 0x55, 0x04),
+            (Sense::SAVING_PARAMETERS_NOT_SUPPORTED, 5, 0x39, 0x00),
             (Sense::INTERNAL_TARGET_FAILURE, 4, 0x44, 0x00),
         ];
         for (s, k, asc, ascq) in cases {

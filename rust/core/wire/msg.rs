@@ -27,9 +27,10 @@
 //! | `0x0115` | PrOutDone    |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 GOOD, 0x02 CHECK CONDITION, 0x18 RESERVATION CONFLICT), 9: sense key `u8`, 10: ASC `u8`, 11: ASCQ `u8` (0 unless CHECK CONDITION) |
 //! | `0x0116` | UaNexus      | 254 | 0: lun_id `u32`, 4: relative target port `u16`, 6: ASC `u8`, 7: ASCQ `u8`, 8: reserved `u16` (0), 10: initiator port (as in PrReg at 20) |
 //! | `0x0117` | UaAll        |   8 | 0: lun_id `u32`, 4: ASC `u8`, 5: ASCQ `u8`, 6: reserved `u16` (0) |
-//! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1) |
+//! | `0x0118` | ModePages    |  12 | 0: lun_id `u32`, 4: generation `u32`, 8: flags `u8` (bit 0 WCE, others 0), 9: reserved `[u8; 3]` (0) |
+//! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
-//! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy), 9: reserved `[u8; 3]` (0) |
+//! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
 //!
 //! A persistent-reservation snapshot of one LUN is `PrBegin`, then `count`
 //! `PrReg` with indexes 0, 1, … in order, then `PrEnd`, all with the same
@@ -50,11 +51,20 @@
 //! the `IoDone` that ends the tag. Deallocate (UNMAP) and write zeroes move
 //! no data; write same sends one logical block (the LUN's block size, the
 //! same on both nodes), which the primary writes to every block of the
-//! range.
+//! range. Compare and write sends twice `length` bytes (the data to compare,
+//! then the data to write); the primary compares and writes under the LUN's
+//! COMPARE AND WRITE lock, so that a COMPARE AND WRITE received by either
+//! node is atomic against every other, and answers miscompare with the
+//! offset of the first byte that differs.
 //!
 //! `UaNexus` establishes a UNIT ATTENTION (ASC/ASCQ) for one I_T nexus of the
 //! receiver (a PR unit attention for a registrant logged in there);
 //! `UaAll` for every I_T nexus of the LUN on the receiver (a LUN reset).
+//!
+//! `ModePages` carries a LUN's changeable mode parameters (the caching
+//! page's WCE) with their generation, bumped by each MODE SELECT that
+//! changed them. Each side sends it at link up and on change; the higher
+//! generation wins, and at equal generations the primary's values.
 //!
 //! Reason codes (LoginReject, Bye) are open sets: an unknown non-zero code is
 //! kept as `Other(code)` so a peer's newer reason still reaches the log. Code 0
@@ -96,6 +106,8 @@ const PR_OUT_DONE_LEN: usize = 12;
 const UA_NEXUS_LEN: usize = 10 + PORT_NAME_LEN;
 /// Payload length of a UaAll.
 const UA_ALL_LEN: usize = 8;
+/// Payload length of [`ModePages`].
+const MODE_PAGES_LEN: usize = 12;
 
 /// Payload length of [`IoReq`].
 const IO_REQ_LEN: usize = 24;
@@ -105,6 +117,9 @@ pub(crate) const IO_DATA_HEAD: usize = 8;
 pub(crate) const IO_CHUNK: usize = 64 * 1024;
 /// Longest IO one IoReq asks for (the backstore advertises 8 MiB).
 pub(crate) const MAX_IO_BYTES: u32 = 8 * 1024 * 1024;
+/// Longest range a compare and write IoReq compares (LIO allows one
+/// logical block; 64 KiB bounds what the primary buffers for it).
+pub(crate) const MAX_CAW_BYTES: u32 = 64 * 1024;
 /// Highest first sector an IoReq may name (byte offsets fit in `u64`).
 const MAX_SECTOR: u64 = u64::MAX >> 9;
 /// Payload length of [`IoDone`].
@@ -174,6 +189,8 @@ pub(crate) enum MsgType {
     UaNexus = 0x0116,
     /// A unit attention for every I_T nexus of a LUN on the receiver.
     UaAll = 0x0117,
+    /// A LUN's changeable mode parameters.
+    ModePages = 0x0118,
     /// Block IO for the primary to do (proxy mode).
     IoReq = 0x0120,
     /// Data of an IoReq (write) or of its answer (read).
@@ -204,6 +221,7 @@ impl MsgType {
             0x0115 => MsgType::PrOutDone,
             0x0116 => MsgType::UaNexus,
             0x0117 => MsgType::UaAll,
+            0x0118 => MsgType::ModePages,
             0x0120 => MsgType::IoReq,
             0x0121 => MsgType::IoData,
             0x0122 => MsgType::IoDone,
@@ -237,6 +255,7 @@ impl MsgType {
             MsgType::PrOutDone => "PrOutDone",
             MsgType::UaNexus => "UaNexus",
             MsgType::UaAll => "UaAll",
+            MsgType::ModePages => "ModePages",
             MsgType::IoReq => "IoReq",
             MsgType::IoData => "IoData",
             MsgType::IoDone => "IoDone",
@@ -263,6 +282,7 @@ impl MsgType {
             MsgType::PrOutDone => PR_OUT_DONE_LEN,
             MsgType::UaNexus => UA_NEXUS_LEN,
             MsgType::UaAll => UA_ALL_LEN,
+            MsgType::ModePages => MODE_PAGES_LEN,
             MsgType::IoReq => IO_REQ_LEN,
             MsgType::IoData => return (IO_DATA_HEAD + 1, IO_DATA_HEAD + IO_CHUNK),
             MsgType::IoDone => IO_DONE_LEN,
@@ -735,6 +755,17 @@ pub(crate) struct UaNexus {
     pub(crate) port: PortName,
 }
 
+/// A LUN's changeable mode parameters, as one node holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ModePages {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// Bumped by every MODE SELECT that changed them (0: as configured).
+    pub(crate) generation: u32,
+    /// The caching page's WCE: the write cache is enabled.
+    pub(crate) wce: bool,
+}
+
 /// What an [`IoReq`] asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum IoOp {
@@ -752,6 +783,11 @@ pub(crate) enum IoOp {
     /// Write the one logical block that follows as IoData to each block of
     /// `len` sectors: WRITE SAME.
     WriteSame = 6,
+    /// Compare the `len` bytes at the sector with the first `len` bytes
+    /// that follow as IoData and, if equal, write the next `len` bytes
+    /// there, atomically against other compare and writes: COMPARE AND
+    /// WRITE.
+    CompareAndWrite = 7,
 }
 
 impl IoOp {
@@ -781,6 +817,16 @@ pub(crate) struct IoReq {
 }
 
 impl IoReq {
+    /// Bytes of IoData that follow this request (write data).
+    pub(crate) fn data_len(&self) -> usize {
+        let len = self.len as usize;
+        match self.op {
+            IoOp::Write => len,
+            IoOp::CompareAndWrite => len.saturating_mul(2),
+            IoOp::Read | IoOp::Flush | IoOp::Discard | IoOp::WriteZeroes | IoOp::WriteSame => 0,
+        }
+    }
+
     /// 512-byte sectors the IO covers.
     pub(crate) fn sectors(&self) -> u64 {
         if self.op.len_is_sectors() {
@@ -821,6 +867,9 @@ pub(crate) enum IoStatus {
     NotHeld,
     /// The primary had no resources for it now.
     Busy,
+    /// Compare and write: the data differ, first at this byte offset
+    /// (< [`MAX_CAW_BYTES`]); nothing was written.
+    Miscompare(u32),
 }
 
 impl IoStatus {
@@ -830,17 +879,40 @@ impl IoStatus {
             IoStatus::Blk(v) => v,
             IoStatus::NotHeld => 0x80,
             IoStatus::Busy => 0x81,
+            IoStatus::Miscompare(_) => 0x82,
         }
     }
 
-    fn from_code(c: u8) -> Option<IoStatus> {
-        Some(match c {
+    /// The three bytes after the code: a miscompare's offset, else 0.
+    fn detail(self) -> [u8; 3] {
+        match self {
+            IoStatus::Miscompare(off) => {
+                let b = off.to_le_bytes();
+                [b[0], b[1], b[2]]
+            }
+            _ => [0; 3],
+        }
+    }
+
+    fn from_code(c: u8, detail: [u8; 3]) -> Result<IoStatus, &'static str> {
+        let st = match c {
             0 => IoStatus::Ok,
             1..=63 => IoStatus::Blk(c),
             0x80 => IoStatus::NotHeld,
             0x81 => IoStatus::Busy,
-            _ => return None,
-        })
+            0x82 => {
+                let off = u32::from_le_bytes([detail[0], detail[1], detail[2], 0]);
+                if off >= MAX_CAW_BYTES {
+                    return Err("offset");
+                }
+                return Ok(IoStatus::Miscompare(off));
+            }
+            _ => return Err("status"),
+        };
+        if detail != [0; 3] {
+            return Err("reserved");
+        }
+        Ok(st)
     }
 }
 
@@ -897,6 +969,8 @@ pub(crate) enum Message {
     UaNexus(UaNexus),
     /// A unit attention (ASC, ASCQ `.1`) for every I_T nexus of LUN `.0`.
     UaAll(u32, [u8; 2]),
+    /// See [`ModePages`].
+    ModePages(ModePages),
     /// See [`IoReq`].
     IoReq(IoReq),
     /// See [`IoData`]: only the fields before the data (the data stays in
@@ -928,6 +1002,7 @@ impl Message {
             Message::PrOutDone(_) => MsgType::PrOutDone,
             Message::UaNexus(_) => MsgType::UaNexus,
             Message::UaAll(..) => MsgType::UaAll,
+            Message::ModePages(_) => MsgType::ModePages,
             Message::IoReq(_) => MsgType::IoReq,
             Message::IoData(_) => MsgType::IoData,
             Message::IoDone(_) => MsgType::IoDone,
@@ -1187,6 +1262,22 @@ impl Message {
                 }
                 Message::UaAll(lun_id, asc)
             }
+            MsgType::ModePages => {
+                let lun_id = r.u32()?;
+                let generation = r.u32()?;
+                let flags = r.u8()?;
+                let reserved: [u8; 3] = r.array()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if flags & !1 != 0 {
+                    return Some(Err(invalid("flags", u64::from(flags))));
+                }
+                if reserved != [0; 3] {
+                    return Some(Err(invalid("reserved", 1)));
+                }
+                Message::ModePages(ModePages { lun_id, generation, wce: flags & 1 != 0 })
+            }
             MsgType::IoReq => {
                 let tag = r.u32()?;
                 let lun_id = r.u32()?;
@@ -1205,6 +1296,7 @@ impl Message {
                     4 => IoOp::Discard,
                     5 => IoOp::WriteZeroes,
                     6 => IoOp::WriteSame,
+                    7 => IoOp::CompareAndWrite,
                     v => return Some(Err(invalid("op", u64::from(v)))),
                 };
                 if flags & !1 != 0 {
@@ -1217,6 +1309,7 @@ impl Message {
                     IoOp::Flush => len == 0,
                     IoOp::Read | IoOp::Write => len > 0 && len <= MAX_IO_BYTES && len % 512 == 0,
                     IoOp::Discard | IoOp::WriteZeroes | IoOp::WriteSame => len > 0,
+                    IoOp::CompareAndWrite => len > 0 && len <= MAX_CAW_BYTES && len % 512 == 0,
                 };
                 if !len_ok {
                     return Some(Err(invalid("length", u64::from(len))));
@@ -1242,16 +1335,15 @@ impl Message {
                 let tag = r.u32()?;
                 let lun_id = r.u32()?;
                 let code = r.u8()?;
-                let reserved: [u8; 3] = r.array()?;
+                let detail: [u8; 3] = r.array()?;
                 if lun_id > MAX_LUN_ID {
                     return Some(Err(invalid("lun_id", u64::from(lun_id))));
                 }
-                let Some(status) = IoStatus::from_code(code) else {
-                    return Some(Err(invalid("status", u64::from(code))));
+                let status = match IoStatus::from_code(code, detail) {
+                    Ok(st) => st,
+                    Err("status") => return Some(Err(invalid("status", u64::from(code)))),
+                    Err(field) => return Some(Err(invalid(field, u64::from(u32::from_le_bytes([detail[0], detail[1], detail[2], 0]))))),
                 };
-                if reserved != [0; 3] {
-                    return Some(Err(invalid("reserved", 1)));
-                }
                 Message::IoDone(IoDone { tag, lun_id, status })
             }
         };
@@ -1361,6 +1453,12 @@ impl Message {
                 w.put(asc)?;
                 w.u16(0)
             }
+            Message::ModePages(m) => {
+                w.u32(m.lun_id)?;
+                w.u32(m.generation)?;
+                w.u8(u8::from(m.wce))?;
+                w.put(&[0; 3])
+            }
             Message::IoReq(q) => {
                 w.u32(q.tag)?;
                 w.u32(q.lun_id)?;
@@ -1378,7 +1476,7 @@ impl Message {
                 w.u32(d.tag)?;
                 w.u32(d.lun_id)?;
                 w.u8(d.status.code())?;
-                w.put(&[0; 3])
+                w.put(&d.status.detail())
             }
         }
     }
@@ -1389,7 +1487,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 20] {
+    pub(crate) fn samples() -> [Message; 21] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -1432,6 +1530,7 @@ pub(crate) mod tests {
             Message::UaAll(7, [0x29, 0x03]),
             Message::IoReq(io_req()),
             Message::IoDone(IoDone { tag: 0x8000_0001, lun_id: 7, status: IoStatus::Blk(10) }),
+            Message::ModePages(ModePages { lun_id: 7, generation: 0x0102_0304, wce: true }),
         ]
     }
 
@@ -1444,7 +1543,7 @@ pub(crate) mod tests {
         let m = Message::IoReq(io_req());
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
         assert_eq!(field_of(m, 8, &[0]), "op");
-        assert_eq!(field_of(m, 8, &[7]), "op");
+        assert_eq!(field_of(m, 8, &[8]), "op");
         assert_eq!(field_of(m, 9, &[2]), "flags");
         assert_eq!(field_of(m, 10, &[1]), "reserved");
         // Not a multiple of 512, zero, over 8 MiB.
@@ -1455,6 +1554,16 @@ pub(crate) mod tests {
         assert_eq!(field_of(Message::IoReq(IoReq { op: IoOp::Flush, ..io_req() }), 20, &[0, 2, 0, 0]), "length");
         roundtrip(Message::IoReq(IoReq { op: IoOp::Flush, fua: false, len: 0, ..io_req() }));
         roundtrip(Message::IoReq(IoReq { op: IoOp::Read, fua: false, len: MAX_IO_BYTES, ..io_req() }));
+        // Compare and write: up to 64 KiB compared, twice that in data.
+        let caw = IoReq { op: IoOp::CompareAndWrite, fua: false, len: 512, ..io_req() };
+        roundtrip(Message::IoReq(caw));
+        assert_eq!(caw.data_len(), 1024);
+        assert_eq!(caw.sectors(), 1);
+        roundtrip(Message::IoReq(IoReq { len: MAX_CAW_BYTES, ..caw }));
+        assert_eq!(field_of(Message::IoReq(caw), 20, &[0, 0, 2, 0]), "length");
+        assert_eq!(field_of(Message::IoReq(caw), 20, &[1, 2, 0, 0]), "length");
+        assert_eq!(io_req().data_len(), 1 << 20);
+        assert_eq!(IoReq { op: IoOp::Read, ..io_req() }.data_len(), 0);
         // Sectors whose byte offset would not fit in 64 bits.
         assert_eq!(field_of(m, 12, &[0xff; 8]), "sector");
         assert_eq!(field_of(m, 12, &(MAX_SECTOR - 1).to_le_bytes()), "sector");
@@ -1479,15 +1588,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn mode_pages_fields_are_checked() {
+        let m = samples()[20];
+        roundtrip(m);
+        roundtrip(Message::ModePages(ModePages { lun_id: 0, generation: 0, wce: false }));
+        assert_eq!(field_of(m, 0, &[0, 0, 0x40, 0]), "lun_id");
+        assert_eq!(field_of(m, 8, &[3]), "flags");
+        assert_eq!(field_of(m, 11, &[1]), "reserved");
+    }
+
+    #[test]
     fn io_done_statuses() {
-        for st in [IoStatus::Ok, IoStatus::Blk(1), IoStatus::Blk(63), IoStatus::NotHeld, IoStatus::Busy] {
+        for st in [IoStatus::Ok, IoStatus::Blk(1), IoStatus::Blk(63), IoStatus::NotHeld, IoStatus::Busy, IoStatus::Miscompare(0), IoStatus::Miscompare(MAX_CAW_BYTES - 1)] {
             roundtrip(Message::IoDone(IoDone { tag: 1, lun_id: 2, status: st }));
         }
         let m = samples()[19];
-        for bad in [64u8, 0x7f, 0x82, 0xff] {
+        for bad in [64u8, 0x7f, 0x83, 0xff] {
             assert_eq!(field_of(m, 8, &[bad]), "status");
         }
         assert_eq!(field_of(m, 10, &[1]), "reserved");
+        // A miscompare's offset lies within the compared range.
+        let mis = Message::IoDone(IoDone { tag: 1, lun_id: 2, status: IoStatus::Miscompare(100) });
+        let mut buf = [0u8; 64];
+        let n = mis.encode_payload(&mut buf).unwrap();
+        assert_eq!(&buf[n - 3..n], &[100, 0, 0]);
+        assert_eq!(field_of(mis, 9, &[0, 0, 1]), "offset");
+        roundtrip(Message::IoDone(IoDone { tag: 1, lun_id: 2, status: IoStatus::Miscompare(0xffff) }));
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
     }
 
