@@ -280,7 +280,7 @@ def test_compare_and_write_race_across_both_nodes(px):
     # A miscompare at byte 100: the same sense, INFORMATION 100, both ways.
     ini.run(f"dd if=/tmp/x of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none; "
             "cp /tmp/cawa /tmp/bad; printf '\\xff' | dd of=/tmp/bad bs=1 seek=100 conv=notrunc status=none; "
-            "cmp -s /tmp/bad /tmp/cawa && printf '\\x00' | dd of=/tmp/bad bs=1 seek=100 conv=notrunc status=none")
+            "if cmp -s /tmp/bad /tmp/cawa; then printf '\\x00' | dd of=/tmp/bad bs=1 seek=100 conv=notrunc status=none; fi")
     cdb = "89 00 " + " ".join(f"{x:02x}" for x in lba.to_bytes(8, "big")) + " 00 00 00 01 00 00"
     outs = {}
     for d in (da, db):
@@ -312,7 +312,9 @@ def wce(ini, dev: str) -> int:
 
 def set_cache_type(ini, dev: str, kind: str):
     """Has the initiator's sd driver change the cache type with MODE SELECT."""
-    return ini.run(f"sh -c 'echo \"{kind}\" > /sys/block/{dev}/device/scsi_disk/*/cache_type' 2>&1", check=False)
+    # (sh does not expand a pattern in a redirection: the loop does.)
+    return ini.run(f"for f in /sys/block/{dev}/device/scsi_disk/*/cache_type; do echo '{kind}' > $f || exit 1; done 2>&1",
+                   check=False)
 
 
 def test_mode_select_through_one_node_applies_on_both(px):
