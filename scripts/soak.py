@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
 from bench_common import splats, trio_bed  # noqa: E402
-from hapair import Pair, fio_running, held, setattr_, start_fio, switch_roles, wait_paths  # noqa: E402
+from hapair import Pair, fio_running, held, map_ios, setattr_, start_fio, switch_roles, wait_paths  # noqa: E402
 from test_ha_alua import link  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main() -> int:
     bed, accel = trio_bed("soak")
     print(f"[soak] {duration}s in mode {mode} ({accel}): fio with verification, a role switch or a link "
           f"flap per cycle", flush=True)
-    counts = {"cycles": 0, "failovers": 0, "flaps": 0, "io_errors": 0, "verify_errors": 0,
+    counts = {"cycles": 0, "events_under_io": 0, "failovers": 0, "flaps": 0, "io_errors": 0, "verify_errors": 0,
               "link_failures": 0, "splats": 0}
     failures: list[str] = []
     try:
@@ -76,10 +76,15 @@ def main() -> int:
         start = time.time()
         while time.time() - start < duration:
             n = counts["cycles"] + 1
-            start_fio(ini, p.mpath, 8)
-            # Let the job get going before the event.
-            ini.run("for i in $(seq 100); do test -s /tmp/fio.json && break; sleep 0.1; done; sleep 2",
-                    check=False)
+            # 24 MiB at 400 writes/s: the job spans the event.
+            start_fio(ini, p.mpath, 24)
+            # Let the job get going before the event: IO completes on the map.
+            io0, t_go = map_ios(ini, p.mpath), time.time()
+            while map_ios(ini, p.mpath) < io0 + 200 and time.time() - t_go < 60:
+                time.sleep(0.2)
+            under_io = fio_running(ini)
+            if under_io:
+                counts["events_under_io"] += 1
             t_ev = time.time()
             if n % 2:
                 event = f"switch {prim.name} -> {sec.name}"
@@ -106,7 +111,8 @@ def main() -> int:
             if not held(prim):
                 failures.append(f"cycle {n}: the primary {prim.name} does not hold the device")
             print(f"[soak] {time.time() - t0:7.0f}s cycle {n:3} {event:22} in {ev_s:5.2f}s "
-                  f"(fio {'running' if was_running else 'done'} at the event end); fio {w} writes, "
+                  f"(fio {'running' if under_io else 'NOT running'} at the event start, "
+                  f"{'running' if was_running else 'done'} at its end); fio {w} writes, "
                   f"{rd} verified reads: {'ok' if ok else 'FAILED'}", flush=True)
         standby = ("ready", 10) if mode == 2 else ("ghost", 1)
         wait_paths(ini, {p.devs[prim.name]: ("ready", 50), p.devs[sec.name]: standby}, timeout=120)

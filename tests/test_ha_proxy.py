@@ -212,14 +212,26 @@ def test_unmap_and_write_same_through_the_secondary(px):
           f"({bs}-byte blocks, {n} per command)")
 
 
+def start_writes(ini, dev: str):
+    """Starts 64k random writes (QD16, up to 10 min) through `dev` alone, in
+    the background; `stop_writes` ends them."""
+    ini.run(f"rm -f /tmp/fio.rc; setsid sh -c 'fio --name=bg --filename=/dev/{dev} --direct=1 "
+            f"--ioengine=libaio --iodepth=16 --rw=randwrite --bs=64k --size=64M --time_based --runtime=600 "
+            f"> /tmp/fio.out 2>&1; echo $? > /tmp/fio.rc' < /dev/null > /dev/null 2>&1 &")
+
+
+def stop_writes(ini):
+    """Ends the writes of `start_writes` and waits until fio has exited."""
+    ini.run("pkill fio; for i in $(seq 250); do test -e /tmp/fio.rc && exit 0; sleep 0.2; done; exit 1",
+            timeout=90)
+
+
 def test_link_loss_with_io_in_flight_through_the_secondary(px):
     a, b, ini = px.a, px.b, px.ini
     da, db = px.devs["nodea"], px.devs["nodeb"]
     wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
     # Through B alone, so that IO is in flight at B when the link goes.
-    ini.run(f"rm -f /tmp/fio.rc; setsid sh -c 'fio --name=cut --filename=/dev/{db} --direct=1 "
-            f"--ioengine=libaio --iodepth=16 --rw=randwrite --bs=64k --size=64M --time_based --runtime=600 "
-            f"> /tmp/fio.out 2>&1; echo $? > /tmp/fio.rc' < /dev/null > /dev/null 2>&1 &")
+    start_writes(ini, db)
     ini.run("for i in $(seq 100); do test $(cat /sys/block/%s/inflight | awk '{print $2}') -gt 0 && exit 0; "
             "sleep 0.1; done; exit 1" % db, check=False)
     w0 = stat(b, "proxied_to_peer")
@@ -234,8 +246,7 @@ def test_link_loss_with_io_in_flight_through_the_secondary(px):
     # the initiator keeps retrying there (Linux allows 255 s); once B stops
     # trying too, its group is Unavailable and the IO fails at once.
     setattr_(b, "ha_peer", "")
-    ini.run("pkill fio; for i in $(seq 250); do test -e /tmp/fio.rc && exit 0; sleep 0.2; done; exit 1",
-            timeout=90)
+    stop_writes(ini)
     # The link comes back and B's path serves again.
     link(a, b)
     wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
@@ -370,9 +381,7 @@ def test_lun_reset_through_the_secondary_with_io_in_flight(px):
     a, b, ini = px.a, px.b, px.ini
     da, db = px.devs["nodea"], px.devs["nodeb"]
     wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
-    ini.run(f"rm -f /tmp/fio.rc; setsid sh -c 'fio --name=rst --filename=/dev/{db} --direct=1 "
-            f"--ioengine=libaio --iodepth=16 --rw=randwrite --bs=64k --size=64M --time_based --runtime=600 "
-            f"> /tmp/fio.out 2>&1; echo $? > /tmp/fio.rc' < /dev/null > /dev/null 2>&1 &")
+    start_writes(ini, db)
     w0 = stat(b, "proxied_to_peer")
     t0 = time.time()
     while stat(b, "proxied_to_peer") - w0 < 50:
@@ -389,8 +398,7 @@ def test_lun_reset_through_the_secondary_with_io_in_flight(px):
     while stat(b, "proxied_to_peer") <= w1:
         assert time.time() - t1 < 30, b.run("dmesg | tail -20").out
         time.sleep(0.2)
-    ini.run("pkill fio; for i in $(seq 250); do test -e /tmp/fio.rc && exit 0; sleep 0.2; done; exit 1",
-            timeout=90)
+    stop_writes(ini)
     r = b.run(f"for i in $(seq 150); do grep -q '^forwarded_waiting: 0$' {STATS} && exit 0; sleep 0.1; done; "
               "exit 1", check=False)
     assert r.rc == 0, b.run(f"cat {STATS}; dmesg | tail -20").out
