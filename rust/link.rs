@@ -790,10 +790,9 @@ impl Inventory {
                 let scsi = &d.device().ha().scsi;
                 if scsi.mode_from_peer(m.generation, m.wce, scsi.peer_is_primary()) {
                     pr_info!(
-                        "LUN {}: MODE SELECT through the peer: write cache {} (WCE {})\n",
+                        "LUN {}: MODE SELECT through the peer: write cache {}\n",
                         m.lun_id,
-                        if m.wce { "enabled" } else { "disabled, writes go through" },
-                        u8::from(m.wce)
+                        crate::scsi::Scsi::wce_words(m.wce)
                     );
                 }
             }

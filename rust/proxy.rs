@@ -13,7 +13,8 @@
 //!
 //! The primary holds at most [`MAX_HELD`] bytes of the peer's IO at once
 //! (more is answered busy), and drops a write whose data does not arrive
-//! in order.
+//! in order. Everything the secondary sends here was checked by the codec
+//! (lengths, offsets within 8 MiB); the LUN's range is checked here.
 //!
 //! A COMPARE AND WRITE received by the secondary travels whole (the data
 //! to compare and the data to write): the primary takes LIO's COMPARE AND
@@ -22,8 +23,7 @@
 //! completes, so that COMPARE AND WRITEs through both nodes are atomic
 //! against each other. The interlink thread never waits for the lock: it
 //! retries each pass (every millisecond while one waits) and answers busy
-//! after [`CAW_WAIT_MS`]. Everything the secondary sends here was checked by the codec
-//! (lengths, offsets within 8 MiB); the LUN's range is checked here.
+//! after [`CAW_WAIT_MS`].
 
 use kernel::prelude::*;
 
@@ -93,8 +93,9 @@ impl Caw {
     }
 }
 
-/// Offset of the first byte where `a` (read) and `b` (the data to compare
-/// at `at` in `cmp`) differ, or `None` when equal; reading errors count
+/// Offset of the first byte where `read` and the first `read.len()` bytes
+/// of `cmp` (the data to compare) differ, or `None` when equal; `scratch`
+/// holds a piece of each at a time. A buffer that cannot be read counts
 /// as a difference at the start of the piece.
 fn first_difference(read: &PageBuf, cmp: &PageBuf, scratch: &mut [u8]) -> Option<usize> {
     let len = read.len();
@@ -131,25 +132,15 @@ fn split(cookie: u64) -> (u32, u32) {
 /// `sector`, if this node is its primary and holds it, with the LUN's
 /// logical block size.
 fn lun_io(lun_id: u32, sector: u64, n: u64) -> core::result::Result<(IoRef, u32), IoStatus> {
-    lun_io_with(lun_id, sector, n, |_| Ok(()))
+    lun_io_with(lun_id, sector, n, |_| {})
 }
 
 /// As [`lun_io`], with the LUN's COMPARE AND WRITE lock, or `Ok(None)`
 /// while another holds it.
 fn lun_caw(lun_id: u32, sector: u64, n: u64) -> core::result::Result<Option<(IoRef, CawLock)>, IoStatus> {
     let mut lock = None;
-    match lun_io_with(lun_id, sector, n, |d| {
-        lock = d.caw_try_lock();
-        if lock.is_some() {
-            Ok(())
-        } else {
-            Err(IoStatus::Busy)
-        }
-    }) {
-        Ok((io, _)) => Ok(lock.map(|l| (io, l))),
-        Err(IoStatus::Busy) => Ok(None),
-        Err(st) => Err(st),
-    }
+    let (io, _) = lun_io_with(lun_id, sector, n, |d| lock = d.caw_try_lock())?;
+    Ok(lock.map(|l| (io, l)))
 }
 
 /// As [`lun_io`], running `also` on the device (registry locked) before
@@ -158,7 +149,7 @@ fn lun_io_with(
     lun_id: u32,
     sector: u64,
     n: u64,
-    also: impl FnOnce(&lio::Device) -> core::result::Result<(), IoStatus>,
+    also: impl FnOnce(&lio::Device),
 ) -> core::result::Result<(IoRef, u32), IoStatus> {
     lio::with_devices(|devs| {
         let d = devs.iter().find(|d| d.device().ha().scsi.lun_id() == lun_id).ok_or(IoStatus::NotHeld)?;
@@ -174,7 +165,7 @@ fn lun_io_with(
             }
             return Err(IoStatus::Blk(blk::IOERR));
         }
-        also(d.device())?;
+        also(d.device());
         let io = d.device().io_begin().ok_or(IoStatus::NotHeld)?;
         Ok((io, bs))
     })

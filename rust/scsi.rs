@@ -570,6 +570,15 @@ impl Scsi {
         true
     }
 
+    /// How a log line names write cache state `wce`.
+    pub(crate) fn wce_words(wce: bool) -> &'static str {
+        if wce {
+            "enabled (WCE 1)"
+        } else {
+            "disabled, writes go through (WCE 0)"
+        }
+    }
+
     fn store_mode(&self, gen: u32, wce: bool) {
         self.mode.store((u64::from(gen) << 1) | u64::from(wce), Ordering::Release);
     }

@@ -269,10 +269,9 @@ unsafe extern "C" fn execute_mode_select(cmd: *mut b::se_cmd) -> b::sense_reason
             let mut isid = [0u8; ISID_LEN];
             if scsi.mode_select(c.nexus(&mut isid).as_ref(), wce) {
                 kernel::pr_info!(
-                    "LUN {}: MODE SELECT: write cache {} (WCE {}); the peer follows\n",
+                    "LUN {}: MODE SELECT: write cache {}; the peer follows\n",
                     scsi.lun_id(),
-                    if wce { "enabled" } else { "disabled, writes go through" },
-                    u8::from(wce)
+                    crate::scsi::Scsi::wce_words(wce)
                 );
                 crate::link::modes_changed();
             }
