@@ -192,6 +192,12 @@ def test_readonly_refuses_writes(node):
         d = lio.create_ha(node, control="dev=/dev/vdb,readonly=1")
         sd = lio.loopback_lun(node, d, "5001405000000003", "5001405000000103")
         assert md5(node, sd, 4096, 0, 1) == before
+        # MODE SENSE reports the WP bit, so the initiator's kernel makes
+        # the disk read-only and opening it for writing fails (EROFS):
+        # the commands go through the SCSI generic node.
+        name = sd.rsplit("/", 1)[1]
+        assert node.run(f"cat /sys/block/{name}/ro").out.strip() == "1"
+        sg = "/dev/" + node.run(f"ls /sys/block/{name}/device/scsi_generic").out.split()[0]
         node.run("head -c 512 /dev/urandom > /tmp/b")
         for what, cdb, data in (("WRITE(10)", "2a 00 00 00 00 00 00 00 01 00", "-s 512 -i /tmp/b"),
                                 ("WRITE SAME(10)", "41 00 00 00 00 00 00 00 01 00", "-s 512 -i /tmp/b"),
@@ -201,7 +207,7 @@ def test_readonly_refuses_writes(node):
                 node.run("printf '\\x00\\x16\\x00\\x10\\x00\\x00\\x00\\x00"
                          "\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01\\x00\\x00\\x00\\x00' "
                          "> /tmp/unmap")
-            r = node.run(f"sg_raw {data} {sd} {cdb} 2>&1", check=False)
+            r = node.run(f"sg_raw {data} {sg} {cdb} 2>&1", check=False)
             assert r.rc != 0 and "Data Protect" in r.out and "Write protected" in r.out, (what, r.out)
         assert md5(node, "/dev/vdb", 4096, 0, 1) == before
     finally:
