@@ -13,6 +13,7 @@
 //!   table;
 //! * [`inquiry`]: standard INQUIRY, VPD pages, REPORT TARGET PORT GROUPS;
 //! * [`mode`]: MODE SENSE and MODE SELECT (mode pages of a disk LUN);
+//! * [`order`]: ordering of the two nodes' IO on shared storage (mode 1);
 //! * [`pr`]: SPC-4 persistent reservations and their snapshot encoding.
 //!
 //! Every builder writes into a caller-supplied buffer, truncating to it, and
@@ -24,6 +25,7 @@ pub(crate) mod io;
 pub(crate) mod mode;
 pub(crate) mod nexus;
 pub(crate) mod opcode;
+pub(crate) mod order;
 pub(crate) mod out;
 pub(crate) mod pr;
 pub(crate) mod sense;
