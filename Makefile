@@ -13,7 +13,7 @@
 #   make soak       DURATION=30m MODE=2: fio with verification through both
 #                   nodes, a role switch or a link flap per cycle, a summary
 #   make bench      benchmarks (bench-local: ha vs iblock ratios on one node;
-#                   bench-pair: secondary vs primary path in proxy mode;
+#                   bench-pair: secondary vs primary path, modes 2 and 1;
 #                   bench-ha: failover, link-up and PR timings; bench-report:
 #                   bench/results.json, .md and .png)
 #   make install-targetcli [DESTDIR=/]  install targetcli-ha (tools/targetcli-ha)

@@ -333,7 +333,7 @@ impl AttributeOperations<6> for Node {
         show_fmt(
             page,
             fmt!(
-                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\nproxied_to_peer: {}\nproxied_for_peer: {}\n",
+                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\nproxied_to_peer: {}\nproxied_for_peer: {}\norder_requests: {}\norder_waits: {}\norder_waiting: {}\n",
                 NODE.devices(),
                 n(&s.link_ups),
                 n(&s.link_drops),
@@ -344,7 +344,10 @@ impl AttributeOperations<6> for Node {
                 n(&s.frames_out),
                 crate::forward::parked(),
                 crate::forward::PROXIED_OUT.load(Ordering::Relaxed),
-                crate::forward::PROXIED_IN.load(Ordering::Relaxed)
+                crate::forward::PROXIED_IN.load(Ordering::Relaxed),
+                crate::serialize::ORDER_ASKED.load(Ordering::Relaxed),
+                crate::serialize::ORDER_WAITED.load(Ordering::Relaxed),
+                crate::serialize::waiting()
             ),
         )
     }

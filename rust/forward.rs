@@ -151,6 +151,7 @@ fn release() {
     drop(parked);
     // The peer's IO done here that the interlink thread did not answer.
     crate::lio::bufio::drain();
+    crate::serialize::drain();
 }
 
 /// The link came up (`true`) or went down (`false`; what is parked fails).
@@ -159,6 +160,7 @@ pub(crate) fn set_online(online: bool) {
     if !online {
         fail_all();
     }
+    crate::serialize::set_online(online);
 }
 
 /// Parks `cmd` under a new tag and queues `msg` (its tag set by `tag_of`)
@@ -328,6 +330,19 @@ pub(crate) fn pr_request(lun_id: u32, key: Option<&NexusKey<'_>>, cdb: &[u8], pa
     Ok(PrOut { tag: 0, lun_id, rel_port: k.rel_port, action, res_type, key: req.key, sa_key: req.sa_key, port })
 }
 
+/// Queues `msg` (no data) for the peer; `false` while the link is down
+/// or without memory.
+pub(crate) fn queue(msg: Message) -> bool {
+    let queued = {
+        let mut f = FORWARD.lock();
+        f.online && f.outbox.push(Outgoing { msg, data: KVVec::new() }, GFP_ATOMIC).is_ok()
+    };
+    if queued {
+        sys::link_kick();
+    }
+    queued
+}
+
 /// Moves the queued messages into `out` (emptied first).
 pub(crate) fn take_outbox(out: &mut KVec<Outgoing>) {
     let mut f = FORWARD.lock();
@@ -397,10 +412,12 @@ pub(crate) fn io_done(d: &IoDone) -> bool {
     true
 }
 
-/// Fails the commands whose answer is overdue; returns how many.
+/// Fails the commands whose answer is overdue; returns how many. Also
+/// moves the ordering of shared-storage IO on (mode 1).
 pub(crate) fn expire() -> usize {
+    crate::serialize::pump();
     let now = sys::now_ms();
-    let mut n = 0;
+    let mut n = crate::serialize::expire(now);
     while let Some(p) = take(|p| p.deadline <= now) {
         let what = if p.io.is_some() { "IO" } else { "PERSISTENT RESERVE OUT" };
         pr_warn!("LUN {}: no answer from the peer for a forwarded {}: failed as transitioning\n", p.lun_id, what);

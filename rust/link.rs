@@ -540,6 +540,7 @@ impl Interlink {
                             inv.inbound(m);
                             prs.inbound(m);
                             proxy.inbound(m, data);
+                            crate::serialize::inbound(m);
                         };
                         match s.on_bytes(rx.get(..fill).unwrap_or(&[]), now, &mut SockTx(&mut out), inbox) {
                             Ok((used, up)) => {
@@ -569,6 +570,9 @@ impl Interlink {
                     break Err(e);
                 }
             }
+            // Completed shared-storage IO frees ranges before the
+            // queued messages go out.
+            crate::serialize::pump();
             if s.params().is_some() {
                 let r = prs.flush(&mut |m| s.send_when_up(m, sys::now_ms(), &mut tx).map(|_| ()));
                 if let Err(e) = r {

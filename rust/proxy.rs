@@ -254,11 +254,18 @@ impl Proxy {
     }
 
     fn start(&mut self, q: &IoReq) -> core::result::Result<(), IoStatus> {
-        if NODE.mode() != HaMode::Proxy {
+        // In mode 1 (shared storage) the secondary does its own IO, but
+        // hands COMPARE AND WRITE over, so that one lock covers both nodes.
+        let allowed = match NODE.mode() {
+            HaMode::Proxy => true,
+            HaMode::SerializeOnly => q.op == IoOp::CompareAndWrite,
+            HaMode::ActiveStandby => false,
+        };
+        if !allowed {
             // Both nodes have the same mode (checked at login): a peer
             // that asks anyway is not obeyed.
             if lio::ratelimit() {
-                pr_err!("LUN {}: the peer asked for IO while not in proxy mode (ha_mode 2): refused\n", q.lun_id);
+                pr_err!("LUN {}: the peer asked for IO this mode does not forward (ha_mode {}): refused\n", q.lun_id, NODE.mode() as u8);
             }
             return Err(IoStatus::NotHeld);
         }

@@ -17,6 +17,7 @@ mod lio;
 mod prsync;
 mod proxy;
 mod scsi;
+mod serialize;
 mod sys;
 
 // The plain-Rust layers are wired into the module issue by issue; until then
@@ -72,6 +73,7 @@ impl kernel::InPlaceModule for TcmHa {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         lio::init_registry();
         forward::init();
+        serialize::init();
         let shared = link::new_interlink();
         try_pin_init!(TcmHa {
             _link <- {

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""make bench-pair: the secondary's path against the primary's path in proxy
-mode (issue 6: secondary/primary >= 0.6 for 4k IOPS, >= 0.9 for 1M MB/s),
-measured side by side in one run: node A (primary) and node B (secondary,
-ha_mode=2) export one LUN over iSCSI, the initiator runs each job on A's
+"""make bench-pair: the secondary's path against the primary's path in the
+Active/Active modes (issue 6), measured side by side in one run: node A
+(primary) and node B (secondary) export one LUN over iSCSI, first in mode 2
+(proxy: B hands its IO to A; targets secondary/primary >= 0.6 for 4k IOPS,
+>= 0.9 for 1M MB/s), then in mode 1 (shared storage: B does its own IO
+after A ordered it; target >= 0.8). The initiator runs each job on A's
 path device and on B's path device in adjacent pairs (order alternating),
 and the verdict is the median of the per-pair ratios. Under TCG absolute
-numbers mean little; the ratios are what counts. Exits non-zero only on an
-error, not on a missed target."""
+numbers mean little; the ratios are what counts. MODES="2 1" chooses the
+modes. Exits non-zero only on an error, not on a missed target."""
 import json
 import os
 import statistics
@@ -21,11 +23,14 @@ from hapair import Pair, wait_paths  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 RUNTIME = int(os.environ.get("RUNTIME", "10"))
-# name, fio arguments, metric, target ratio (secondary / primary)
-JOBS = [("4k randread QD32", "--rw=randread --bs=4k --iodepth=32", "iops", 0.6),
-        ("4k randwrite QD32", "--rw=randwrite --bs=4k --iodepth=32", "iops", 0.6),
-        ("1M seq read", "--rw=read --bs=1M --iodepth=8", "MB/s", 0.9),
-        ("1M seq write", "--rw=write --bs=1M --iodepth=8", "MB/s", 0.9)]
+MODES = [int(m) for m in os.environ.get("MODES", "2 1").split()]
+# name, fio arguments, metric
+JOBS = [("4k randread QD32", "--rw=randread --bs=4k --iodepth=32", "iops"),
+        ("4k randwrite QD32", "--rw=randwrite --bs=4k --iodepth=32", "iops"),
+        ("1M seq read", "--rw=read --bs=1M --iodepth=8", "MB/s"),
+        ("1M seq write", "--rw=write --bs=1M --iodepth=8", "MB/s")]
+# Target ratio (secondary / primary) per mode and metric.
+TARGETS = {2: {"iops": 0.6, "MB/s": 0.9}, 1: {"iops": 0.8, "MB/s": 0.8}}
 
 
 def fio(g: vm.Guest, dev: str, args: str, metric: str) -> tuple[float, float, float]:
@@ -40,56 +45,70 @@ def fio(g: vm.Guest, dev: str, args: str, metric: str) -> tuple[float, float, fl
     return rate, p50, p99
 
 
+def measure(p: Pair, mode: int) -> tuple[dict, dict]:
+    """Runs every job ROUNDS times on both paths of the configured pair;
+    returns the rates per path and job, and the per-pair ratios per job."""
+    ini = p.ini
+    devs = {"primary": p.devs["nodea"], "secondary": p.devs["nodeb"]}
+    wait_paths(ini, {devs["primary"]: ("ready", 50), devs["secondary"]: ("ready", 10)})
+    results = {path: {j[0]: [] for j in JOBS} for path in ("primary", "secondary")}
+    pairs = {j[0]: [] for j in JOBS}
+    for rnd in range(ROUNDS):
+        for i, (name, args, metric) in enumerate(JOBS):
+            order = ("primary", "secondary") if (rnd + i) % 2 == 0 else ("secondary", "primary")
+            got = {}
+            for path in order:
+                got[path] = fio(ini, devs[path], args, metric)
+                results[path][name].append(got[path])
+            ratio = got["secondary"][0] / got["primary"][0] if got["primary"][0] else 0.0
+            pairs[name].append(ratio)
+            print(f"[bench-pair] mode {mode} round {rnd + 1} {name:18} primary {got['primary'][0]:8.1f} "
+                  f"secondary {got['secondary'][0]:8.1f} {metric:5} ratio {ratio:.3f} "
+                  f"(p99 {got['primary'][2]:.1f} / {got['secondary'][2]:.1f} ms)", flush=True)
+    return results, pairs
+
+
 def main() -> int:
     t0 = time.time()
     bed, accel = trio_bed("pair")
-    print(f"[bench-pair] booting node A, node B and the initiator ({accel}); {ROUNDS} rounds x "
-          f"{len(JOBS)} jobs x {RUNTIME}s per path, in adjacent pairs", flush=True)
-    results = {p: {j[0]: [] for j in JOBS} for p in ("primary", "secondary")}
-    pairs = {j[0]: [] for j in JOBS}
+    print(f"[bench-pair] booting node A, node B and the initiator ({accel}); modes {MODES}, {ROUNDS} rounds "
+          f"x {len(JOBS)} jobs x {RUNTIME}s per path, in adjacent pairs", flush=True)
+    measured = {}
+    stats = {}
     try:
         bed.start(accel, leak_baseline=False)
-        p = Pair(bed.guests["nodea"], bed.guests["nodeb"], bed.guests["initiator"], mode=2)
-        p.up()
-        ini = p.ini
-        devs = {"primary": p.devs["nodea"], "secondary": p.devs["nodeb"]}
-        wait_paths(ini, {devs["primary"]: ("ready", 50), devs["secondary"]: ("ready", 10)})
-        for rnd in range(ROUNDS):
-            for i, (name, args, metric, _) in enumerate(JOBS):
-                order = ("primary", "secondary") if (rnd + i) % 2 == 0 else ("secondary", "primary")
-                got = {}
-                for path in order:
-                    got[path] = fio(ini, devs[path], args, metric)
-                    results[path][name].append(got[path])
-                ratio = got["secondary"][0] / got["primary"][0] if got["primary"][0] else 0.0
-                pairs[name].append(ratio)
-                print(f"[bench-pair] round {rnd + 1} {name:18} primary {got['primary'][0]:8.1f} "
-                      f"secondary {got['secondary'][0]:8.1f} {metric:5} ratio {ratio:.3f} "
-                      f"(p99 {got['primary'][2]:.1f} / {got['secondary'][2]:.1f} ms)", flush=True)
-        stats = {g.name: g.run("cat /sys/kernel/config/tcm_ha/stats").out for g in (p.a, p.b)}
-        p.down(accel)
+        for mode in MODES:
+            p = Pair(bed.guests["nodea"], bed.guests["nodeb"], bed.guests["initiator"], mode=mode)
+            p.up()
+            measured[mode] = measure(p, mode)
+            stats[mode] = {g.name: g.run("cat /sys/kernel/config/tcm_ha/stats").out for g in (p.a, p.b)}
+            p.down(accel)
         if splats(bed, "pair"):
             return 1
     finally:
         bed.stop()
     rows = []
-    print("\n| job | metric | primary path (median) | secondary path (median) | p99 ms prim/sec | "
+    print("\n| mode | job | metric | primary path (median) | secondary path (median) | p99 ms prim/sec | "
           "secondary/primary (median of pairs) | pairs min-max | target |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, _, metric, target in JOBS:
-        prim = statistics.median(r[0] for r in results["primary"][name])
-        sec = statistics.median(r[0] for r in results["secondary"][name])
-        p99 = (statistics.median(r[2] for r in results["primary"][name]),
-               statistics.median(r[2] for r in results["secondary"][name]))
-        ratio = statistics.median(pairs[name])
-        rows.append({"job": name, "metric": metric, "primary": results["primary"][name],
-                     "secondary": results["secondary"][name], "pair_ratios": pairs[name],
-                     "ratio": ratio, "target": target})
-        mark = "met" if ratio >= target else "MISSED"
-        print(f"| {name} | {metric} | {prim:.1f} | {sec:.1f} | {p99[0]:.1f} / {p99[1]:.1f} | {ratio:.3f} | "
-              f"{min(pairs[name]):.2f}-{max(pairs[name]):.2f} | >= {target} ({mark}) |")
-    print("\n[bench-pair] interlink counters:\n" + "\n".join(f"  {k}: {v.split()}" for k, v in stats.items()))
-    save_results("pair", {"accel": accel, "mode": 2, "rounds": ROUNDS, "runtime_s": RUNTIME}, rows, t0)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode, (results, pairs) in measured.items():
+        for name, _, metric in JOBS:
+            target = TARGETS[mode][metric]
+            prim = statistics.median(r[0] for r in results["primary"][name])
+            sec = statistics.median(r[0] for r in results["secondary"][name])
+            p99 = (statistics.median(r[2] for r in results["primary"][name]),
+                   statistics.median(r[2] for r in results["secondary"][name]))
+            ratio = statistics.median(pairs[name])
+            rows.append({"mode": mode, "job": f"mode {mode} {name}", "metric": metric,
+                         "primary": results["primary"][name], "secondary": results["secondary"][name],
+                         "pair_ratios": pairs[name], "ratio": ratio, "target": target})
+            mark = "met" if ratio >= target else "MISSED"
+            print(f"| {mode} | {name} | {metric} | {prim:.1f} | {sec:.1f} | {p99[0]:.1f} / {p99[1]:.1f} | "
+                  f"{ratio:.3f} | {min(pairs[name]):.2f}-{max(pairs[name]):.2f} | >= {target} ({mark}) |")
+    for mode, st in stats.items():
+        print(f"\n[bench-pair] mode {mode} interlink counters:\n" +
+              "\n".join(f"  {k}: {v.split()}" for k, v in st.items()))
+    save_results("pair", {"accel": accel, "modes": MODES, "rounds": ROUNDS, "runtime_s": RUNTIME}, rows, t0)
     return 0
 
 

@@ -19,7 +19,7 @@ def main() -> int:
     (BENCH / "results.json").write_text(json.dumps(parts, indent=1) + "\n")
     md = []
     bars = []  # (label, value, target, higher is better)
-    for tag, what in (("local", "ha / iblock"), ("pair", "secondary / primary path (mode 2)")):
+    for tag, what in (("local", "ha / iblock"), ("pair", "secondary / primary path (modes 2 and 1)")):
         if tag in parts:
             md += [f"## {tag}: {what} ({parts[tag]['accel']}, {parts[tag]['date']})", "",
                    "| job | metric | ratio (median of pairs) | target |", "|---|---|---|---|"]

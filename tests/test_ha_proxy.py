@@ -227,6 +227,13 @@ def stop_writes(ini):
 
 
 def test_link_loss_with_io_in_flight_through_the_secondary(px):
+    link_loss_with_io_in_flight(px, "proxied_to_peer", "forwarded_waiting")
+
+
+def link_loss_with_io_in_flight(px, sent: str, waiting: str):
+    """Writes through B alone, so that IO is in flight at B (B's `sent`
+    counter grows); the link drops: what waits at B for A (`waiting`)
+    completes at once; the link comes back and B's path serves again."""
     a, b, ini = px.a, px.b, px.ini
     da, db = px.devs["nodea"], px.devs["nodeb"]
     wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
@@ -234,12 +241,12 @@ def test_link_loss_with_io_in_flight_through_the_secondary(px):
     start_writes(ini, db)
     ini.run("for i in $(seq 100); do test $(cat /sys/block/%s/inflight | awk '{print $2}') -gt 0 && exit 0; "
             "sleep 0.1; done; exit 1" % db, check=False)
-    w0 = stat(b, "proxied_to_peer")
+    w0 = stat(b, sent)
     ini.run("sleep 2")
-    assert stat(b, "proxied_to_peer") > w0, "no IO went through B"
+    assert stat(b, sent) > w0, "no IO went through B"
     setattr_(a, "ha_peer", "")
     # Every command parked at B completes (transitioning) at once: none waits.
-    r = b.run(f"for i in $(seq 100); do grep -q '^forwarded_waiting: 0$' {STATS} && exit 0; sleep 0.1; done; "
+    r = b.run(f"for i in $(seq 100); do grep -q '^{waiting}: 0$' {STATS} && exit 0; sleep 0.1; done; "
               "exit 1", check=False)
     assert r.rc == 0, b.run(f"cat {STATS}; dmesg | tail -20").out
     # While B tries to reconnect its group is Transitioning (as CTL's), so
@@ -254,8 +261,12 @@ def test_link_loss_with_io_in_flight_through_the_secondary(px):
 
 
 def test_compare_and_write_race_across_both_nodes(px):
+    caw_race(px, 30, "proxy")
+
+
+def caw_race(px, rounds: int, tag: str):
     """COMPARE AND WRITE of the same block through A and through B at the
-    same moment, 30 rounds: A compares and writes under its device's
+    same moment, `rounds` times: A compares and writes under its device's
     COMPARE AND WRITE lock for both, so exactly one wins each round (the
     other gets MISCOMPARE) and the block holds the winner's data, as both
     nodes read it. A miscompare through either node reports the offset of
@@ -271,7 +282,7 @@ def test_compare_and_write_race_across_both_nodes(px):
     in_a = stat(a, "proxied_for_peer")
     wins = {"A": 0, "B": 0}
     caw = "sg_compare_and_write --in=/tmp/{f} --lba={lba} --num=1 --xferlen={n} /dev/{d} > /tmp/o{f} 2>&1; echo $? > /tmp/rc{f}"
-    for rnd in range(30):
+    for rnd in range(rounds):
         ini.run(f"dd if=/tmp/x of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none")
         # The later starter alternates, so both orders are tried.
         first, second = (("cawa", da), ("cawb", db)) if rnd % 2 == 0 else (("cawb", db), ("cawa", da))
@@ -287,7 +298,7 @@ def test_compare_and_write_race_across_both_nodes(px):
         for d in (da, db):
             got = ini.run(f"dd if=/dev/{d} bs={bs} skip={lba} count=1 iflag=direct status=none | md5sum").out.split()[0]
             assert got == sums[winner], (rnd, d, rc)
-    assert stat(a, "proxied_for_peer") - in_a >= 30
+    assert stat(a, "proxied_for_peer") - in_a >= rounds
     # A miscompare at byte 100: the same sense, INFORMATION 100, both ways.
     ini.run(f"dd if=/tmp/x of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none; "
             "cp /tmp/cawa /tmp/bad; printf '\\xff' | dd of=/tmp/bad bs=1 seek=100 conv=notrunc status=none; "
@@ -303,7 +314,7 @@ def test_compare_and_write_race_across_both_nodes(px):
     # Nothing was written by the miscompare.
     got = ini.run(f"dd if=/dev/{db} bs={bs} skip={lba} count=1 iflag=direct status=none | md5sum").out.split()[0]
     assert got == ini.run("md5sum < /tmp/x").out.split()[0]
-    print(f"\n[proxy] COMPARE AND WRITE race, 30 rounds: exactly one winner each (A {wins['A']}, "
+    print(f"\n[{tag}] COMPARE AND WRITE race, {rounds} rounds: exactly one winner each (A {wins['A']}, "
           f"B {wins['B']}); miscompare offset 100 reported alike through both nodes")
 
 

@@ -321,7 +321,10 @@ impl<'k, M: Mac> Session<'k, M> {
             | Message::ModePages(_)
             | Message::IoReq(_)
             | Message::IoData(_)
-            | Message::IoDone(_) => inbox(msg, data),
+            | Message::IoDone(_)
+            | Message::OrderReq(_)
+            | Message::OrderGrant(_)
+            | Message::OrderDone(_) => inbox(msg, data),
             ref other => {
                 return Err(self.fail(LinkError::UnexpectedWhileUp(other.msg_type()), tx));
             }

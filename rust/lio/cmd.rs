@@ -20,6 +20,8 @@ use crate::core_logic::scsi::{
     sense::Sense,
     DataIn,
 };
+use crate::configfs::NODE;
+use crate::core_logic::scsi::alua::HaMode;
 use crate::core_logic::scsi::opcode as op;
 use crate::core_logic::wire::msg::{IoOp, MAX_CAW_BYTES};
 use crate::scsi::{NexusKey, ISID_LEN};
@@ -47,6 +49,9 @@ pub(crate) mod reason {
         b::tcm_sense_reason_table_TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE as b::sense_reason_t;
     /// BUSY status: the initiator retries.
     pub(crate) const LUN_BUSY: b::sense_reason_t = b::tcm_sense_reason_table_TCM_LUN_BUSY as b::sense_reason_t;
+    /// NOT READY, ASYMMETRIC ACCESS STATE TRANSITION: the initiator retries.
+    pub(crate) const ALUA_TRANSITION: b::sense_reason_t =
+        b::tcm_sense_reason_table_TCM_ALUA_STATE_TRANSITION as b::sense_reason_t;
     /// ILLEGAL REQUEST, invalid command operation code.
     pub(crate) const UNSUPPORTED_SCSI_OPCODE: b::sense_reason_t =
         b::tcm_sense_reason_table_TCM_UNSUPPORTED_SCSI_OPCODE as b::sense_reason_t;
@@ -70,6 +75,11 @@ impl Cmd {
 
     fn raw(&self) -> *mut b::se_cmd {
         self.0.as_ptr()
+    }
+
+    /// The command's pointer, for a bio completion to find it again.
+    pub(crate) fn as_raw(&self) -> *mut b::se_cmd {
+        self.raw()
     }
 
     /// The device the command is for.
@@ -373,7 +383,60 @@ fn bdev_of(cmd: &Cmd) -> Option<IoRef> {
 const WRITE_PROTECTED: b::sense_reason_t = b::tcm_sense_reason_table_TCM_WRITE_PROTECTED as b::sense_reason_t;
 
 /// What a command gets when the backing device is not held.
-const NOT_HELD: b::sense_reason_t = b::tcm_sense_reason_table_TCM_ALUA_STATE_TRANSITION as b::sense_reason_t;
+const NOT_HELD: b::sense_reason_t = reason::ALUA_TRANSITION;
+
+/// The data of one read or write callback of a command (its own
+/// scatterlist, or the part COMPARE AND WRITE reads into) and its
+/// direction; valid until the command completes.
+pub(crate) struct Rw {
+    sgl: *mut kb::scatterlist,
+    nents: u32,
+    write: bool,
+}
+
+// SAFETY: the scatterlist belongs to an uncompleted command, which any
+// thread may submit IO for until it completes it.
+unsafe impl Send for Rw {}
+
+impl Rw {
+    /// Bytes it moves.
+    pub(crate) fn bytes(&self) -> usize {
+        // SAFETY: the command's scatterlist of `nents` entries (see the type).
+        unsafe { bio::SgIter::new(self.sgl, self.nents) }.map(|s| s.len() as usize).sum()
+    }
+
+    /// Whether it writes.
+    pub(crate) fn write(&self) -> bool {
+        self.write
+    }
+}
+
+/// Submits the bios of read or write `rw` of command `cmd` at its LBA on
+/// `io`'s device; `end_io` runs once with `private` when they complete.
+/// `Err`: nothing was submitted.
+///
+/// # Safety
+/// `cmd` must be the live, uncompleted command `rw` belongs to, and stay
+/// so until `end_io` runs.
+pub(crate) unsafe fn submit_rw(
+    cmd: *mut b::se_cmd,
+    io: &IoRef,
+    rw: &Rw,
+    private: *mut core::ffi::c_void,
+    end_io: unsafe extern "C" fn(*mut kb::bio),
+) -> Result {
+    // SAFETY: per this function's contract.
+    let c = unsafe { Cmd::from_raw(cmd) }.ok_or(EINVAL)?;
+    let opf = match (rw.write, c.fua()) {
+        (false, _) => bio::OP_READ,
+        (true, false) => bio::OP_WRITE | bio::SYNC_WRITE,
+        (true, true) => bio::OP_WRITE | bio::SYNC_WRITE | bio::FUA,
+    };
+    let sector = c.sectors(c.lba());
+    // SAFETY: the command's scatterlist of `nents` entries (see `Rw`).
+    let segs = unsafe { bio::SgIter::new(rw.sgl, rw.nents) };
+    io.bdev().submit(sector, opf, u64::from(rw.nents), segs, private, end_io)
+}
 
 /// Completion of the data bios of one command.
 unsafe extern "C" fn rw_done(bio: *mut kb::bio) {
@@ -411,21 +474,23 @@ unsafe extern "C" fn execute_rw(
         let sg = unsafe { DataSg::new(sgl, nents) };
         return to_peer(c, op, sector, Some(sg));
     };
-    let dev = io.bdev();
-    let opf = match (write, c.fua()) {
-        (false, _) => bio::OP_READ,
-        (true, false) => bio::OP_WRITE | bio::SYNC_WRITE,
-        (true, true) => bio::OP_WRITE | bio::SYNC_WRITE | bio::FUA,
-    };
-    if nents == 0 && opf & bio::FUA != 0 {
+    if nents == 0 && write && c.fua() {
         // A zero-length FUA write still asks for what is cached to be on
         // the medium.
-        return submitted(io, dev.flush(cmd.cast(), flush_done));
+        return submitted(io, io.bdev().flush(cmd.cast(), flush_done));
     }
-    let sector = c.sectors(c.lba());
-    // SAFETY: LIO's scatterlist of `nents` entries for this command.
-    let segs = unsafe { bio::SgIter::new(sgl, nents) };
-    submitted(io, dev.submit(sector, opf, u64::from(nents), segs, cmd.cast(), rw_done))
+    let mut rw = Rw { sgl, nents, write };
+    let mut io = io;
+    if NODE.mode() == HaMode::SerializeOnly && nents != 0 {
+        // Shared storage: ordered against the other node's IO first.
+        match crate::serialize::rw(c, io, rw) {
+            Ok(r) => return r,
+            Err((_, i, r)) => (io, rw) = (i, r),
+        }
+    }
+    // SAFETY: LIO's live command, completed by `rw_done`.
+    let r = unsafe { submit_rw(cmd, &io, &rw, cmd.cast(), rw_done) };
+    submitted(io, r)
 }
 
 /// A command whose IO this node cannot do because it does not hold the
@@ -581,7 +646,12 @@ unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_
 /// Whether the command's IO must be done by the peer: proxy mode, and the
 /// backing device is not held here.
 fn needs_peer(c: &Cmd) -> bool {
-    c.device().ha().scsi.proxies() && c.device().io_begin().is_none()
+    let scsi = &c.device().ha().scsi;
+    if NODE.mode() == HaMode::SerializeOnly {
+        // Shared storage: the primary compares and writes for both nodes.
+        return scsi.pr_goes_to_peer();
+    }
+    scsi.proxies() && c.device().io_begin().is_none()
 }
 
 /// A COMPARE AND WRITE on a node that does not hold the backing device

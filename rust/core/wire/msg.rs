@@ -31,6 +31,9 @@
 //! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
 //! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
+//! | `0x0130` | OrderReq     |  24 | 0: tag `u32` (bit 31 clear), 4: lun_id `u32`, 8: access `u8` (1 read, 2 write), 9: reserved `[u8; 3]` (0), 12: first 512-byte sector `u64`, 20: sectors `u32` (1..=16384, ≤ 8 MiB) |
+//! | `0x0131` | OrderGrant   |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 go, 0x80 not held here, 0x81 busy), 9: reserved `[u8; 3]` (0) |
+//! | `0x0132` | OrderDone    |   8 | 0: tag `u32`, 4: lun_id `u32`                        |
 //!
 //! A persistent-reservation snapshot of one LUN is `PrBegin`, then `count`
 //! `PrReg` with indexes 0, 1, … in order, then `PrEnd`, all with the same
@@ -56,6 +59,17 @@
 //! COMPARE AND WRITE lock, so that a COMPARE AND WRITE received by either
 //! node is atomic against every other, and answers miscompare with the
 //! offset of the first byte that differs.
+//!
+//! `OrderReq` asks the primary of a LUN for leave to run one block IO
+//! (mode 1, serialize-only: both nodes hold the shared backing device):
+//! the secondary sends it before each read or write it runs on that device,
+//! naming the range, and runs the IO only on `OrderGrant` go (same tag).
+//! The primary grants once no IO of its own overlapping the range (for a
+//! read, no write of its own) is in flight, and holds back its own
+//! overlapping IO from then until the secondary's `OrderDone` (same tag)
+//! says the IO has completed. A grant with another status (not held, busy)
+//! ends the request; no `OrderDone` follows it. Both sides forget all
+//! orders when the link goes down.
 //!
 //! `UaNexus` establishes a UNIT ATTENTION (ASC/ASCQ) for one I_T nexus of the
 //! receiver (a PR unit attention for a registrant logged in there);
@@ -120,10 +134,20 @@ pub(crate) const MAX_IO_BYTES: u32 = 8 * 1024 * 1024;
 /// Longest range a compare and write IoReq compares (LIO allows one
 /// logical block; 64 KiB bounds what the primary buffers for it).
 pub(crate) const MAX_CAW_BYTES: u32 = 64 * 1024;
-/// Highest first sector an IoReq may name (byte offsets fit in `u64`).
+/// Highest sector an IoReq or OrderReq range may end at (byte offsets
+/// fit in `u64`).
 const MAX_SECTOR: u64 = u64::MAX >> 9;
 /// Payload length of [`IoDone`].
 const IO_DONE_LEN: usize = 12;
+
+/// Payload length of [`OrderReq`].
+const ORDER_REQ_LEN: usize = 24;
+/// Longest range one OrderReq names, in 512-byte sectors (8 MiB, as an IoReq).
+pub(crate) const MAX_ORDER_SECTORS: u32 = MAX_IO_BYTES / 512;
+/// Payload length of [`OrderGrant`].
+const ORDER_GRANT_LEN: usize = 12;
+/// Payload length of [`OrderDone`].
+const ORDER_DONE_LEN: usize = 8;
 
 /// Target ports a [`LunState`] can list.
 pub(crate) const MAX_LUN_PORTS: usize = 16;
@@ -197,6 +221,12 @@ pub(crate) enum MsgType {
     IoData = 0x0121,
     /// The end of an IoReq.
     IoDone = 0x0122,
+    /// Leave to run one block IO on shared storage (serialize-only mode).
+    OrderReq = 0x0130,
+    /// The primary's answer to an OrderReq.
+    OrderGrant = 0x0131,
+    /// The IO of a granted OrderReq has completed.
+    OrderDone = 0x0132,
 }
 
 impl MsgType {
@@ -225,6 +255,9 @@ impl MsgType {
             0x0120 => MsgType::IoReq,
             0x0121 => MsgType::IoData,
             0x0122 => MsgType::IoDone,
+            0x0130 => MsgType::OrderReq,
+            0x0131 => MsgType::OrderGrant,
+            0x0132 => MsgType::OrderDone,
             _ => return None,
         })
     }
@@ -259,6 +292,9 @@ impl MsgType {
             MsgType::IoReq => "IoReq",
             MsgType::IoData => "IoData",
             MsgType::IoDone => "IoDone",
+            MsgType::OrderReq => "OrderReq",
+            MsgType::OrderGrant => "OrderGrant",
+            MsgType::OrderDone => "OrderDone",
         }
     }
 
@@ -286,6 +322,9 @@ impl MsgType {
             MsgType::IoReq => IO_REQ_LEN,
             MsgType::IoData => return (IO_DATA_HEAD + 1, IO_DATA_HEAD + IO_CHUNK),
             MsgType::IoDone => IO_DONE_LEN,
+            MsgType::OrderReq => ORDER_REQ_LEN,
+            MsgType::OrderGrant => ORDER_GRANT_LEN,
+            MsgType::OrderDone => ORDER_DONE_LEN,
         };
         (len, len)
     }
@@ -927,6 +966,85 @@ pub(crate) struct IoDone {
     pub(crate) status: IoStatus,
 }
 
+/// Leave the secondary asks of the primary to run one block IO on the
+/// shared backing device (serialize-only mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OrderReq {
+    /// Chosen by the sender, unique among its OrderReqs in flight (bit 31
+    /// clear).
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The IO writes (else it reads).
+    pub(crate) write: bool,
+    /// First 512-byte sector.
+    pub(crate) sector: u64,
+    /// 512-byte sectors in the range (1..=[`MAX_ORDER_SECTORS`]).
+    pub(crate) sectors: u32,
+}
+
+impl OrderReq {
+    /// The sector after the range (saturating; a decoded request's range
+    /// ends within the sector space).
+    pub(crate) fn end(&self) -> u64 {
+        self.sector.saturating_add(u64::from(self.sectors))
+    }
+}
+
+/// The primary's answer to an [`OrderReq`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OrderStatus {
+    /// Run the IO now; send [`OrderDone`] when it has completed.
+    Go,
+    /// The receiver is not the LUN's primary.
+    NotHeld,
+    /// The primary has too many orders waiting.
+    Busy,
+}
+
+impl OrderStatus {
+    /// Wire code.
+    fn code(self) -> u8 {
+        match self {
+            OrderStatus::Go => 0,
+            OrderStatus::NotHeld => 0x80,
+            OrderStatus::Busy => 0x81,
+        }
+    }
+
+    /// The status with wire code `c`; `None` for any other code.
+    fn from_code(c: u8) -> Option<OrderStatus> {
+        Some(match c {
+            0 => OrderStatus::Go,
+            0x80 => OrderStatus::NotHeld,
+            0x81 => OrderStatus::Busy,
+            _ => return None,
+        })
+    }
+}
+
+/// The primary's answer to an [`OrderReq`]; any status but
+/// [`OrderStatus::Go`] ends the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OrderGrant {
+    /// The OrderReq's tag.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The answer.
+    pub(crate) status: OrderStatus,
+}
+
+/// The secondary's word that the IO of a granted [`OrderReq`] has
+/// completed: the primary may run its own overlapping IO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OrderDone {
+    /// The OrderReq's tag.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+}
+
 /// One decoded message.
 ///
 /// All current payloads are fixed-size, so a message owns its fields; later
@@ -978,6 +1096,12 @@ pub(crate) enum Message {
     IoData(IoData),
     /// See [`IoDone`].
     IoDone(IoDone),
+    /// See [`OrderReq`].
+    OrderReq(OrderReq),
+    /// See [`OrderGrant`].
+    OrderGrant(OrderGrant),
+    /// See [`OrderDone`].
+    OrderDone(OrderDone),
 }
 
 impl Message {
@@ -1006,6 +1130,9 @@ impl Message {
             Message::IoReq(_) => MsgType::IoReq,
             Message::IoData(_) => MsgType::IoData,
             Message::IoDone(_) => MsgType::IoDone,
+            Message::OrderReq(_) => MsgType::OrderReq,
+            Message::OrderGrant(_) => MsgType::OrderGrant,
+            Message::OrderDone(_) => MsgType::OrderDone,
         }
     }
 
@@ -1346,6 +1473,59 @@ impl Message {
                 };
                 Message::IoDone(IoDone { tag, lun_id, status })
             }
+            MsgType::OrderReq => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let access = r.u8()?;
+                let reserved: [u8; 3] = r.array()?;
+                let sector = r.u64()?;
+                let sectors = r.u32()?;
+                if tag & 0x8000_0000 != 0 {
+                    return Some(Err(invalid("tag", u64::from(tag))));
+                }
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                let write = match access {
+                    1 => false,
+                    2 => true,
+                    v => return Some(Err(invalid("access", u64::from(v)))),
+                };
+                if reserved != [0; 3] {
+                    return Some(Err(invalid("reserved", 1)));
+                }
+                if sectors == 0 || sectors > MAX_ORDER_SECTORS {
+                    return Some(Err(invalid("sectors", u64::from(sectors))));
+                }
+                if sector.checked_add(u64::from(sectors)).is_none_or(|end| end > MAX_SECTOR) {
+                    return Some(Err(invalid("sector", sector)));
+                }
+                Message::OrderReq(OrderReq { tag, lun_id, write, sector, sectors })
+            }
+            MsgType::OrderGrant => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                let code = r.u8()?;
+                let reserved: [u8; 3] = r.array()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                let Some(status) = OrderStatus::from_code(code) else {
+                    return Some(Err(invalid("status", u64::from(code))));
+                };
+                if reserved != [0; 3] {
+                    return Some(Err(invalid("reserved", 1)));
+                }
+                Message::OrderGrant(OrderGrant { tag, lun_id, status })
+            }
+            MsgType::OrderDone => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                Message::OrderDone(OrderDone { tag, lun_id })
+            }
         };
         Some(Ok(msg))
     }
@@ -1478,6 +1658,24 @@ impl Message {
                 w.u8(d.status.code())?;
                 w.put(&d.status.detail())
             }
+            Message::OrderReq(q) => {
+                w.u32(q.tag)?;
+                w.u32(q.lun_id)?;
+                w.u8(if q.write { 2 } else { 1 })?;
+                w.put(&[0; 3])?;
+                w.u64(q.sector)?;
+                w.u32(q.sectors)
+            }
+            Message::OrderGrant(g) => {
+                w.u32(g.tag)?;
+                w.u32(g.lun_id)?;
+                w.u8(g.status.code())?;
+                w.put(&[0; 3])
+            }
+            Message::OrderDone(d) => {
+                w.u32(d.tag)?;
+                w.u32(d.lun_id)
+            }
         }
     }
 }
@@ -1487,7 +1685,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 21] {
+    pub(crate) fn samples() -> [Message; 24] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -1531,7 +1729,14 @@ pub(crate) mod tests {
             Message::IoReq(io_req()),
             Message::IoDone(IoDone { tag: 0x8000_0001, lun_id: 7, status: IoStatus::Blk(10) }),
             Message::ModePages(ModePages { lun_id: 7, generation: 0x0102_0304, wce: true }),
+            Message::OrderReq(order_req()),
+            Message::OrderGrant(OrderGrant { tag: 0x0506_0708, lun_id: 7, status: OrderStatus::NotHeld }),
+            Message::OrderDone(OrderDone { tag: 0x0506_0708, lun_id: 16383 }),
         ]
+    }
+
+    pub(crate) fn order_req() -> OrderReq {
+        OrderReq { tag: 0x0506_0708, lun_id: 7, write: true, sector: 0x1_0000_0000, sectors: 2048 }
     }
 
     pub(crate) fn io_req() -> IoReq {
@@ -1615,6 +1820,111 @@ pub(crate) mod tests {
         assert_eq!(field_of(mis, 9, &[0, 0, 1]), "offset");
         roundtrip(Message::IoDone(IoDone { tag: 1, lun_id: 2, status: IoStatus::Miscompare(0xffff) }));
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
+    }
+
+    #[test]
+    fn roundtrip_order_messages() {
+        for m in &samples()[21..] {
+            roundtrip(*m);
+        }
+        let q = order_req();
+        assert_eq!(q.end(), 0x1_0000_0000 + 2048);
+        // Reads, one sector, the longest range, the last sectors.
+        roundtrip(Message::OrderReq(OrderReq { write: false, sectors: 1, ..q }));
+        roundtrip(Message::OrderReq(OrderReq { sectors: MAX_ORDER_SECTORS, ..q }));
+        assert_eq!(MAX_ORDER_SECTORS, 16384);
+        let last = OrderReq { tag: 0x7fff_ffff, lun_id: 0, sector: MAX_SECTOR - 2048, ..q };
+        roundtrip(Message::OrderReq(last));
+        assert_eq!(last.end(), MAX_SECTOR);
+        for status in [OrderStatus::Go, OrderStatus::NotHeld, OrderStatus::Busy] {
+            roundtrip(Message::OrderGrant(OrderGrant { tag: u32::MAX, lun_id: 16383, status }));
+        }
+        roundtrip(Message::OrderDone(OrderDone { tag: 0, lun_id: 0 }));
+        assert_eq!(OrderReq { sector: u64::MAX, ..q }.end(), u64::MAX);
+    }
+
+    #[test]
+    fn order_layouts_are_little_endian() {
+        let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+        let n = Message::OrderReq(order_req()).encode_payload(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..n],
+            &[
+                8, 7, 6, 5, // tag
+                7, 0, 0, 0, // lun_id
+                2, // access: write
+                0, 0, 0, // reserved
+                0, 0, 0, 0, 1, 0, 0, 0, // sector
+                0, 8, 0, 0, // sectors
+            ]
+        );
+        let g = Message::OrderGrant(OrderGrant { tag: 1, lun_id: 2, status: OrderStatus::Busy });
+        let n = g.encode_payload(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[1, 0, 0, 0, 2, 0, 0, 0, 0x81, 0, 0, 0]);
+        let g = Message::OrderGrant(OrderGrant { tag: 1, lun_id: 2, status: OrderStatus::Go });
+        let n = g.encode_payload(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        let n = samples()[23].encode_payload(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[8, 7, 6, 5, 0xff, 0x3f, 0, 0]);
+        assert_eq!(MsgType::OrderReq.as_u16(), 0x0130);
+        assert_eq!(MsgType::OrderGrant.as_u16(), 0x0131);
+        assert_eq!(MsgType::OrderDone.as_u16(), 0x0132);
+        assert_eq!(MsgType::OrderGrant.name(), "OrderGrant");
+    }
+
+    #[test]
+    fn order_req_fields_are_checked() {
+        let m = Message::OrderReq(order_req());
+        // Bit 31 of the tag.
+        assert_eq!(field_of(m, 3, &[0x80]), "tag");
+        assert_eq!(field_of(m, 0, &[0xff; 4]), "tag");
+        assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
+        for bad in [0u8, 3, 0x80, 0xff] {
+            assert_eq!(field_of(m, 8, &[bad]), "access");
+        }
+        for off in 9..12 {
+            assert_eq!(field_of(m, off, &[1]), "reserved");
+        }
+        // Zero, one over 8 MiB, far over.
+        assert_eq!(field_of(m, 20, &[0, 0, 0, 0]), "sectors");
+        assert_eq!(field_of(m, 20, &(MAX_ORDER_SECTORS + 1).to_le_bytes()), "sectors");
+        assert_eq!(field_of(m, 20, &[0xff; 4]), "sectors");
+        // The range must end within the sector space (2048 sectors here).
+        assert_eq!(field_of(m, 12, &[0xff; 8]), "sector");
+        assert_eq!(field_of(m, 12, &(MAX_SECTOR - 2047).to_le_bytes()), "sector");
+        assert_eq!(field_of(m, 12, &MAX_SECTOR.to_le_bytes()), "sector");
+        let at_end = Message::OrderReq(OrderReq { sector: MAX_SECTOR - 1, sectors: 1, ..order_req() });
+        roundtrip(at_end);
+        assert_eq!(field_of(at_end, 20, &[2, 0, 0, 0]), "sector");
+    }
+
+    #[test]
+    fn order_grant_and_done_fields_are_checked() {
+        let g = samples()[22];
+        assert_eq!(field_of(g, 4, &[0, 0x40, 0, 0]), "lun_id");
+        for bad in [1u8, 0x3f, 0x7f, 0x82, 0xff] {
+            assert_eq!(field_of(g, 8, &[bad]), "status");
+        }
+        for off in 9..12 {
+            assert_eq!(field_of(g, off, &[1]), "reserved");
+        }
+        let d = samples()[23];
+        assert_eq!(field_of(d, 4, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(field_of(d, 4, &[0xff; 4]), "lun_id");
+    }
+
+    #[test]
+    fn order_payload_lengths_are_exact() {
+        for (t, len) in [(MsgType::OrderReq, 24), (MsgType::OrderGrant, 12), (MsgType::OrderDone, 8)] {
+            assert_eq!(t.payload_bounds(), (len, len));
+            let buf = [0u8; 32];
+            for short in [0, 1, len - 1] {
+                assert_eq!(Message::decode(t, &buf[..short]), Err(WireError::PayloadTooShort { msg: t, len: short, min: len }));
+            }
+            for long in [len + 1, len + 8] {
+                assert_eq!(Message::decode(t, &buf[..long]), Err(WireError::TrailingPayload { msg: t, len: long, max: len }));
+            }
+        }
     }
 
     #[test]
@@ -1880,7 +2190,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_type_numbers() {
-        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x0113, 0x01ff, 0x0300, 0xffff] {
+        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x0113, 0x0123, 0x012f, 0x0133, 0x01ff, 0x0300, 0xffff] {
             assert_eq!(MsgType::from_u16(v), None, "{v:#x}");
         }
     }

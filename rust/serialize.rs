@@ -1,0 +1,474 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Serialize-only mode (`ha_mode=1`, issue 6): both nodes hold the same
+//! shared backing device and do their own IO on it; the primary of a LUN
+//! orders the two nodes' reads and writes (freebsd-ctl-ha-behaviour.md
+//! §1.2, §4 SERIALIZE / FINISH_IO).
+//!
+//! * The secondary parks each read or write and sends `OrderReq` (LUN,
+//!   range, read or write); on `OrderGrant` Go it submits the IO, and when
+//!   the IO completes it sends `OrderDone`. Another grant status fails the
+//!   command (BUSY, or ALUA TRANSITIONING when the peer is not primary).
+//! * The primary records its own reads and writes and the secondary's in
+//!   [`Order`]: an IO waits while an overlapping IO of the other node runs
+//!   (unless both read). Its own IO then waits here and is submitted by
+//!   the interlink thread; the secondary's gets its grant then.
+//!
+//! Bio completions (interrupt context) take no lock: they put a [`Ticket`]
+//! on a lock-free list and kick the interlink thread, which releases the
+//! order ([`pump`]). When the link goes down the primary forgets the
+//! secondary's IO (which the secondary fails or finishes on its own) and
+//! runs its own waiting IO; the secondary fails what waits for a grant as
+//! transitioning, so that the initiator retries, and its IO in flight ends
+//! normally. A grant the secondary no longer waits for (it expired) is
+//! answered with `OrderDone` at once, so the primary never keeps an order
+//! of an IO that does not run.
+//!
+//! COMPARE AND WRITE through the secondary is done by the primary (the
+//! proxy path), under the device's COMPARE AND WRITE lock, so it is atomic
+//! against COMPARE AND WRITE through either node. WRITE SAME and UNMAP run
+//! where they are received, not ordered.
+
+use core::{
+    ffi::c_void,
+    ptr,
+    sync::atomic::{AtomicPtr, AtomicU64, Ordering},
+};
+use kernel::{bindings as kb, prelude::*};
+
+use crate::core_logic::control::Role;
+use crate::core_logic::scsi::{
+    io::{self, Completion},
+    order::{Admit, Io, Order, Side},
+    sense::Sense,
+};
+use crate::core_logic::wire::msg::{Message, OrderDone, OrderGrant, OrderReq, OrderStatus};
+use crate::lio::{
+    self,
+    bio,
+    cmd::{Cmd, Rw},
+    IoRef,
+};
+use crate::sys;
+
+/// How long the secondary waits for a grant (the primary may hold it
+/// behind its own IO).
+const GRANT_MS: u64 = 15000;
+/// Reads and writes the secondary has asked for at once; more are BUSY.
+const MAX_ASKED: usize = 256;
+
+/// IOs the secondary asked the primary to order.
+pub(crate) static ORDER_ASKED: AtomicU64 = AtomicU64::new(0);
+/// IOs (of either node) the primary held back behind the other node's.
+pub(crate) static ORDER_WAITED: AtomicU64 = AtomicU64::new(0);
+
+/// A read or write ready to be submitted on this node.
+struct Job {
+    cmd: Cmd,
+    io: IoRef,
+    rw: Rw,
+}
+
+/// A read or write of the secondary's, waiting for its grant.
+struct Asked {
+    tag: u32,
+    lun_id: u32,
+    deadline: u64,
+    job: Job,
+}
+
+/// A read or write of the primary's own, waiting behind the secondary's.
+struct Held {
+    id: u64,
+    job: Job,
+    ticket: KBox<Ticket>,
+}
+
+struct State {
+    order: Order,
+    asked: KVec<Asked>,
+    held: KVec<Held>,
+    next_tag: u32,
+    online: bool,
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: `init` runs in module init before LIO can call the backend.
+    unsafe(uninit) static STATE: SpinLock<State> = State {
+        order: Order::new(),
+        asked: KVec::new(),
+        held: KVec::new(),
+        next_tag: 0,
+        online: false,
+    };
+}
+
+/// Prepares the table; call once, at module load.
+pub(crate) fn init() {
+    // SAFETY: called once from module init, before any command.
+    unsafe { STATE.init() };
+}
+
+/// What ends an ordered IO once its bios complete: the command, and who
+/// is told (by the interlink thread) that the range is free again.
+pub(crate) struct Ticket {
+    /// The primary's own IO (its order is released here), or the
+    /// secondary's (the primary is told with `OrderDone`).
+    side: Side,
+    /// The primary's id in [`Order`], or the secondary's `OrderReq` tag.
+    id: u64,
+    lun_id: u32,
+    cmd: Option<Cmd>,
+    /// Done-list link.
+    next: *mut Ticket,
+}
+
+// SAFETY: a ticket is owned by one party at a time (its submitter, the
+// block layer, the done list, the interlink thread).
+unsafe impl Send for Ticket {}
+
+/// Tickets of completed IO, newest first (pushed from bio completion,
+/// taken whole by the interlink thread).
+static DONE: AtomicPtr<Ticket> = AtomicPtr::new(ptr::null_mut());
+
+/// The range of a read or write of `c`, as the primary orders it.
+fn range(side: Side, id: u64, c: &Cmd, rw: &Rw) -> Io {
+    let start = c.sectors(c.lba());
+    let n = (rw.bytes() as u64).div_ceil(512).max(1);
+    Io { side, id, lun_id: c.device().ha().scsi.lun_id(), start, end: start.saturating_add(n), write: rw.write() }
+}
+
+/// What to do with a read or write that is not ordered: submit it as usual.
+pub(crate) type Unordered = (Cmd, IoRef, Rw);
+
+/// A read or write of a LUN in mode 1, on this node's (shared) backing
+/// device `io`: ordered against the other node's IO, then submitted; or
+/// handed back (`Err`) when nothing can overlap it: the primary without a
+/// link. (IO the primary started before the link came up is not in the
+/// table; the secondary asks only once it has learnt, over the link, that
+/// this node is primary, by which time such IO has normally completed.)
+pub(crate) fn rw(cmd: Cmd, io: IoRef, rw: Rw) -> core::result::Result<kb::sense_reason_t, Unordered> {
+    if cmd.device().ha().scsi.local_role() != Role::Primary {
+        return Ok(secondary_rw(Job { cmd, io, rw }));
+    }
+    if !STATE.lock().online {
+        return Err((cmd, io, rw));
+    }
+    Ok(primary_rw(Job { cmd, io, rw }))
+}
+
+fn primary_rw(job: Job) -> kb::sense_reason_t {
+    let mut ticket = match KBox::new(
+        Ticket { side: Side::Local, id: 0, lun_id: 0, cmd: None, next: ptr::null_mut() },
+        GFP_KERNEL,
+    ) {
+        Ok(t) => t,
+        Err(_) => return lio::cmd::reason::LUN_BUSY,
+    };
+    // The ticket's address names the IO while it is in the table.
+    let id = ptr::from_ref::<Ticket>(&ticket) as u64;
+    let r = range(Side::Local, id, &job.cmd, &job.rw);
+    ticket.id = id;
+    ticket.lun_id = r.lun_id;
+    let mut s = STATE.lock();
+    if s.held.reserve(1, GFP_ATOMIC).is_err() {
+        return lio::cmd::reason::LUN_BUSY;
+    }
+    match s.order.request(r) {
+        Admit::Go => {
+            drop(s);
+            submit(job, ticket);
+            lio::cmd::reason::NONE
+        }
+        Admit::Wait => {
+            ORDER_WAITED.fetch_add(1, Ordering::Relaxed);
+            // Cannot fail: room was reserved above.
+            let _ = s.held.push(Held { id, job, ticket }, GFP_ATOMIC);
+            lio::cmd::reason::NONE
+        }
+        Admit::Full => lio::cmd::reason::LUN_BUSY,
+    }
+}
+
+fn secondary_rw(job: Job) -> kb::sense_reason_t {
+    let lun_id = job.cmd.device().ha().scsi.lun_id();
+    let start = job.cmd.sectors(job.cmd.lba());
+    let Ok(sectors) = u32::try_from((job.rw.bytes() as u64).div_ceil(512).max(1)) else {
+        return lio::cmd::reason::INVALID_CDB_FIELD;
+    };
+    let write = job.rw.write();
+    let mut s = STATE.lock();
+    if !s.online {
+        return lio::cmd::reason::ALUA_TRANSITION;
+    }
+    if s.asked.len() >= MAX_ASKED || s.asked.reserve(1, GFP_ATOMIC).is_err() {
+        return lio::cmd::reason::LUN_BUSY;
+    }
+    s.next_tag = s.next_tag.wrapping_add(1) & 0x7fff_ffff;
+    let tag = s.next_tag;
+    let msg = Message::OrderReq(OrderReq { tag, lun_id, write, sector: start, sectors });
+    if !crate::forward::queue(msg) {
+        return lio::cmd::reason::ALUA_TRANSITION;
+    }
+    let deadline = sys::now_ms().saturating_add(GRANT_MS);
+    // Cannot fail: room was reserved above.
+    let _ = s.asked.push(Asked { tag, lun_id, deadline, job }, GFP_ATOMIC);
+    ORDER_ASKED.fetch_add(1, Ordering::Relaxed);
+    lio::cmd::reason::NONE
+}
+
+/// Submits `job` with `ticket`; a submission that fails completes the
+/// command and releases its order at once.
+fn submit(job: Job, mut ticket: KBox<Ticket>) {
+    let Job { cmd, io, rw } = job;
+    let raw_cmd = cmd.as_raw();
+    ticket.cmd = Some(cmd);
+    let t = KBox::into_raw(ticket);
+    // SAFETY: `t` was just leaked and is only ours until submitted; the
+    // command it holds is live (`raw_cmd` is its pointer).
+    let r = unsafe { lio::cmd::submit_rw(raw_cmd, &io, &rw, t.cast::<c_void>(), ordered_done) };
+    match r {
+        Ok(()) => io.keep(),
+        Err(_) => {
+            // SAFETY: nothing was submitted, so `t` is still only ours.
+            let mut ticket = unsafe { KBox::from_raw(t) };
+            if let Some(c) = ticket.cmd.take() {
+                c.complete(Completion::Busy);
+            }
+            drop(io);
+            push_done(KBox::into_raw(ticket));
+        }
+    }
+}
+
+/// Puts a ticket on the done list and wakes the interlink thread.
+fn push_done(t: *mut Ticket) {
+    let mut head = DONE.load(Ordering::Acquire);
+    loop {
+        // SAFETY: `t` is a leaked ticket owned by the caller until the
+        // push succeeds.
+        unsafe { (*t).next = head };
+        match DONE.compare_exchange_weak(head, t, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(h) => head = h,
+        }
+    }
+    sys::link_kick();
+}
+
+unsafe extern "C" fn ordered_done(b: *mut kb::bio) {
+    // SAFETY: the block layer calls this once for the last bio of
+    // `submit_rw`.
+    let (status, write, private) = unsafe { bio::finish(b) };
+    let t = private.cast::<Ticket>();
+    if t.is_null() {
+        return;
+    }
+    // SAFETY: `t` is the ticket leaked by `submit`, owned by this
+    // completion until pushed.
+    let cmd = unsafe { (*t).cmd.take() };
+    push_done(t);
+    if let Some(cmd) = cmd {
+        // The use kept at submission ends with the bios.
+        cmd.device().io_end();
+        cmd.complete(io::from_blk_status(status, write));
+    }
+}
+
+/// Ends the orders of completed IO and starts what may run now; the
+/// interlink thread calls it on each pass, linked or not.
+pub(crate) fn pump() {
+    let mut p = DONE.swap(ptr::null_mut(), Ordering::AcqRel);
+    if p.is_null() {
+        return;
+    }
+    let mut freed = false;
+    while !p.is_null() {
+        // SAFETY: each entry was leaked by `submit` and pushed once; the
+        // swap above made the whole list ours.
+        let t = unsafe { KBox::from_raw(p) };
+        p = t.next;
+        match t.side {
+            Side::Local => freed |= STATE.lock().order.release(Side::Local, t.id).is_some(),
+            // Lossless: the secondary's ids are its 31-bit tags.
+            Side::Remote => {
+                let _ = crate::forward::queue(Message::OrderDone(OrderDone { tag: t.id as u32, lun_id: t.lun_id }));
+            }
+        }
+    }
+    if freed {
+        start_ready();
+    }
+}
+
+/// Starts the IO that may run now: the secondary's gets its grant, the
+/// primary's own is submitted.
+fn start_ready() {
+    loop {
+        let mut s = STATE.lock();
+        let Some(io) = s.order.next_ready() else { return };
+        match io.side {
+            Side::Remote => {
+                drop(s);
+                // Lossless: remote ids are the secondary's 31-bit tags.
+                let g = OrderGrant { tag: io.id as u32, lun_id: io.lun_id, status: OrderStatus::Go };
+                if !crate::forward::queue(Message::OrderGrant(g)) {
+                    // The link went down: its orders are forgotten.
+                    s = STATE.lock();
+                    s.order.release(Side::Remote, io.id);
+                }
+            }
+            Side::Local => {
+                let i = s.held.iter().position(|h| h.id == io.id);
+                let held = i.and_then(|i| s.held.remove(i).ok());
+                drop(s);
+                match held {
+                    Some(h) => submit(h.job, h.ticket),
+                    None => {
+                        STATE.lock().order.release(Side::Local, io.id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An ordering message from the peer (others are ignored).
+pub(crate) fn inbound(m: &Message) {
+    match m {
+        Message::OrderReq(q) => on_request(q),
+        Message::OrderGrant(g) => on_grant(g),
+        Message::OrderDone(d) => {
+            let found = STATE.lock().order.release(Side::Remote, u64::from(d.tag)).is_some();
+            if found {
+                start_ready();
+            } else if lio::ratelimit() {
+                pr_warn!("LUN {}: the peer ended an order it does not hold (tag {}): ignored\n", d.lun_id, d.tag);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The secondary asks to run a read or write (this node should be the
+/// LUN's primary).
+fn on_request(q: &OrderReq) {
+    let answer = |status| {
+        let _ = crate::forward::queue(Message::OrderGrant(OrderGrant { tag: q.tag, lun_id: q.lun_id, status }));
+    };
+    let primary = crate::configfs::NODE.mode() == crate::core_logic::scsi::alua::HaMode::SerializeOnly
+        && lio::with_devices(|devs| {
+            devs.iter().any(|d| {
+                let scsi = &d.device().ha().scsi;
+                scsi.lun_id() == q.lun_id && scsi.local_role() == Role::Primary && d.device().configured()
+            })
+        });
+    if !primary {
+        answer(OrderStatus::NotHeld);
+        return;
+    }
+    let id = u64::from(q.tag);
+    let io = Io { side: Side::Remote, id, lun_id: q.lun_id, start: q.sector, end: q.end(), write: q.write };
+    let admit = {
+        let mut s = STATE.lock();
+        if s.order.release(Side::Remote, id).is_some() {
+            // A tag still in use: the peer is confused; the old order is
+            // dropped rather than kept forever.
+            if lio::ratelimit() {
+                pr_err!("LUN {}: the peer reused order tag {} still in use: the old order is dropped\n", q.lun_id, q.tag);
+            }
+        }
+        s.order.request(io)
+    };
+    match admit {
+        Admit::Go => answer(OrderStatus::Go),
+        Admit::Wait => {
+            ORDER_WAITED.fetch_add(1, Ordering::Relaxed);
+        }
+        Admit::Full => answer(OrderStatus::Busy),
+    }
+}
+
+/// The primary's answer to one of this node's requests.
+fn on_grant(g: &OrderGrant) {
+    let asked = {
+        let mut s = STATE.lock();
+        let i = s.asked.iter().position(|a| a.tag == g.tag && a.lun_id == g.lun_id);
+        i.and_then(|i| s.asked.remove(i).ok())
+    };
+    let Some(a) = asked else {
+        if g.status == OrderStatus::Go {
+            // Expired here: the range is given back at once.
+            let _ = crate::forward::queue(Message::OrderDone(OrderDone { tag: g.tag, lun_id: g.lun_id }));
+        }
+        return;
+    };
+    match g.status {
+        OrderStatus::Go => match KBox::new(
+            Ticket { side: Side::Remote, id: u64::from(a.tag), lun_id: a.lun_id, cmd: None, next: ptr::null_mut() },
+            GFP_KERNEL,
+        ) {
+            Ok(t) => submit(a.job, t),
+            Err(_) => {
+                a.job.cmd.complete(Completion::Busy);
+                let _ = crate::forward::queue(Message::OrderDone(OrderDone { tag: g.tag, lun_id: g.lun_id }));
+            }
+        },
+        OrderStatus::Busy => a.job.cmd.complete(Completion::Busy),
+        OrderStatus::NotHeld => a.job.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING)),
+    }
+}
+
+/// Fails the secondary's requests not granted by `now`; returns how many.
+pub(crate) fn expire(now: u64) -> usize {
+    let mut n = 0;
+    loop {
+        let a = {
+            let mut s = STATE.lock();
+            let i = s.asked.iter().position(|a| a.deadline <= now);
+            i.and_then(|i| s.asked.remove(i).ok())
+        };
+        let Some(a) = a else { return n };
+        if lio::ratelimit() {
+            pr_warn!("LUN {}: no grant from the primary for a read or write: failed as transitioning\n", a.lun_id);
+        }
+        a.job.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING));
+        n += 1;
+    }
+}
+
+/// The link came up or went down: down, the peer's orders are forgotten
+/// (this node's own waiting IO runs) and this node's requests fail.
+pub(crate) fn set_online(online: bool) {
+    let asked = {
+        let mut s = STATE.lock();
+        s.online = online;
+        if online {
+            return;
+        }
+        s.order.forget(Side::Remote);
+        core::mem::take(&mut s.asked)
+    };
+    for a in asked {
+        a.job.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING));
+    }
+    start_ready();
+}
+
+/// Frees what is left (at unload, once no IO is in flight).
+pub(crate) fn drain() {
+    set_online(false);
+    pump();
+    let mut s = STATE.lock();
+    let held = core::mem::take(&mut s.held);
+    drop(s);
+    for h in held {
+        h.job.cmd.complete(Completion::Busy);
+    }
+}
+
+/// Requests waiting for a grant (secondary) and IO held back (primary).
+pub(crate) fn waiting() -> usize {
+    let s = STATE.lock();
+    s.asked.len() + s.held.len()
+}
