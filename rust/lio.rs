@@ -58,6 +58,7 @@ pub(crate) mod bufio;
 pub(crate) mod cmd;
 pub(crate) use bio::Bdev;
 mod spc;
+pub(crate) mod ticket;
 
 /// A block device opened for the backstore; closed on drop.
 pub(crate) struct BdevFile(ptr::NonNull<kb::file>);
@@ -334,6 +335,10 @@ pub(crate) struct IoRef {
     dev: ptr::NonNull<Device>,
     bdev: bio::Bdev,
 }
+
+// SAFETY: ending a use (`Device::io_end`) is atomic and allowed from any
+// context; the device outlives every counted use.
+unsafe impl Send for IoRef {}
 
 impl IoRef {
     /// The backing device.

@@ -14,9 +14,9 @@
 //!   (unless both read). Its own IO then waits here and is submitted by
 //!   the interlink thread; the secondary's gets its grant then.
 //!
-//! Bio completions (interrupt context) take no lock: they put a [`Ticket`]
-//! on a lock-free list and kick the interlink thread, which releases the
-//! order ([`pump`]). When the link goes down the primary forgets the
+//! Bio completions (interrupt context) take no lock: they put the IO's
+//! [`Ticket`] on a lock-free list (`crate::lio::ticket`) and kick the
+//! interlink thread, which releases the order ([`pump`]). When the link goes down the primary forgets the
 //! secondary's IO (which the secondary fails or finishes on its own) and
 //! runs its own waiting IO; the secondary fails what waits for a grant as
 //! transitioning, so that the initiator retries, and its IO in flight ends
@@ -29,24 +29,21 @@
 //! against COMPARE AND WRITE through either node. WRITE SAME and UNMAP run
 //! where they are received, not ordered.
 
-use core::{
-    ffi::c_void,
-    ptr,
-    sync::atomic::{AtomicPtr, AtomicU64, Ordering},
-};
-use kernel::{bindings as kb, prelude::*};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::prelude::*;
 
 use crate::core_logic::control::Role;
 use crate::core_logic::scsi::{
-    io::{self, Completion},
+    io::Completion,
     order::{Admit, Io, Order, Side},
     sense::Sense,
 };
 use crate::core_logic::wire::msg::{Message, OrderDone, OrderGrant, OrderReq, OrderStatus};
 use crate::lio::{
     self,
-    bio,
+    bindings as b,
     cmd::{Cmd, Rw},
+    ticket::{self, Ticket},
     IoRef,
 };
 use crate::sys;
@@ -109,28 +106,6 @@ pub(crate) fn init() {
     unsafe { STATE.init() };
 }
 
-/// What ends an ordered IO once its bios complete: the command, and who
-/// is told (by the interlink thread) that the range is free again.
-pub(crate) struct Ticket {
-    /// The primary's own IO (its order is released here), or the
-    /// secondary's (the primary is told with `OrderDone`).
-    side: Side,
-    /// The primary's id in [`Order`], or the secondary's `OrderReq` tag.
-    id: u64,
-    lun_id: u32,
-    cmd: Option<Cmd>,
-    /// Done-list link.
-    next: *mut Ticket,
-}
-
-// SAFETY: a ticket is owned by one party at a time (its submitter, the
-// block layer, the done list, the interlink thread).
-unsafe impl Send for Ticket {}
-
-/// Tickets of completed IO, newest first (pushed from bio completion,
-/// taken whole by the interlink thread).
-static DONE: AtomicPtr<Ticket> = AtomicPtr::new(ptr::null_mut());
-
 /// The range of a read or write of `c`, as the primary orders it.
 fn range(side: Side, id: u64, c: &Cmd, rw: &Rw) -> Io {
     let start = c.sectors(c.lba());
@@ -147,7 +122,7 @@ pub(crate) type Unordered = (Cmd, IoRef, Rw);
 /// link. (IO the primary started before the link came up is not in the
 /// table; the secondary asks only once it has learnt, over the link, that
 /// this node is primary, by which time such IO has normally completed.)
-pub(crate) fn rw(cmd: Cmd, io: IoRef, rw: Rw) -> core::result::Result<kb::sense_reason_t, Unordered> {
+pub(crate) fn rw(cmd: Cmd, io: IoRef, rw: Rw) -> core::result::Result<b::sense_reason_t, Unordered> {
     if cmd.device().ha().scsi.local_role() != Role::Primary {
         return Ok(secondary_rw(Job { cmd, io, rw }));
     }
@@ -157,19 +132,12 @@ pub(crate) fn rw(cmd: Cmd, io: IoRef, rw: Rw) -> core::result::Result<kb::sense_
     Ok(primary_rw(Job { cmd, io, rw }))
 }
 
-fn primary_rw(job: Job) -> kb::sense_reason_t {
-    let mut ticket = match KBox::new(
-        Ticket { side: Side::Local, id: 0, lun_id: 0, cmd: None, next: ptr::null_mut() },
-        GFP_KERNEL,
-    ) {
-        Ok(t) => t,
-        Err(_) => return lio::cmd::reason::LUN_BUSY,
-    };
+fn primary_rw(job: Job) -> b::sense_reason_t {
+    let lun_id = job.cmd.device().ha().scsi.lun_id();
     // The ticket's address names the IO while it is in the table.
-    let id = ptr::from_ref::<Ticket>(&ticket) as u64;
+    let Ok(ticket) = Ticket::new(Side::Local, 0, lun_id) else { return lio::cmd::reason::LUN_BUSY };
+    let id = ticket.id;
     let r = range(Side::Local, id, &job.cmd, &job.rw);
-    ticket.id = id;
-    ticket.lun_id = r.lun_id;
     let mut s = STATE.lock();
     if s.held.reserve(1, GFP_ATOMIC).is_err() {
         return lio::cmd::reason::LUN_BUSY;
@@ -190,7 +158,7 @@ fn primary_rw(job: Job) -> kb::sense_reason_t {
     }
 }
 
-fn secondary_rw(job: Job) -> kb::sense_reason_t {
+fn secondary_rw(job: Job) -> b::sense_reason_t {
     let lun_id = job.cmd.device().ha().scsi.lun_id();
     let start = job.cmd.sectors(job.cmd.lba());
     let Ok(sectors) = u32::try_from((job.rw.bytes() as u64).div_ceil(512).max(1)) else {
@@ -217,85 +185,22 @@ fn secondary_rw(job: Job) -> kb::sense_reason_t {
     lio::cmd::reason::NONE
 }
 
-/// Submits `job` with `ticket`; a submission that fails completes the
-/// command and releases its order at once.
-fn submit(job: Job, mut ticket: KBox<Ticket>) {
-    let Job { cmd, io, rw } = job;
-    let raw_cmd = cmd.as_raw();
-    ticket.cmd = Some(cmd);
-    let t = KBox::into_raw(ticket);
-    // SAFETY: `t` was just leaked and is only ours until submitted; the
-    // command it holds is live (`raw_cmd` is its pointer).
-    let r = unsafe { lio::cmd::submit_rw(raw_cmd, &io, &rw, t.cast::<c_void>(), ordered_done) };
-    match r {
-        Ok(()) => io.keep(),
-        Err(_) => {
-            // SAFETY: nothing was submitted, so `t` is still only ours.
-            let mut ticket = unsafe { KBox::from_raw(t) };
-            if let Some(c) = ticket.cmd.take() {
-                c.complete(Completion::Busy);
-            }
-            drop(io);
-            push_done(KBox::into_raw(ticket));
-        }
-    }
-}
-
-/// Puts a ticket on the done list and wakes the interlink thread.
-fn push_done(t: *mut Ticket) {
-    let mut head = DONE.load(Ordering::Acquire);
-    loop {
-        // SAFETY: `t` is a leaked ticket owned by the caller until the
-        // push succeeds.
-        unsafe { (*t).next = head };
-        match DONE.compare_exchange_weak(head, t, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => break,
-            Err(h) => head = h,
-        }
-    }
-    sys::link_kick();
-}
-
-unsafe extern "C" fn ordered_done(b: *mut kb::bio) {
-    // SAFETY: the block layer calls this once for the last bio of
-    // `submit_rw`.
-    let (status, write, private) = unsafe { bio::finish(b) };
-    let t = private.cast::<Ticket>();
-    if t.is_null() {
-        return;
-    }
-    // SAFETY: `t` is the ticket leaked by `submit`, owned by this
-    // completion until pushed.
-    let cmd = unsafe { (*t).cmd.take() };
-    push_done(t);
-    if let Some(cmd) = cmd {
-        // The use kept at submission ends with the bios.
-        cmd.device().io_end();
-        cmd.complete(io::from_blk_status(status, write));
-    }
+/// Submits `job` under `ticket`.
+fn submit(job: Job, ticket: KBox<Ticket>) {
+    ticket::submit(job.cmd, job.io, job.rw, ticket);
 }
 
 /// Ends the orders of completed IO and starts what may run now; the
 /// interlink thread calls it on each pass, linked or not.
 pub(crate) fn pump() {
-    let mut p = DONE.swap(ptr::null_mut(), Ordering::AcqRel);
-    if p.is_null() {
-        return;
-    }
     let mut freed = false;
-    while !p.is_null() {
-        // SAFETY: each entry was leaked by `submit` and pushed once; the
-        // swap above made the whole list ours.
-        let t = unsafe { KBox::from_raw(p) };
-        p = t.next;
-        match t.side {
-            Side::Local => freed |= STATE.lock().order.release(Side::Local, t.id).is_some(),
-            // Lossless: the secondary's ids are its 31-bit tags.
-            Side::Remote => {
-                let _ = crate::forward::queue(Message::OrderDone(OrderDone { tag: t.id as u32, lun_id: t.lun_id }));
-            }
+    ticket::take_done(|t| match t.side {
+        Side::Local => freed |= STATE.lock().order.release(Side::Local, t.id).is_some(),
+        // Lossless: the secondary's ids are its 31-bit tags.
+        Side::Remote => {
+            let _ = crate::forward::queue(Message::OrderDone(OrderDone { tag: t.id as u32, lun_id: t.lun_id }));
         }
-    }
+    });
     if freed {
         start_ready();
     }
@@ -404,10 +309,7 @@ fn on_grant(g: &OrderGrant) {
         return;
     };
     match g.status {
-        OrderStatus::Go => match KBox::new(
-            Ticket { side: Side::Remote, id: u64::from(a.tag), lun_id: a.lun_id, cmd: None, next: ptr::null_mut() },
-            GFP_KERNEL,
-        ) {
+        OrderStatus::Go => match Ticket::new(Side::Remote, u64::from(a.tag), a.lun_id) {
             Ok(t) => submit(a.job, t),
             Err(_) => {
                 a.job.cmd.complete(Completion::Busy);

@@ -477,7 +477,8 @@ unsafe extern "C" fn execute_rw(
     if nents == 0 && write && c.fua() {
         // A zero-length FUA write still asks for what is cached to be on
         // the medium.
-        return submitted(io, io.bdev().flush(cmd.cast(), flush_done));
+        let r = io.bdev().flush(cmd.cast(), flush_done);
+        return submitted(io, r);
     }
     let mut rw = Rw { sgl, nents, write };
     let mut io = io;
