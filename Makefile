@@ -74,13 +74,15 @@ modules_install: module
 install: modules_install
 
 # The host tests include a bounded mutation fuzzer of the interlink codec and
-# handshake (FUZZ_SECS seconds; inputs that panic land in host/fuzz/regressions/).
+# handshake (FUZZ_SECS seconds; inputs that panic land in host/fuzz/regressions/)
+# and the self-test of the interlink fault proxy (tests/linkfault.py).
 FUZZ_SECS ?= 60
 
 host-test:
 	scripts/check-kdir.sh
 	set -o pipefail; cd host && TCM_HA_FUZZ_SECS=$(FUZZ_SECS) cargo test $(T) -- --show-output 2>&1 \
 		| grep -v '^    core_logic::'
+	$(PYTHON) tests/linkfault.py --self-test
 
 # libFuzzer through cargo-fuzz (nightly; installed on first use), each target
 # for FUZZ_SECS seconds: make fuzz FUZZ_SECS=3600 FUZZ_TARGETS=decode

@@ -1,0 +1,323 @@
+"""Interlink faults under IO (issue 8): the link between A and B runs through
+tests/linkfault.py, a fault-injecting TCP proxy on node B (B connects to the
+proxy on 127.0.0.1, the proxy to A's listener), while fio verifies through
+both nodes (proxy mode, multibus: B hands its IO to A over the link).
+
+Every fault that breaks the byte stream must be caught by the node that
+receives it (a protocol error in its dmesg, then the link drops on both
+nodes and comes back); a delay below the dead-peer timeout must not break
+the link; a peer that stops reading must not wedge the other node nor eat
+its memory; repeated cuts must all recover; fio ends with no IO or verify
+error. TCM_HA_FLAPS (default 20) sets the number of cuts in test_link_flaps,
+TCM_HA_FAULT_SEED its random moments.
+
+The stream faults from B to A are frame-exact (a whole frame dropped or
+doubled, a checked header byte flipped): the interlink (protocol v1) has no
+payload checksum, so bytes dropped or doubled in the middle of a frame from
+B can make A take a garbled IoData payload as write data before the next
+header shows the fault. From A to B the byte-level forms are used too:
+there a garbled read answer is never completed (its IoDone is swallowed or
+fails the sequence check)."""
+import os
+import random
+import re
+import statistics
+import time
+
+import pytest
+
+from conftest import INTERLINK_A
+from hapair import Pair, finish_fio, fio_running, setattr_, start_fio, wait_paths
+from test_interlink import NODE, PORT, wait_state
+
+LF = "/mnt/repo/tests/linkfault.py"
+PROXY_PORT = PORT + 100
+CTL = "/tmp/linkfault.sock"
+LOG = "/tmp/linkfault.log"
+PID = "/tmp/linkfault.pid"
+STATS = f"{NODE}/stats"
+FLAPS = int(os.environ.get("TCM_HA_FLAPS", "20"))
+# fio runs of this size (about 10 s each under TCG) are started again while
+# a test injects faults, so that IO spans all of them.
+FIO_MIB = 8
+RECOVERY_S = 30
+
+
+class LinkFault:
+    """linkfault.py on node B: listens on 127.0.0.1:PROXY_PORT, forwards to
+    A's interlink listener; directions b2a (B's data to A) and a2b."""
+
+    def __init__(self, b):
+        self.b = b
+
+    def start(self) -> None:
+        self.b.run(f"rm -f {CTL} {LOG}; setsid python3 {LF} --listen 127.0.0.1:{PROXY_PORT} "
+                   f"--to {INTERLINK_A}:{PORT} --control {CTL} --names b,a "
+                   f"< /dev/null > /dev/null 2> {LOG} & echo $! > {PID}")
+        r = self.b.run(f"for i in $(seq 100); do test -S {CTL} && exit 0; sleep 0.1; done; cat {LOG}; exit 1",
+                       check=False, timeout=60)
+        assert r.rc == 0, f"linkfault did not start:\n{r.out}"
+
+    def ctl(self, cmd: str) -> str:
+        """One or more commands (separated by ';'); asserts they were accepted."""
+        r = self.b.run(f"python3 -S {LF} --control {CTL} '{cmd}'", check=False)
+        assert r.rc == 0 and r.out.startswith("ok"), f"linkfault {cmd!r}: {r.out}{r.err}\n{self.log()}"
+        return r.out.strip()
+
+    def stats(self) -> dict[str, str]:
+        return dict(kv.split("=", 1) for kv in self.ctl("stats")[3:].split())
+
+    def log(self, n: int = 30) -> str:
+        return self.b.run(f"tail -n {n} {LOG}", check=False).out
+
+    def stop(self) -> None:
+        self.b.run(f"test -e {PID} && kill $(cat {PID}) 2>/dev/null; "
+                   f"for i in $(seq 50); do kill -0 $(cat {PID}) 2>/dev/null || exit 0; sleep 0.1; done; "
+                   f"kill -9 $(cat {PID})", check=False, timeout=30)
+
+
+def counters(g) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"^(\w+): (\d+)$", g.run(f"cat {STATS}").out, re.M)}
+
+
+def diagnostics(p, lf) -> str:
+    out = []
+    for g in (p.a, p.b):
+        out.append(f"--- {g.name}: ha_link, stats, dmesg tail\n" +
+                   g.run(f"cat {NODE}/ha_link {STATS}; dmesg | tail -25", check=False).out)
+    out.append(f"--- linkfault log tail\n{lf.log()}")
+    return "\n".join(out)
+
+
+def snap(p) -> dict[str, dict[str, int]]:
+    """Both nodes' stats."""
+    return {g.name: counters(g) for g in (p.a, p.b)}
+
+
+def wait_relinked(p, lf, before: dict[str, dict[str, int]], what: str, timeout: float = RECOVERY_S) -> float:
+    """Seconds until both nodes have brought up a link after those counted
+    in `before` (a snap()) and are online."""
+    t0 = time.time()
+    for g in (p.a, p.b):
+        left = max(1, int(timeout - (time.time() - t0)))
+        r = g.run(f"end=$(( $(date +%s) + {left} )); while [ $(date +%s) -le $end ]; do "
+                  f"u=$(sed -n 's/^link_ups: //p' {STATS}); s=$(head -n1 {NODE}/ha_link); "
+                  f"[ \"$u\" -gt {before[g.name]['link_ups']} ] && [ \"$s\" = online ] && exit 0; sleep 0.05; done; exit 1",
+                  check=False, timeout=left + 30)
+        assert r.rc == 0, f"{what}: {g.name} not linked again within {timeout}s\n{diagnostics(p, lf)}"
+    return time.time() - t0
+
+
+class Reasons:
+    """The interlink's `link to PEER down: REASON` lines each node logged
+    since the last call."""
+
+    def __init__(self, p):
+        self.p = p
+        self.seen = {g.name: 0 for g in (p.a, p.b)}
+        self.new()
+
+    def new(self) -> dict[str, list[str]]:
+        got = {}
+        for g in (self.p.a, self.p.b):
+            lines = re.findall(r"interlink: link to .*? down: (.*)$",
+                               g.run("dmesg | grep -a 'interlink: link to' || true").out, re.M)
+            got[g.name] = lines[self.seen[g.name]:]
+            self.seen[g.name] = len(lines)
+        return got
+
+
+class Fio:
+    """fio with verification on the map, started again whenever a run ends
+    (each run must end without error) until finish()."""
+
+    def __init__(self, p):
+        self.p = p
+        self.runs = self.writes = self.reads = 0
+        start_fio(p.ini, p.mpath, FIO_MIB)
+
+    def keep(self) -> None:
+        if not fio_running(self.p.ini):
+            self._collect()
+            start_fio(self.p.ini, self.p.mpath, FIO_MIB)
+
+    def _collect(self) -> None:
+        job = finish_fio(self.p.ini)
+        self.runs += 1
+        self.writes += job["write"]["total_ios"]
+        self.reads += job["read"]["total_ios"]
+
+    def finish(self) -> str:
+        self._collect()
+        return f"fio {self.runs} runs, {self.writes} writes, {self.reads} verified reads, 0 errors"
+
+
+def ready(p, lf) -> None:
+    """No fault active, both nodes online through the proxy."""
+    lf.ctl("pass")
+    for g in (p.a, p.b):
+        wait_state(g, "online", timeout=RECOVERY_S)
+    assert f"127.0.0.1:{PROXY_PORT}" in p.b.run(f"cat {NODE}/ha_link").out, diagnostics(p, lf)
+    assert int(lf.stats()["active"]) >= 1, lf.stats()
+
+
+@pytest.fixture(scope="module")
+def fx(trio, accel):
+    """The pair of test_ha_proxy (A primary, B secondary, mode 2, one map
+    on both paths), regrouped multibus so that IO goes through both nodes,
+    with B's interlink moved onto the proxy."""
+    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=2)
+    lf = LinkFault(p.b)
+    try:
+        p.up()
+        p.regroup("multibus")
+        wait_paths(p.ini, {p.devs["nodea"]: ("ready", 50), p.devs["nodeb"]: ("ready", 10)})
+        lf.start()
+        before = snap(p)
+        setattr_(p.b, "ha_peer", f"connect 127.0.0.1:{PROXY_PORT}")
+        wait_relinked(p, lf, before, "moving B's interlink onto the proxy")
+        ready(p, lf)
+        # Heartbeats both ways go through the proxy.
+        s0 = lf.stats()
+        time.sleep(1)
+        s1 = lf.stats()
+        assert int(s1["b2a"]) > int(s0["b2a"]) and int(s1["a2b"]) > int(s0["a2b"]), (s0, s1)
+        yield p, lf
+    finally:
+        if p.b.alive():
+            lf.stop()
+        p.down(accel)
+
+
+# (name, commands, seconds to hold, commands to end it, must the link break?,
+#  the node that receives the faulty stream and must detect it)
+FAULTS = [
+    ("delay 200ms", "delay 200", 3, "pass", False, None),
+    ("drop a2b 100 bytes", "drop a2b 100", 0, None, True, "nodeb"),
+    ("drop b2a frame", "drop b2a frame", 0, None, True, "nodea"),
+    ("dup a2b chunk", "dup a2b", 0, None, True, "nodeb"),
+    ("dup b2a frame", "dup b2a frame", 0, None, True, "nodea"),
+    ("truncate b2a", "truncate b2a 10", 0, None, True, None),
+    ("corrupt a2b header", "corrupt a2b header", 0, None, True, "nodeb"),
+    ("corrupt b2a header", "corrupt b2a header", 0, None, True, "nodea"),
+    ("stall a2b 5s", "stall a2b", 5, "pass", True, None),
+    ("cut", "cut", 0, None, True, None),
+    ("refuse 3s", "refuse on; cut", 3, "refuse off", True, None),
+]
+ONE_SHOT = ("drop", "dup", "truncate", "corrupt")
+
+
+def test_every_fault_class_under_io(fx):
+    p, lf = fx
+    ready(p, lf)
+    reasons = Reasons(p)
+    fwd0 = counters(p.b)["proxied_to_peer"]
+    fio = Fio(p)
+    recovery = {}
+    for name, cmd, hold, end, breaks, receiver in FAULTS:
+        fio.keep()
+        before, faults0 = snap(p), int(lf.stats()["faults"])
+        lf.ctl(cmd)
+        if hold:
+            time.sleep(hold)
+            lf.ctl(end)
+        if breaks:
+            recovery[name] = wait_relinked(p, lf, before, name)
+            after = snap(p)
+            assert all(after[n]["link_drops"] > before[n]["link_drops"] for n in after), (name, before, after)
+        else:
+            time.sleep(0.5)
+            after = snap(p)
+            assert all(after[n][k] == before[n][k] for n in after for k in ("link_ups", "link_drops")), \
+                f"{name} broke the link\n{diagnostics(p, lf)}"
+            for g in (p.a, p.b):
+                assert g.run(f"head -n1 {NODE}/ha_link").out.strip() == "online", diagnostics(p, lf)
+        why = reasons.new()
+        print(f"  {name}: A: {'; '.join(why['nodea']) or '-'} | B: {'; '.join(why['nodeb']) or '-'}")
+        if cmd.split()[0] in ONE_SHOT:
+            st = lf.stats()
+            assert st["pending"] == "0" and int(st["faults"]) == faults0 + 1, (name, st)
+        if receiver:
+            assert why[receiver] and why[receiver][0].startswith("protocol error:"), \
+                f"{name}: {receiver} did not report a protocol error: {why}\n{diagnostics(p, lf)}"
+    summary = fio.finish()
+    forwarded = counters(p.b)["proxied_to_peer"] - fwd0
+    assert forwarded > 0, "no IO went through B"
+    print(f"\n[faults] recovery (s): " +
+          ", ".join(f"{n} {recovery[n]:.1f}" if n in recovery else f"{n} kept the link"
+                    for n, *_ in FAULTS) +
+          f"; B forwarded {forwarded} IOs; {summary}")
+
+
+def mem_available(g) -> int:
+    return int(g.run("awk '/^MemAvailable/ {print $2}' /proc/meminfo").out)
+
+
+def test_stalled_peer_does_not_wedge_the_sender(fx):
+    """The proxy stops reading what B sends while B forwards IO to A: both
+    nodes drop the link within seconds (A hears nothing, B's frames stop
+    moving), neither grows its memory, B keeps answering, and the link comes
+    back once the proxy reads again; fio ends without error."""
+    p, lf = fx
+    ready(p, lf)
+    reasons = Reasons(p)
+    fio = Fio(p)
+    fwd0 = counters(p.b)["proxied_to_peer"]
+    t0 = time.time()
+    while counters(p.b)["proxied_to_peer"] - fwd0 < 50:
+        assert time.time() - t0 < 60, f"no IO through B\n{diagnostics(p, lf)}"
+        time.sleep(0.5)
+    mem0 = {g.name: mem_available(g) for g in (p.a, p.b)}
+    before = snap(p)
+    lf.ctl("stall b2a")
+    t0 = time.time()
+    detected: dict[str, float] = {}
+    low = dict(mem0)
+    while len(detected) < 2 or time.time() - t0 < 8:
+        fio.keep()
+        now = snap(p)
+        for n in now:
+            if n not in detected and now[n]["link_drops"] > before[n]["link_drops"]:
+                detected[n] = time.time() - t0
+        for g in (p.a, p.b):
+            low[g.name] = min(low[g.name], mem_available(g))
+        assert time.time() - t0 < 15, f"stall not detected: {detected}\n{diagnostics(p, lf)}"
+        time.sleep(0.3)
+    # While B's data is not read, no link comes up again.
+    for g in (p.a, p.b):
+        assert g.run(f"head -n1 {NODE}/ha_link").out.strip() != "online", diagnostics(p, lf)
+    before = snap(p)
+    lf.ctl("pass")
+    back = wait_relinked(p, lf, before, "after the stall")
+    why = reasons.new()
+    summary = fio.finish()
+    lost = {n: (mem0[n] - low[n]) // 1024 for n in mem0}
+    print(f"  stall b2a: A: {'; '.join(why['nodea'])} | B: {'; '.join(why['nodeb'])}")
+    print(f"\n[faults] stall b2a under IO through B: A dropped the link after {detected['nodea']:.1f}s, "
+          f"B after {detected['nodeb']:.1f}s; MemAvailable drop A {lost['nodea']} MiB, B {lost['nodeb']} MiB; "
+          f"linked {back:.1f}s after pass; {summary}")
+    assert detected["nodea"] <= 5 and detected["nodeb"] <= 5, detected
+    assert lost["nodea"] <= 64 and lost["nodeb"] <= 64, lost
+
+
+def test_link_flaps(fx):
+    """TCM_HA_FLAPS cuts of the connection at random moments under IO: the
+    link comes back after each; fio ends without error."""
+    p, lf = fx
+    ready(p, lf)
+    seed = int(os.environ.get("TCM_HA_FAULT_SEED", str(int(time.time()))))
+    rnd = random.Random(seed)
+    fio = Fio(p)
+    times = []
+    conns0 = int(lf.stats()["conns"])
+    for i in range(FLAPS):
+        time.sleep(rnd.uniform(0.2, 2.0))
+        fio.keep()
+        before = snap(p)
+        lf.ctl("cut")
+        times.append(wait_relinked(p, lf, before, f"flap {i + 1} of {FLAPS} (seed {seed})"))
+    summary = fio.finish()
+    assert int(lf.stats()["conns"]) - conns0 >= FLAPS
+    if times:
+        print(f"\n[faults] {len(times)} link flaps (seed {seed}), all recovered: min "
+              f"{min(times):.2f}s, median {statistics.median(times):.2f}s, max {max(times):.2f}s; {summary}")
