@@ -108,7 +108,6 @@ class Framer:
 
     def __init__(self) -> None:
         self.ok = True        # the stream still looks framed
-        self.decided = False  # the first header was seen
         self.pos = 0          # bytes fed so far
         self.next = 0         # stream offset of the next frame's start
         self.hdr = b""        # header bytes of that frame, when split across chunks
@@ -128,7 +127,6 @@ class Framer:
             self.hdr += data[i:i + HEADER - len(self.hdr)]
             if len(self.hdr) < HEADER:
                 break
-            self.decided = True
             length = struct.unpack_from("<I", self.hdr, 12)[0]
             if self.hdr[:4] != MAGIC or length > MAX_FRAME:
                 self.ok = False
@@ -148,12 +146,13 @@ class Op:
         self.id, self.kind, self.unit, self.n, self.left, self.where = Op._ids, kind, unit, n, n, where
 
     def __str__(self) -> str:
-        arg = " frame" if self.unit == "frame" and self.kind != "corrupt" else ""
-        if self.kind in ("drop", "truncate") and self.unit != "frame":
-            arg = f" {self.n}"
         if self.kind == "corrupt":
-            arg = f" {self.where}"
-        return f"#{self.id} {self.kind}{arg}"
+            arg = self.where
+        elif self.unit == "frame":
+            arg = "frame"
+        else:
+            arg = str(self.n) if self.kind in ("drop", "truncate") else ""
+        return f"#{self.id} {self.kind} {arg}".rstrip()
 
 
 class Conn:
@@ -307,7 +306,8 @@ class Pipe:
                         break
                     total = HEADER + struct.unpack_from("<I", self.hold, 12)[0]
                     if self.hold[:4] != MAGIC or total > MAX_FRAME:
-                        self.log(f"{self.hold_op}: the stream is not framed: fault dropped")
+                        if self.hold_op:
+                            self.log(f"{self.hold_op}: the stream is not framed: fault dropped")
                         out.append(bytes(self.hold))
                         self.hold, self.hold_op = None, None
                         break
@@ -315,7 +315,8 @@ class Pipe:
                         break
                     frame, rest = bytes(self.hold[:total]), bytes(self.hold[total:])
                     op, self.hold, self.hold_op = self.hold_op, None, None
-                    out += self.frame_fault(op, frame)
+                    # (op is None when `pass` cancelled the fault.)
+                    out += self.frame_fault(op, frame) if op else [frame]
                     pos = self.hold_start + total
                     pending = rest
                     continue
@@ -412,9 +413,11 @@ class Proxy:
         self.stalled: set[str] = set()
         self.refuse = False
         self.conns: dict[int, Conn] = {}
+        self.connecting: set[int] = set()   # accepted, the target not connected yet
+        self.cuts = 0                       # `cut` commands so far
         self.counters = collections.Counter()
         self.stopping = threading.Event()
-        self.lsock = socket.create_server(listen, reuse_port=False)
+        self.lsock = socket.create_server(listen, family=socket.AF_INET6 if ":" in listen[0] else socket.AF_INET)
         self.port = self.lsock.getsockname()[1]
         if os.path.exists(control):
             os.unlink(control)
@@ -455,7 +458,7 @@ class Proxy:
                     # A frame fault that had begun gathering its frame is
                     # queued again for the next connection.
                     self.ops[p.dir].appendleft(p.hold_op)
-                    p.hold_op = None
+                    p.hold, p.hold_op = None, None
         self.log(f"conn {conn.num}: closed ({why})")
 
     # -- connections -------------------------------------------------------
@@ -491,17 +494,21 @@ class Proxy:
                     except OSError:
                         pass
                     continue
-                threading.Thread(target=self.open_target, args=(num, c, peer), daemon=True,
+                with self.lock:
+                    self.connecting.add(num)
+                    cuts = self.cuts
+                threading.Thread(target=self.open_target, args=(num, c, peer, cuts), daemon=True,
                                  name=f"c{num}-connect").start()
         finally:
             self.shutdown()
 
-    def open_target(self, num: int, c: socket.socket, peer: str) -> None:
+    def open_target(self, num: int, c: socket.socket, peer: str, cuts: int) -> None:
         try:
             t = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT)
             t.settimeout(None)
         except OSError as e:
             with self.lock:
+                self.connecting.discard(num)
                 self.counters["connect_failures"] += 1
             self.log(f"conn {num}: from {peer}: connect to {self.target[0]}:{self.target[1]} failed: {e}")
             try:
@@ -516,19 +523,24 @@ class Proxy:
                 pass
         conn = Conn(self, num, c, t, peer)
         with self.lock:
-            if self.stopping.is_set():
-                conn.close("stopping")
+            self.connecting.discard(num)
+            if self.stopping.is_set() or self.cuts != cuts:
+                conn.close("stopping" if self.stopping.is_set() else "cut while connecting to the target")
                 return
             self.conns[num] = conn
         self.log(f"conn {num}: from {peer} to {self.target[0]}:{self.target[1]}")
         conn.start()
 
     def cut(self, rst: bool) -> int:
+        """Closes the current connections, and those still connecting to
+        the target once they are; returns how many."""
         with self.lock:
+            self.cuts += 1
             conns = list(self.conns.values())
+            connecting = len(self.connecting)
         for c in conns:
             c.close("cut" + (" (RST)" if rst else ""), rst=rst)
-        return len(conns)
+        return len(conns) + connecting
 
     def stop(self) -> None:
         self.stopping.set()
@@ -610,6 +622,12 @@ class Proxy:
                 dropped = sum(len(q) for q in self.ops.values())
                 for q in self.ops.values():
                     q.clear()
+                for conn in self.conns.values():
+                    for p in conn.pipes:
+                        if p.hold_op is not None:
+                            # Gathering its frame: the frame goes on unchanged.
+                            p.hold_op = None
+                            dropped += 1
                 for d in self.dirs:
                     self.delay[d] = 0
                 self.stalled.clear()
@@ -748,8 +766,15 @@ class SelfTest:
         return dict(kv.split("=", 1) for kv in self.ctl("stats")[3:].split())
 
     def pair(self) -> tuple[socket.socket, socket.socket]:
+        """A client connected through the proxy and the target's end, once
+        the proxy forwards between them."""
+        n = len(self.proxy.conns)
         c = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=3)
         s, _ = self.target.accept()
+        deadline = time.monotonic() + 3
+        while len(self.proxy.conns) <= n:
+            assert time.monotonic() < deadline, "the proxy never forwarded the connection"
+            time.sleep(0.005)
         for x in (c, s):
             x.settimeout(3)
             x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -838,24 +863,26 @@ class SelfTest:
         return time.monotonic() - t0
 
     def t_delay(self) -> None:
+        # Bounds are loose: the host may be busy (with guests, say).
         c, s = self.pair()
         base = self.latency(c, s)
-        self.ctl("delay 150")
+        self.ctl("delay 300")
         ab, ba = self.latency(c, s), self.latency(s, c)
-        assert 0.14 <= ab < 1.0 and 0.14 <= ba < 1.0, (base, ab, ba)
-        # Pipelined: 10 messages 30 ms apart arrive in about 150 + 270 ms, not 10 x 150.
+        assert 0.29 <= ab < 1.5 and 0.29 <= ba < 1.5, (base, ab, ba)
+        # Pipelined: 10 messages 30 ms apart arrive in about 300 + 270 ms,
+        # not 10 x 300.
         t0 = time.monotonic()
         for i in range(10):
             c.sendall(bytes([i]) * 10)
             time.sleep(0.03)
         assert self.recv_n(s, 100) == b"".join(bytes([i]) * 10 for i in range(10))
         took = time.monotonic() - t0
-        assert 0.4 <= took < 1.2, took
+        assert 0.55 <= took < 2.0, took
         self.ctl("delay b2a 0")
         ab, ba = self.latency(c, s), self.latency(s, c)
-        assert ab >= 0.14 and ba < 0.1, (ab, ba)
+        assert ab >= 0.29 and ba < 0.25, (ab, ba)
         self.ctl("pass")
-        assert self.latency(c, s) < 0.1
+        assert self.latency(c, s) < 0.25
         c.close()
         s.close()
 
@@ -956,6 +983,14 @@ class SelfTest:
         self.ctl("drop a2b frame")
         c.sendall(f[0][1000:] + f[1])
         assert self.recv_idle(s) == f[0][1000:]
+        # `pass` cancels a frame fault that is gathering its frame.
+        self.ctl("drop a2b frame")
+        c.sendall(f[2][:5])
+        time.sleep(0.1)
+        assert self.stats()["pending"] == "1"
+        assert self.ctl("pass") == "ok pass (1 queued faults dropped)"
+        c.sendall(f[2][5:])
+        assert self.recv_idle(s) == f[2]
         c.close()
         s.close()
 
@@ -1222,11 +1257,13 @@ class SelfTest:
     def run(self) -> int:
         t0 = time.monotonic()
         for name in ("pass", "delay", "drop_bytes", "dup_chunk", "truncate", "corrupt_chunk", "frames",
-                     "frame_split", "corrupt_frames", "random_chunking", "unframed", "stall", "cut", "refuse", "peer_reset",
-                     "bad_commands", "stats", "unreachable", "cli"):
+                     "frame_split", "corrupt_frames", "random_chunking", "unframed", "stall", "cut", "refuse",
+                     "peer_reset", "bad_commands", "stats", "unreachable", "cli"):
             self.check(name, getattr(self, f"t_{name}"))
         self.proxy.stop()
         self.thread.join(3)
+        import shutil
+        shutil.rmtree(self.tmp, ignore_errors=True)
         log = self.logbuf.getvalue()
         if "Traceback" in log or "internal error" in log:
             self.failed.append("log: " + log[-2000:])

@@ -6,21 +6,23 @@ Checked through real iSCSI paths from the initiator: data written through
 one node reads back identical through the other, fio verifies through B
 alone and through both paths at once (multibus), overlapping writes
 through both nodes at once are held back by the primary and never end as
-a mix, commands waiting at B when the link drops complete, and COMPARE
-AND WRITE through both nodes has exactly one winner per round."""
+a mix, commands waiting at B when the link drops complete, COMPARE AND
+WRITE through both nodes has exactly one winner per round, and a planned
+switch under fio keeps both paths serving."""
 import re
 import time
 
 import pytest
 
 from hapair import Pair, held, wait_paths
-from test_ha_proxy import STATS, caw_race, fio, link_loss_with_io_in_flight, md5, stat
+from test_ha_proxy import STATS, caw_race, fio, link_loss_with_io_in_flight, md5, planned_switch_under_io, stat
 
 
 @pytest.fixture(scope="module")
 def sh(trio, accel):
     """One pair for the whole module (A primary, B secondary, mode 1,
-    linked; the initiator on one map with group_by_prio)."""
+    linked; the initiator on one map with group_by_prio); each test leaves
+    it so, except the last (the planned switch)."""
     p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=1)
     try:
         p.up()
@@ -137,3 +139,11 @@ def test_compare_and_write_race_across_both_nodes(sh):
     # B's COMPARE AND WRITEs were done by A; B still holds the disk.
     assert held(sh.b)
     assert re.search(r"^order_waiting: 0$", sh.b.run(f"cat {STATS}").out, re.M)
+
+
+def test_planned_switch_under_io_keeps_both_paths_serving(sh):
+    planned_switch_under_io(sh, "shared")
+    # B now orders: IO through A (now secondary) asks B.
+    asked = stat(sh.a, "order_requests")
+    sh.ini.run(f"dd if=/dev/{sh.devs['nodea']} of=/dev/null bs=64k count=8 iflag=direct status=none")
+    assert stat(sh.a, "order_requests") > asked

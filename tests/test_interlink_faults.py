@@ -8,8 +8,9 @@ receives it (a protocol error in its dmesg, then the link drops on both
 nodes and comes back); a delay below the dead-peer timeout must not break
 the link; a peer that stops reading must not wedge the other node nor eat
 its memory; repeated cuts must all recover; fio ends with no IO or verify
-error. TCM_HA_FLAPS (default 20) sets the number of cuts in test_link_flaps,
-TCM_HA_FAULT_SEED its random moments.
+error. TCM_HA_FLAPS (default 20) sets the number of cuts in test_link_flaps;
+TCM_HA_FAULT_SEED repeats a run's random choices (the proxy's offsets and
+bit flips, the moments of the cuts; each [faults] line names the seed).
 
 The stream faults from B to A are frame-exact (a whole frame dropped or
 doubled, a checked header byte flipped): the interlink (protocol v1) has no
@@ -37,6 +38,7 @@ LOG = "/tmp/linkfault.log"
 PID = "/tmp/linkfault.pid"
 STATS = f"{NODE}/stats"
 FLAPS = int(os.environ.get("TCM_HA_FLAPS", "20"))
+SEED = int(os.environ.get("TCM_HA_FAULT_SEED") or time.time())
 # fio runs of this size (about 10 s each under TCG) are started again while
 # a test injects faults, so that IO spans all of them.
 FIO_MIB = 8
@@ -52,7 +54,7 @@ class LinkFault:
 
     def start(self) -> None:
         self.b.run(f"rm -f {CTL} {LOG}; setsid python3 {LF} --listen 127.0.0.1:{PROXY_PORT} "
-                   f"--to {INTERLINK_A}:{PORT} --control {CTL} --names b,a "
+                   f"--to {INTERLINK_A}:{PORT} --control {CTL} --names b,a --seed {SEED} "
                    f"< /dev/null > /dev/null 2> {LOG} & echo $! > {PID}")
         r = self.b.run(f"for i in $(seq 100); do test -S {CTL} && exit 0; sleep 0.1; done; cat {LOG}; exit 1",
                        check=False, timeout=60)
@@ -102,9 +104,15 @@ def wait_relinked(p, lf, before: dict[str, dict[str, int]], what: str, timeout: 
         left = max(1, int(timeout - (time.time() - t0)))
         r = g.run(f"end=$(( $(date +%s) + {left} )); while [ $(date +%s) -le $end ]; do "
                   f"u=$(sed -n 's/^link_ups: //p' {STATS}); s=$(head -n1 {NODE}/ha_link); "
-                  f"[ \"$u\" -gt {before[g.name]['link_ups']} ] && [ \"$s\" = online ] && exit 0; sleep 0.05; done; exit 1",
+                  f"[ \"$u\" -gt {before[g.name]['link_ups']} ] && [ \"$s\" = online ] && exit 0; "
+                  "sleep 0.05; done; exit 1",
                   check=False, timeout=left + 30)
-        assert r.rc == 0, f"{what}: {g.name} not linked again within {timeout}s\n{diagnostics(p, lf)}"
+        if r.rc != 0:
+            drops = (before[g.name]["link_drops"], counters(g)["link_drops"])
+            how = "the link never dropped (the fault went unnoticed?)" if drops[0] == drops[1] else \
+                "the link dropped but did not come back"
+            raise AssertionError(f"{what}: {g.name} not linked again within {timeout}s: {how} "
+                                 f"(link_drops {drops[0]} -> {drops[1]})\n{diagnostics(p, lf)}")
     return time.time() - t0
 
 
@@ -153,10 +161,12 @@ class Fio:
 
 
 def ready(p, lf) -> None:
-    """No fault active, both nodes online through the proxy."""
+    """No fault active, both nodes online through the proxy, both paths
+    ready in the initiator's map."""
     lf.ctl("pass")
     for g in (p.a, p.b):
         wait_state(g, "online", timeout=RECOVERY_S)
+    wait_paths(p.ini, {p.devs["nodea"]: ("ready", 50), p.devs["nodeb"]: ("ready", 10)})
     assert f"127.0.0.1:{PROXY_PORT}" in p.b.run(f"cat {NODE}/ha_link").out, diagnostics(p, lf)
     assert int(lf.stats()["active"]) >= 1, lf.stats()
 
@@ -208,15 +218,20 @@ ONE_SHOT = ("drop", "dup", "truncate", "corrupt")
 
 
 def test_every_fault_class_under_io(fx):
+    """Each fault of FAULTS in turn under fio. The recovery time runs from
+    the injection of a one-shot fault (so it includes its detection) or
+    from the end of a held one (`pass`, `refuse off`) until both nodes are
+    online on a new link."""
     p, lf = fx
     ready(p, lf)
     reasons = Reasons(p)
     fwd0 = counters(p.b)["proxied_to_peer"]
     fio = Fio(p)
     recovery = {}
+    applied = int(lf.stats()["faults"])
     for name, cmd, hold, end, breaks, receiver in FAULTS:
         fio.keep()
-        before, faults0 = snap(p), int(lf.stats()["faults"])
+        before = snap(p)
         lf.ctl(cmd)
         if hold:
             time.sleep(hold)
@@ -235,22 +250,31 @@ def test_every_fault_class_under_io(fx):
         why = reasons.new()
         print(f"  {name}: A: {'; '.join(why['nodea']) or '-'} | B: {'; '.join(why['nodeb']) or '-'}")
         if cmd.split()[0] in ONE_SHOT:
+            # The proxy applied the fault, once.
+            applied += 1
             st = lf.stats()
-            assert st["pending"] == "0" and int(st["faults"]) == faults0 + 1, (name, st)
+            assert st["pending"] == "0" and int(st["faults"]) == applied, (name, st)
         if receiver:
             assert why[receiver] and why[receiver][0].startswith("protocol error:"), \
                 f"{name}: {receiver} did not report a protocol error: {why}\n{diagnostics(p, lf)}"
     summary = fio.finish()
     forwarded = counters(p.b)["proxied_to_peer"] - fwd0
     assert forwarded > 0, "no IO went through B"
-    print(f"\n[faults] recovery (s): " +
-          ", ".join(f"{n} {recovery[n]:.1f}" if n in recovery else f"{n} kept the link"
-                    for n, *_ in FAULTS) +
-          f"; B forwarded {forwarded} IOs; {summary}")
+    print("\n[faults] recovery: " +
+          ", ".join(f"{n} {recovery[n]:.1f}s" if n in recovery else f"{n}: link kept" for n, *_ in FAULTS) +
+          f"; B forwarded {forwarded} IOs; {summary} (seed {SEED})")
 
 
 def mem_available(g) -> int:
+    """KiB."""
     return int(g.run("awk '/^MemAvailable/ {print $2}' /proc/meminfo").out)
+
+
+def probe(g) -> tuple[dict[str, int], int]:
+    """The node's stats and MemAvailable (KiB), in one command."""
+    out = g.run(f"cat {STATS}; awk '/^MemAvailable/ {{print \"mem: \" $2}}' /proc/meminfo").out
+    c = {k: int(v) for k, v in re.findall(r"^(\w+): (\d+)$", out, re.M)}
+    return c, c.pop("mem")
 
 
 def test_stalled_peer_does_not_wedge_the_sender(fx):
@@ -274,13 +298,12 @@ def test_stalled_peer_does_not_wedge_the_sender(fx):
     detected: dict[str, float] = {}
     low = dict(mem0)
     while len(detected) < 2 or time.time() - t0 < 8:
-        fio.keep()
-        now = snap(p)
-        for n in now:
-            if n not in detected and now[n]["link_drops"] > before[n]["link_drops"]:
-                detected[n] = time.time() - t0
         for g in (p.a, p.b):
-            low[g.name] = min(low[g.name], mem_available(g))
+            now, mem = probe(g)
+            if g.name not in detected and now["link_drops"] > before[g.name]["link_drops"]:
+                detected[g.name] = time.time() - t0
+            low[g.name] = min(low[g.name], mem)
+        fio.keep()
         assert time.time() - t0 < 15, f"stall not detected: {detected}\n{diagnostics(p, lf)}"
         time.sleep(0.3)
     # While B's data is not read, no link comes up again.
@@ -295,7 +318,7 @@ def test_stalled_peer_does_not_wedge_the_sender(fx):
     print(f"  stall b2a: A: {'; '.join(why['nodea'])} | B: {'; '.join(why['nodeb'])}")
     print(f"\n[faults] stall b2a under IO through B: A dropped the link after {detected['nodea']:.1f}s, "
           f"B after {detected['nodeb']:.1f}s; MemAvailable drop A {lost['nodea']} MiB, B {lost['nodeb']} MiB; "
-          f"linked {back:.1f}s after pass; {summary}")
+          f"linked {back:.1f}s after pass; {summary} (seed {SEED})")
     assert detected["nodea"] <= 5 and detected["nodeb"] <= 5, detected
     assert lost["nodea"] <= 64 and lost["nodeb"] <= 64, lost
 
@@ -305,8 +328,7 @@ def test_link_flaps(fx):
     link comes back after each; fio ends without error."""
     p, lf = fx
     ready(p, lf)
-    seed = int(os.environ.get("TCM_HA_FAULT_SEED", str(int(time.time()))))
-    rnd = random.Random(seed)
+    rnd = random.Random(SEED)
     fio = Fio(p)
     times = []
     conns0 = int(lf.stats()["conns"])
@@ -315,9 +337,9 @@ def test_link_flaps(fx):
         fio.keep()
         before = snap(p)
         lf.ctl("cut")
-        times.append(wait_relinked(p, lf, before, f"flap {i + 1} of {FLAPS} (seed {seed})"))
+        times.append(wait_relinked(p, lf, before, f"flap {i + 1} of {FLAPS} (seed {SEED})"))
     summary = fio.finish()
     assert int(lf.stats()["conns"]) - conns0 >= FLAPS
     if times:
-        print(f"\n[faults] {len(times)} link flaps (seed {seed}), all recovered: min "
+        print(f"\n[faults] {len(times)} link flaps (seed {SEED}), all recovered: min "
               f"{min(times):.2f}s, median {statistics.median(times):.2f}s, max {max(times):.2f}s; {summary}")
