@@ -47,4 +47,8 @@ void tcm_ha_sock_unwatch(struct socket *sock);
 
 #include <linux/reboot.h>
 
+/* crc32c(): the interlink's frame checksum (hardware-accelerated where the
+ * CPU can). */
+#include <linux/crc32.h>
+
 #endif /* TCM_HA_LIO_H */

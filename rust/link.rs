@@ -30,7 +30,8 @@ use crate::lio;
 use crate::forward;
 use crate::prsync::PrSync;
 use crate::proxy::Proxy;
-use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD};
+use crate::core_logic::wire::crc::self_test as crc_self_test;
+use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD, TRAILER_LEN};
 use crate::sys::{self, KernelMac, Kthread, RebootHook, RebootNotifier, TcpSocket, ThreadBody, RECV_TIMEOUT_MS, SEND_TIMEOUT_MS};
 
 /// Limits announced at login; both nodes must agree.
@@ -320,7 +321,8 @@ impl ThreadBody for Interlink {
                 continue;
             }
             NODE.set_link(LinkState::Connecting);
-            if rx.is_empty() && rx.resize(HEADER_LEN + MAX_PAYLOAD as usize, 0, GFP_KERNEL).is_err() {
+            // Room for the longest frame: header, payload, trailer.
+            if rx.is_empty() && rx.resize(HEADER_LEN + MAX_PAYLOAD as usize + TRAILER_LEN, 0, GFP_KERNEL).is_err() {
                 self.pause(backoff.next_delay(), gen);
                 continue;
             }
@@ -925,10 +927,15 @@ impl Service {
     /// Starts the link thread (idle until `ha_peer` is set).
     pub(crate) fn start(link: Arc<Interlink>) -> impl PinInit<Self, Error> {
         let mac_ok = mac_self_test(&KernelMac);
+        let crc_ok = crc_self_test(&KernelMac);
         try_pin_init!(Service {
             _reboot <- {
                 if !mac_ok {
                     pr_err!("interlink: HMAC-SHA256 self-test failed: refusing to load\n");
+                    return Err(EINVAL);
+                }
+                if !crc_ok {
+                    pr_err!("interlink: CRC32C self-test failed: refusing to load\n");
                     return Err(EINVAL);
                 }
                 RebootNotifier::new(link.clone())

@@ -14,6 +14,7 @@ use core::{
 };
 use kernel::{bindings as kb, error::to_result, prelude::*, str::CStr, sync::Arc, types::Opaque};
 
+use crate::core_logic::wire::crc::Crc32c;
 use crate::core_logic::wire::handshake::Mac;
 use crate::core_logic::wire::msg::MAC_LEN;
 use crate::lio::bindings as b;
@@ -57,8 +58,17 @@ pub(crate) fn should_stop() -> bool {
     unsafe { kb::kthread_should_stop() }
 }
 
-/// HMAC-SHA256 through the kernel's crypto library.
+/// HMAC-SHA256 through the kernel's crypto library, and the CRC32C of the
+/// frame trailers through the kernel's `crc32c()`.
 pub(crate) struct KernelMac;
+
+impl Crc32c for KernelMac {
+    fn crc32c_update(&self, crc: u32, data: &[u8]) -> u32 {
+        // SAFETY: `data` is valid for reads of its length; `crc32c` only
+        // reads it and may be called in any context.
+        unsafe { b::crc32c(crc, data.as_ptr().cast(), data.len()) }
+    }
+}
 
 impl Mac for KernelMac {
     fn hmac_sha256(&self, key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {

@@ -32,9 +32,11 @@ direction carries (a connection's, whichever is current or next):
                         flip one byte: `any` in the next chunk, at a random
                         offset past its first 16 bytes (shorter chunk: any
                         offset); `header` in the next frame's header, one
-                        of the bytes a receiver always checks (magic,
-                        version, flags, reserved, sequence); `payload` in
-                        the payload of the next frame that has one
+                        of the bytes whose change a receiver detects at
+                        once (magic, version, type, flags, reserved,
+                        sequence); `payload` in the payload of the next
+                        frame that has one (caught by the frame's CRC32C
+                        trailer)
   stall DIR             stop reading from that direction's sending side
                         (its socket buffers fill, its sends block) until
                         `unstall` or `pass`; applies to new connections too
@@ -47,11 +49,14 @@ direction carries (a connection's, whichever is current or next):
                         faults applied, faults still queued (pending)
   quit                  stop the proxy
 
-Frames are the interlink's (Documentation/protocol.rst): a 24-byte header,
-magic "tcHA", payload length u32 at offset 12, sequence u64 at 16. The proxy
-follows the frames of each direction as sent (its own faults do not shift
-its view); a direction that does not start with the magic is plain bytes,
-and a frame fault queued for it is dropped with a log line.
+Frames are the interlink's (Documentation/protocol.rst, version 2): a
+24-byte header (magic "tcHA", payload length u32 at offset 12, sequence u64
+at 16), the payload, and a 4-byte trailer, the CRC32C of header and payload.
+So a receiver detects a changed byte anywhere in a frame (a changed length
+field only once the bytes it announces have arrived). The proxy follows
+the frames of each direction as sent (its own faults do not shift its
+view); a direction that does not start with the magic is plain bytes, and
+a frame fault queued for it is dropped with a log line.
 
 Every action is logged with a timestamp to stderr. Python 3.9+, stdlib only.
 """
@@ -72,17 +77,42 @@ import time
 
 MAGIC = b"tcHA"
 HEADER = 24
-# Header bytes whose change a tcm_ha receiver always rejects before the
-# payload: magic (0-3), version (4-5), flags (8-9), reserved (10-11) and the
-# sequence number (16-23, a gap or a repeat). Not the type (two types of one
-# length differ in one bit) nor the length (IoData's varies).
-HEADER_CHECKED = tuple(range(0, 6)) + tuple(range(8, 12)) + tuple(range(16, 24))
+TRAILER = 4                # CRC32C of header and payload, after the payload
+# Header bytes whose change a tcm_ha receiver rejects as soon as the frame
+# is in: magic (0-3), version (4-5), flags (8-9) and reserved (10-11) by the
+# header checks; the type (6-7: unknown, wrong length, or the checksum) and
+# the sequence number (16-23) by the checksum. Not the length (12-15): a
+# longer one makes the receiver wait for bytes that may come late.
+HEADER_CHECKED = tuple(range(0, 12)) + tuple(range(16, 24))
 # A length beyond this is not a tcm_ha frame (its limit is 256 KiB).
 MAX_FRAME = 16 << 20
 CHUNK = 65536
 QUEUE_CHUNKS = 64          # per direction and connection: bounds the proxy's memory
 POLL = 0.05
 CONNECT_TIMEOUT = 3.0
+
+
+def _crc_table() -> list[int]:
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+CRC_TABLE = _crc_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli): the frame trailer. The proxy itself never
+    checks it (it must pass corrupted frames on); the self-test builds
+    real frames with it."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = (c >> 8) ^ CRC_TABLE[(c ^ b) & 0xFF]
+    return c ^ 0xFFFFFFFF
 
 
 def now_text() -> str:
@@ -93,7 +123,7 @@ def now_text() -> str:
 def frame_info(hdr: bytes) -> str:
     ty, length, seq = struct.unpack_from("<H", hdr, 6)[0], struct.unpack_from("<I", hdr, 12)[0], \
         struct.unpack_from("<Q", hdr, 16)[0]
-    return f"type 0x{ty:04x} seq {seq} ({HEADER + length} bytes)"
+    return f"type 0x{ty:04x} seq {seq} ({HEADER + length + TRAILER} bytes)"
 
 
 def parse_addr(s: str) -> tuple[str, int]:
@@ -131,7 +161,7 @@ class Framer:
             if self.hdr[:4] != MAGIC or length > MAX_FRAME:
                 self.ok = False
                 break
-            self.next += HEADER + length
+            self.next += HEADER + length + TRAILER
             self.hdr = b""
         self.pos = end
         return starts
@@ -304,7 +334,7 @@ class Pipe:
                     pending = b""
                     if len(self.hold) < HEADER:
                         break
-                    total = HEADER + struct.unpack_from("<I", self.hold, 12)[0]
+                    total = HEADER + struct.unpack_from("<I", self.hold, 12)[0] + TRAILER
                     if self.hold[:4] != MAGIC or total > MAX_FRAME:
                         if self.hold_op:
                             self.log(f"{self.hold_op}: the stream is not framed: fault dropped")
@@ -378,7 +408,7 @@ class Pipe:
         """A frame fault on one whole frame (the proxy's lock held)."""
         px = self.proxy
         info = frame_info(frame)
-        if op.kind == "corrupt" and op.where == "payload" and len(frame) == HEADER:
+        if op.kind == "corrupt" and op.where == "payload" and len(frame) == HEADER + TRAILER:
             # No payload: the next frame.
             px.ops[self.dir].appendleft(op)
             return [frame]
@@ -392,7 +422,7 @@ class Pipe:
         if op.where == "header":
             i = px.rnd.choice(HEADER_CHECKED)
         else:
-            i = px.rnd.randrange(HEADER, len(frame))
+            i = px.rnd.randrange(HEADER, len(frame) - TRAILER)
         return [self.flip(frame, i, f"{op}: byte {i} of frame {info}")]
 
 
@@ -768,11 +798,13 @@ class SelfTest:
     def pair(self) -> tuple[socket.socket, socket.socket]:
         """A client connected through the proxy and the target's end, once
         the proxy forwards between them."""
-        n = len(self.proxy.conns)
+        # By number, not count: the connection of the check's previous
+        # pair may leave the proxy's table while this one enters it.
+        before = set(self.proxy.conns)
         c = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=3)
         s, _ = self.target.accept()
         deadline = time.monotonic() + 3
-        while len(self.proxy.conns) <= n:
+        while not set(self.proxy.conns) - before:
             assert time.monotonic() < deadline, "the proxy never forwarded the connection"
             time.sleep(0.005)
         for x in (c, s):
@@ -821,7 +853,13 @@ class SelfTest:
 
     @staticmethod
     def frame(ty: int, payload: bytes, seq: int) -> bytes:
-        return MAGIC + struct.pack("<HHHHIQ", 1, ty, 0, 0, len(payload), seq) + payload
+        f = MAGIC + struct.pack("<HHHHIQ", 2, ty, 0, 0, len(payload), seq) + payload
+        return f + struct.pack("<I", crc32c(f))
+
+    @staticmethod
+    def sealed(f: bytes) -> bool:
+        """Whether the trailer of frame `f` matches."""
+        return struct.unpack_from("<I", f, len(f) - TRAILER)[0] == crc32c(f[:-TRAILER])
 
     def check(self, name: str, fn) -> None:
         try:
@@ -1004,13 +1042,18 @@ class SelfTest:
             got = self.recv_n(s, len(f))
             diff = [i for i in range(len(f)) if got[i] != f[i]]
             assert len(diff) == 1 and diff[0] in HEADER_CHECKED, diff
+        # A frame without payload is passed over; one byte of the next
+        # frame's payload (not of its trailer) changes, and its checksum no
+        # longer matches.
         empty, full = self.frame(0x11, b"", 1), self.frame(0x121, self.rnd.randbytes(100), 2)
+        assert self.sealed(empty) and self.sealed(full)
         self.ctl("corrupt b2a payload")
         s.sendall(empty + full)
         got = self.recv_n(c, len(empty) + len(full))
         want = empty + full
         diff = [i for i in range(len(want)) if got[i] != want[i]]
-        assert len(diff) == 1 and diff[0] >= len(empty) + HEADER, diff
+        assert len(diff) == 1 and len(empty) + HEADER <= diff[0] < len(want) - TRAILER, diff
+        assert got[:len(empty)] == empty and not self.sealed(got[len(empty):])
         st = self.stats()
         assert st["pending"] == "0" and int(st["corrupt"]) == n0 + 6, st
         c.close()

@@ -209,7 +209,7 @@ def test_hostile_peer_is_dropped_and_the_real_one_links_again(pair):
     a.run(f"for i in $(seq 100); do grep -q '^connect_failures: {before + res['cases']}$' {NODE}/stats && exit 0; "
           f"sleep 0.1; done; cat {NODE}/stats; exit 1")
     log = a.run("dmesg").out
-    for reason in ("bad frame magic", "version", "authentication failed"):
+    for reason in ("bad frame magic", "version", "frame checksum mismatch", "authentication failed"):
         assert reason in log, (reason, log[-3000:])
     assert link_state(a).startswith("connecting")
     setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
@@ -224,8 +224,9 @@ def test_rogue_peer_with_the_key_cannot_harm_the_node(pair):
     """A client that holds the key logs in (tests/tools/rogue_peer.py, run
     from B's guest against A's listener, A in proxy mode with LUN 5 primary
     on /dev/vdc) and then misbehaves, one connection per case: replayed
-    authentication, a second Login, a replayed sequence number and
-    undecodable messages end the link; messages for LUNs, requests and
+    authentication, a second Login, a replayed sequence number,
+    undecodable messages and frames whose CRC32C trailer does not match (a
+    Heartbeat, write data) end the link; messages for LUNs, requests and
     tags A does not have are refused or ignored with the link kept; proxy
     IO is checked (a read, a write read back, write data out of order, a
     read past the end). The real peer links afterwards."""
@@ -245,7 +246,7 @@ def test_rogue_peer_with_the_key_cannot_harm_the_node(pair):
         log = a.run("dmesg").out
         assert not res["failed"] and res["ok"] == res["cases"], (res, log[-4000:])
         for reason in ("on an established link", "sequence", "for no waiting IO", "out of order",
-                       "past the end"):
+                       "past the end", "frame checksum mismatch"):
             assert reason in log, (reason, log[-4000:])
         setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
         wait_state(a, "online", timeout=30)

@@ -12,13 +12,15 @@ error. TCM_HA_FLAPS (default 20) sets the number of cuts in test_link_flaps;
 TCM_HA_FAULT_SEED repeats a run's random choices (the proxy's offsets and
 bit flips, the moments of the cuts; each [faults] line names the seed).
 
-The stream faults from B to A are frame-exact (a whole frame dropped or
-doubled, a checked header byte flipped): the interlink (protocol v1) has no
-payload checksum, so bytes dropped or doubled in the middle of a frame from
-B can make A take a garbled IoData payload as write data before the next
-header shows the fault. From A to B the byte-level forms are used too:
-there a garbled read answer is never completed (its IoDone is swallowed or
-fails the sequence check)."""
+Every frame carries a CRC32C trailer (protocol v2): a byte flipped in a
+payload (IoData write data from B, read data from A, or any other
+message) must be caught by the receiving node as `protocol error: frame
+checksum mismatch: ...` before the payload is used. The other stream
+faults from B to A are frame-exact (a whole frame dropped or doubled, a
+checked header byte flipped); from A to B the byte-level forms are used
+too. (Protocol v1 had no checksum, so bytes dropped or doubled in the
+middle of a frame from B could have reached A's disk as garbled write
+data; with the trailer they are caught as well.)"""
 import os
 import random
 import re
@@ -200,19 +202,22 @@ def fx(trio, accel):
 
 
 # (name, commands, seconds to hold, commands to end it, must the link break?,
-#  the node that receives the faulty stream and must detect it)
+#  the node that receives the faulty stream and must detect it, text its
+#  `protocol error: ...` line must contain)
 FAULTS = [
-    ("delay 200ms", "delay 200", 3, "pass", False, None),
-    ("drop a2b 100 bytes", "drop a2b 100", 0, None, True, "nodeb"),
-    ("drop b2a frame", "drop b2a frame", 0, None, True, "nodea"),
-    ("dup a2b chunk", "dup a2b", 0, None, True, "nodeb"),
-    ("dup b2a frame", "dup b2a frame", 0, None, True, "nodea"),
-    ("truncate b2a", "truncate b2a 10", 0, None, True, None),
-    ("corrupt a2b header", "corrupt a2b header", 0, None, True, "nodeb"),
-    ("corrupt b2a header", "corrupt b2a header", 0, None, True, "nodea"),
-    ("stall a2b 5s", "stall a2b", 5, "pass", True, None),
-    ("cut", "cut", 0, None, True, None),
-    ("refuse 3s", "refuse on; cut", 3, "refuse off", True, None),
+    ("delay 200ms", "delay 200", 3, "pass", False, None, None),
+    ("drop a2b 100 bytes", "drop a2b 100", 0, None, True, "nodeb", None),
+    ("drop b2a frame", "drop b2a frame", 0, None, True, "nodea", None),
+    ("dup a2b chunk", "dup a2b", 0, None, True, "nodeb", None),
+    ("dup b2a frame", "dup b2a frame", 0, None, True, "nodea", None),
+    ("truncate b2a", "truncate b2a 10", 0, None, True, None, None),
+    ("corrupt a2b header", "corrupt a2b header", 0, None, True, "nodeb", None),
+    ("corrupt b2a header", "corrupt b2a header", 0, None, True, "nodea", None),
+    ("corrupt a2b payload", "corrupt a2b payload", 0, None, True, "nodeb", "frame checksum mismatch"),
+    ("corrupt b2a payload", "corrupt b2a payload", 0, None, True, "nodea", "frame checksum mismatch"),
+    ("stall a2b 5s", "stall a2b", 5, "pass", True, None, None),
+    ("cut", "cut", 0, None, True, None, None),
+    ("refuse 3s", "refuse on; cut", 3, "refuse off", True, None, None),
 ]
 ONE_SHOT = ("drop", "dup", "truncate", "corrupt")
 
@@ -229,7 +234,7 @@ def test_every_fault_class_under_io(fx):
     fio = Fio(p)
     recovery = {}
     applied = int(lf.stats()["faults"])
-    for name, cmd, hold, end, breaks, receiver in FAULTS:
+    for name, cmd, hold, end, breaks, receiver, detail in FAULTS:
         fio.keep()
         before = snap(p)
         lf.ctl(cmd)
@@ -257,6 +262,8 @@ def test_every_fault_class_under_io(fx):
         if receiver:
             assert why[receiver] and why[receiver][0].startswith("protocol error:"), \
                 f"{name}: {receiver} did not report a protocol error: {why}\n{diagnostics(p, lf)}"
+            assert detail is None or detail in why[receiver][0], \
+                f"{name}: {receiver} did not report {detail!r}: {why}\n{diagnostics(p, lf)}"
     summary = fio.finish()
     forwarded = counters(p.b)["proxied_to_peer"] - fwd0
     assert forwarded > 0, "no IO went through B"

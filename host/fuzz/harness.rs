@@ -7,14 +7,20 @@
 //! replay every file under `host/fuzz/regressions/` through both functions.
 //! Panics here are the fuzzing oracle; this file is never built into the
 //! kernel module.
+//!
+//! Every frame ends in a CRC32C trailer, so a mutated input mostly stops at
+//! the first checksum. Each harness therefore also runs the input with its
+//! trailers recomputed ([`resealed`]), which takes the mutation to the
+//! header, message and handshake checks behind the checksum.
 
 use crate::core_logic::link::{SendError, Session, Tx};
-use crate::core_logic::wire::frame::{encode_data_head, encode_frame, split_frame, FrameHeader, SeqChecker};
+use crate::core_logic::wire::crc::{Crc32c, TableCrc32c};
+use crate::core_logic::wire::frame::{encode_data_head, encode_frame, split_frame, trailer, FrameHeader, SeqChecker};
 use crate::core_logic::wire::handshake::{
     AbortReason, Config, Handshake, LocalParams, Mac, Outcome, Phase, Side, Step, MIN_MAX_PAYLOAD,
 };
 use crate::core_logic::wire::msg::{IoData, Message, IO_CHUNK, IO_DATA_HEAD, MAC_LEN, MAX_MESSAGE_PAYLOAD};
-use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD};
+use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD, TRAILER_LEN};
 use core::fmt::{self, Write};
 
 /// Counts formatted bytes (exercises every `Display` without allocating).
@@ -34,6 +40,40 @@ fn display<T: fmt::Display>(t: &T) {
     assert!(s.0 > 0, "empty Display");
 }
 
+/// Longest frame the harnesses encode.
+const BUF: usize = HEADER_LEN + MAX_MESSAGE_PAYLOAD + IO_DATA_HEAD + IO_CHUNK + TRAILER_LEN;
+
+/// `stream` with the trailer of each frame recomputed, following the frames
+/// by their length fields as long as whole frames fit (a length above
+/// [`MAX_PAYLOAD`] stops it); `None` if that changed nothing.
+pub(crate) fn resealed(stream: &[u8]) -> Option<std::vec::Vec<u8>> {
+    let mut out = stream.to_vec();
+    let mut pos = 0;
+    while let Some(h) = out.get(pos..pos + HEADER_LEN) {
+        let len = u32::from_le_bytes(h[12..16].try_into().unwrap());
+        let end = pos + HEADER_LEN + len as usize;
+        if len > MAX_PAYLOAD || end + TRAILER_LEN > out.len() {
+            break;
+        }
+        let t = trailer(&TableCrc32c, &[&out[pos..end]]);
+        out[end..end + TRAILER_LEN].copy_from_slice(&t);
+        pos = end + TRAILER_LEN;
+    }
+    (out != stream).then_some(out)
+}
+
+/// Runs `f` on `data` and, if recomputing the trailers after the first
+/// `prefix` bytes changes anything, on that too; returns `f(data)`.
+fn also_resealed<T>(data: &[u8], prefix: usize, f: impl Fn(&[u8]) -> T) -> T {
+    let r = f(data);
+    if let Some(stream) = data.get(prefix..).and_then(resealed) {
+        let mut d = data[..prefix].to_vec();
+        d.extend_from_slice(&stream);
+        f(&d);
+    }
+    r
+}
+
 /// Encodes `msg` (with `data` after an IoData's fields) as a frame into
 /// `buf`; returns its length.
 fn encode(seq: u64, msg: &Message, data: &[u8], buf: &mut [u8]) -> usize {
@@ -42,7 +82,10 @@ fn encode(seq: u64, msg: &Message, data: &[u8], buf: &mut [u8]) -> usize {
             assert_eq!(d.len as usize, data.len());
             let n = encode_data_head(seq, d, buf).expect("encoding a decoded IoData head");
             buf[n..n + data.len()].copy_from_slice(data);
-            n + data.len()
+            let end = n + data.len();
+            let t = trailer(&TableCrc32c, &[&buf[..n], data]);
+            buf[end..end + TRAILER_LEN].copy_from_slice(&t);
+            end + TRAILER_LEN
         }
         m => encode_frame(seq, m, buf).expect("encoding a decoded message"),
     }
@@ -50,7 +93,7 @@ fn encode(seq: u64, msg: &Message, data: &[u8], buf: &mut [u8]) -> usize {
 
 /// Checks that `msg` re-encodes and decodes to itself.
 fn roundtrip(seq: u64, msg: &Message, data: &[u8]) {
-    let mut buf = std::vec![0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD + IO_DATA_HEAD + IO_CHUNK];
+    let mut buf = std::vec![0u8; BUF];
     let n = encode(seq, msg, data, &mut buf);
     let (frame, used) = split_frame(&buf[..n]).expect("re-decoding an encoded frame");
     assert_eq!(used, n);
@@ -64,6 +107,10 @@ fn roundtrip(seq: u64, msg: &Message, data: &[u8]) {
 /// Decodes `data` as a stream of frames; every decoded message must
 /// re-encode to exactly the bytes it came from.
 pub(crate) fn decode(data: &[u8]) {
+    also_resealed(data, 0, decode_stream);
+}
+
+fn decode_stream(data: &[u8]) {
     if let Err(e) = FrameHeader::decode(data) {
         display(&e);
     }
@@ -73,14 +120,15 @@ pub(crate) fn decode(data: &[u8]) {
         match split_frame(rest) {
             Ok((frame, used)) => {
                 assert!(used <= rest.len());
-                assert_eq!(used, HEADER_LEN + frame.payload.len());
+                assert_eq!(used, HEADER_LEN + frame.payload.len() + TRAILER_LEN);
+                assert_eq!(Some(used), frame.header.frame_len());
                 assert!(frame.payload.len() <= MAX_PAYLOAD as usize);
                 if let Err(e) = seq.check(frame.header.seq) {
                     display(&e);
                 }
                 match Message::decode(frame.header.msg_type, frame.payload) {
                     Ok(msg) => {
-                        let mut buf = std::vec![0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD + IO_DATA_HEAD + IO_CHUNK];
+                        let mut buf = std::vec![0u8; BUF];
                         let data = if matches!(msg, Message::IoData(_)) { IoData::data_of(frame.payload) } else { &[] };
                         let n = encode(frame.header.seq, &msg, data, &mut buf);
                         assert_eq!(&buf[..n], &rest[..used], "encoding is not canonical");
@@ -99,6 +147,8 @@ pub(crate) fn decode(data: &[u8]) {
 
 /// A MAC the fuzzer can satisfy: every tag is `[key length; 32]`.
 struct FuzzMac;
+
+impl Crc32c for FuzzMac {}
 
 impl Mac for FuzzMac {
     fn hmac_sha256(&self, key: &[u8], _parts: &[&[u8]]) -> [u8; MAC_LEN] {
@@ -141,8 +191,13 @@ fn check_step(step: &Step, local: &LocalParams, seq: &mut u64) -> bool {
 /// Prefix byte 0: bit 0 listener (else connector), bit 1 empty key, bit 2
 /// allow an empty key, and the first byte of our nonce. Byte 1: bit 0 selects
 /// ha_id 2 (else 1), bits 1.. modulo 3 the ha_mode. The fuzz MAC makes every
-/// tag `[key length; 32]`. Returns the phase the handshake stopped in.
+/// tag `[key length; 32]`. Returns the phase the handshake stopped in
+/// (with `data` as given; it also runs with the trailers recomputed).
 pub(crate) fn handshake(data: &[u8]) -> Option<Phase> {
+    also_resealed(data, 2, handshake_stream)
+}
+
+fn handshake_stream(data: &[u8]) -> Option<Phase> {
     let (cfg_bytes, mut rest) = match data {
         [a, b, rest @ ..] => ([*a, *b], rest),
         _ => return None,
@@ -235,8 +290,13 @@ impl Tx for NullTx {
 /// Feeds `data` (after its first byte) to a listener-side [`Session`] as a
 /// byte stream arriving in chunks of 1..=64 bytes, with clock ticks between
 /// chunks (both picked by the first byte): never a panic, never more bytes
-/// consumed than were given, and every failure has a text.
+/// consumed than were given, and every failure has a text. Also runs with
+/// the trailers recomputed.
 pub(crate) fn session(data: &[u8]) {
+    also_resealed(data, 1, session_stream)
+}
+
+fn session_stream(data: &[u8]) {
     let Some((&pick, stream)) = data.split_first() else {
         return;
     };

@@ -4,8 +4,9 @@
 //!
 //! The kernel side owns the socket and the clock; it feeds received bytes and
 //! clock ticks into a [`Session`] and sends what the session hands to its
-//! [`Tx`]. The session does the framing (sequence numbers both ways, frames
-//! validated before their payload is looked at), the authentication and login
+//! [`Tx`]. The session does the framing (sequence numbers both ways, CRC32C
+//! trailers made and checked with the [`Mac`] provider's implementation,
+//! frames validated before their payload is looked at), the authentication and login
 //! handshake ([`super::wire::handshake`]), heartbeats and dead-peer detection.
 //! Every way a connection can end is a [`LinkError`] whose `Display` is the
 //! dmesg text. [`Backoff`] spaces reconnects and [`RepeatGate`] keeps a failing
@@ -13,13 +14,13 @@
 
 use core::fmt;
 
-use super::wire::frame::{encode_data_head, encode_frame, split_frame, SeqChecker, SeqCounter};
+use super::wire::frame::{encode_data_head, encode_frame_with, split_frame_with, trailer, SeqChecker, SeqCounter};
 use super::wire::handshake::{
     AbortReason, Config, ConfigError, Handshake, LinkParams, Mac, Outcome, Step,
     HANDSHAKE_TIMEOUT_MS,
 };
 use super::wire::msg::{ByeReason, IoData, Message, IO_DATA_HEAD, MAX_MESSAGE_PAYLOAD, NONCE_LEN};
-use super::wire::{EncodeError, WireError, HEADER_LEN};
+use super::wire::{EncodeError, WireError, HEADER_LEN, TRAILER_LEN};
 
 /// A heartbeat goes out when nothing was sent for this long (ms).
 pub(crate) const HEARTBEAT_MS: u64 = 300;
@@ -30,7 +31,7 @@ pub(crate) const HEARTBEAT_MS: u64 = 300;
 pub(crate) const DEAD_PEER_MS: u64 = 1500;
 
 /// Longest encoded frame of the messages a session sends itself.
-const MAX_OWN_FRAME: usize = HEADER_LEN + MAX_MESSAGE_PAYLOAD;
+const MAX_OWN_FRAME: usize = HEADER_LEN + MAX_MESSAGE_PAYLOAD + TRAILER_LEN;
 
 /// Sends whole frames on the connection.
 pub(crate) trait Tx {
@@ -205,7 +206,9 @@ impl<'k, M: Mac> Session<'k, M> {
         let mut used = 0;
         let mut up = None;
         while let Some(rest) = buf.get(used..) {
-            let decoded = split_frame(rest).and_then(|(f, n)| {
+            // Frames are checked with the MAC provider's CRC32C (the
+            // kernel's own in the module).
+            let decoded = split_frame_with(rest, self.hs.mac()).and_then(|(f, n)| {
                 Message::decode(f.header.msg_type, f.payload).map(|m| (f.header.seq, m, f.payload, n))
             });
             let (seq, msg, payload, n) = match decoded {
@@ -282,8 +285,10 @@ impl<'k, M: Mac> Session<'k, M> {
         let n = encode_data_head(self.tx_seq.next_seq(), &IoData { tag, offset, len }, &mut head)
             .map_err(LinkError::Encode)?;
         let head = head.get(..n).unwrap_or(&[]);
+        let tail = trailer(self.hs.mac(), &[head, data]);
         tx.send(head).map_err(|SendError(e)| LinkError::Send(e))?;
         tx.send(data).map_err(|SendError(e)| LinkError::Send(e))?;
+        tx.send(&tail).map_err(|SendError(e)| LinkError::Send(e))?;
         self.frames_out += 1;
         self.last_tx_ms = now_ms;
         Ok(true)
@@ -380,7 +385,7 @@ impl<'k, M: Mac> Session<'k, M> {
     fn send(&mut self, msg: &Message, now_ms: u64, tx: &mut impl Tx) -> Result<(), LinkError> {
         let mut buf = [0u8; MAX_OWN_FRAME];
         let seq = self.tx_seq.next_seq();
-        let n = encode_frame(seq, msg, &mut buf).map_err(LinkError::Encode)?;
+        let n = encode_frame_with(seq, msg, &mut buf, self.hs.mac()).map_err(LinkError::Encode)?;
         let frame = buf.get(..n).ok_or(LinkError::Encode(EncodeError::BufferTooSmall {
             need: n,
             have: MAX_OWN_FRAME,
@@ -519,6 +524,7 @@ impl<const N: usize> fmt::Write for Text<N> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::wire::frame::encode_frame;
     use super::super::wire::handshake::{tests::params, Side};
     use super::super::wire::msg::MAC_LEN;
     use super::*;
@@ -527,6 +533,8 @@ mod tests {
 
     /// A toy MAC for tests: not cryptographic, but key- and data-dependent.
     struct ToyMac;
+
+    impl super::super::wire::crc::Crc32c for ToyMac {}
     impl Mac for ToyMac {
         fn hmac_sha256(&self, key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
             let mut out = [0u8; MAC_LEN];
@@ -676,6 +684,100 @@ mod tests {
         let n = encode_frame(0, &Message::Heartbeat(1), &mut buf).unwrap();
         let e = c2.on_bytes(&buf[..n], 5, &mut w, &mut |_, _| {}).unwrap_err();
         assert!(matches!(e, LinkError::Wire(WireError::SequenceDuplicate { .. })), "{e}");
+    }
+
+    /// A frame corrupted in transit on an established link (one payload
+    /// bit of an IoData carrying write data) ends the link with a protocol
+    /// error naming the checksum, and a Bye(protocol error) to the peer;
+    /// the data never reaches the inbox.
+    #[test]
+    fn corrupted_frame_ends_the_link() {
+        let (mut c, mut l, mut to_l, mut to_c, res) = linked(b"k", b"k");
+        res.unwrap();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 13) as u8).collect();
+        assert_eq!(c.send_data_when_up(7, 0, &data, 2, &mut to_l), Ok(true));
+        c.send_when_up(&Message::LunGone(3), 2, &mut to_l).unwrap();
+        let good = to_l.0.clone();
+        // Intact: the data arrives.
+        let mut got = Vec::new();
+        let (used, _) = l.on_bytes(&good, 2, &mut to_c, &mut |m, d| got.push((*m, d.to_vec()))).unwrap();
+        assert_eq!(used, good.len());
+        assert_eq!(got[0], (Message::IoData(IoData { tag: 7, offset: 0, len: 3000 }), data.clone()));
+        assert_eq!(got[1].0, Message::LunGone(3));
+        // One bit of the data flipped, on a fresh pair.
+        let (mut c, mut l, mut to_l, mut to_c, res) = linked(b"k", b"k");
+        res.unwrap();
+        c.send_data_when_up(7, 0, &data, 2, &mut to_l).unwrap();
+        let mut bad = core::mem::take(&mut to_l.0);
+        bad[HEADER_LEN + IO_DATA_HEAD + 1234] ^= 0x20;
+        let mut got = 0;
+        let e = l.on_bytes(&bad, 2, &mut to_c, &mut |_, _| got += 1).unwrap_err();
+        assert_eq!(got, 0, "corrupted data reached the inbox");
+        assert!(matches!(e, LinkError::Wire(WireError::ChecksumMismatch { seq, .. }) if seq == l.frames_in), "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("protocol error: frame checksum mismatch: IoData seq "), "{text}");
+        assert!(!e.peer_lost());
+        // The peer hears Bye(protocol error).
+        let bye = core::mem::take(&mut to_c.0);
+        let e = c.on_bytes(&bye, 3, &mut to_l, &mut |_, _| {}).unwrap_err();
+        assert_eq!(e, LinkError::PeerBye(ByeReason::ProtocolError));
+    }
+
+    /// The established link's stream (handshake frames, heartbeats, IoData
+    /// with data, inventory) cut at every byte, including inside the
+    /// trailers, is consumed whole once the rest arrives.
+    #[test]
+    fn stream_cut_at_every_byte() {
+        let (mut c, _l, mut to_l, _to_c, res) = linked(b"k", b"k");
+        res.unwrap();
+        let data: Vec<u8> = (0..100u32).map(|i| i as u8).collect();
+        c.send_data_when_up(1, 0, &data, 2, &mut to_l).unwrap();
+        c.send_when_up(&Message::LunGone(9), 2, &mut to_l).unwrap();
+        c.send_data_when_up(1, 100, &data[..1], 2, &mut to_l).unwrap();
+        c.on_tick(2 + HEARTBEAT_MS, &mut to_l).unwrap();
+        let tail = core::mem::take(&mut to_l.0);
+        for cut in 0..=tail.len() {
+            let (_c, mut l, _, mut to_c, res) = linked(b"k", b"k");
+            res.unwrap();
+            let mut got = Vec::new();
+            let mut inbox = |m: &Message, d: &[u8]| got.push((*m, d.len()));
+            let (used, _) = l.on_bytes(&tail[..cut], 3, &mut to_c, &mut inbox).unwrap();
+            let (rest, _) = l.on_bytes(&tail[used..], 3, &mut to_c, &mut inbox).unwrap();
+            assert_eq!(used + rest, tail.len(), "cut {cut}");
+            assert_eq!(got.len(), 3, "cut {cut}");
+            assert_eq!(got[2], (Message::IoData(IoData { tag: 1, offset: 100, len: 1 }), 1));
+        }
+    }
+
+    /// The session takes the CRC32C from its MAC provider: frames made with
+    /// another CRC are refused by a peer, whatever their content.
+    #[test]
+    fn session_uses_the_providers_crc() {
+        struct IeeeMac;
+        impl super::super::wire::crc::Crc32c for IeeeMac {
+            fn crc32c_update(&self, mut crc: u32, data: &[u8]) -> u32 {
+                for &b in data {
+                    crc ^= u32::from(b);
+                    for _ in 0..8 {
+                        crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                    }
+                }
+                crc
+            }
+        }
+        impl Mac for IeeeMac {
+            fn hmac_sha256(&self, key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
+                ToyMac.hmac_sha256(key, parts)
+            }
+        }
+        let cfg = Config { side: Side::Connector, key: b"k", allow_empty_key: false, local: params(1) };
+        let mut c = Session::new(cfg, IeeeMac, [1; NONCE_LEN], 0).unwrap();
+        let mut l = session(Side::Listener, b"k", 2, 2);
+        let (mut to_l, mut to_c) = (Wire::default(), Wire::default());
+        c.start(0, &mut to_l).unwrap();
+        l.start(0, &mut to_c).unwrap();
+        let e = pump(&mut l, &mut to_l, &mut to_c, 1).unwrap_err();
+        assert!(matches!(e, LinkError::Wire(WireError::ChecksumMismatch { seq: 0, .. })), "{e}");
     }
 
     #[test]

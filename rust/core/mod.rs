@@ -12,4 +12,6 @@ pub(crate) mod scsi;
 pub(crate) mod wire;
 
 /// Interlink protocol version announced at login; peers must match exactly.
-pub(crate) const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added the CRC32C trailer to every frame (`wire::TRAILER_LEN`);
+/// a version 1 peer's first frame is refused by its header's version.
+pub(crate) const PROTOCOL_VERSION: u16 = 2;

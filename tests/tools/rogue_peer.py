@@ -7,9 +7,10 @@ established link (replayed authentication, a second Login, a bad sequence
 number, an undecodable message), messages for LUNs, tags and reservations
 the node does not have, and proxy-mode IO against LUN LUN_ID (which the node
 must hold as primary): a read, a write read back, a read past the end, and
-write data out of order. It checks the node's answers (closed the link, or
-answered as expected and still answers a Heartbeat) and prints one JSON
-line: {"cases": n, "ok": n, "failed": [...]}."""
+write data out of order, and frames whose CRC32C trailer does not match.
+It checks the node's answers (closed the link, or answered as expected and
+still answers a Heartbeat) and the trailer of every frame the node sends,
+and prints one JSON line: {"cases": n, "ok": n, "failed": [...]}."""
 import hashlib
 import hmac
 import json
@@ -20,12 +21,35 @@ import sys
 import time
 
 MAGIC = b"tcHA"
+VERSION = 2
+HEADER, TRAILER = 24, 4
 HELLO, AUTH_RESPONSE, AUTH_RESULT, LOGIN, LOGIN_ACK = 0x0001, 0x0002, 0x0003, 0x0010, 0x0011
 HEARTBEAT, HEARTBEAT_ACK, BYE = 0x0020, 0x0021, 0x0030
 LUN_STATE, PR_END, PR_OUT, PR_OUT_DONE, UA_ALL = 0x0100, 0x0112, 0x0114, 0x0115, 0x0117
 IO_REQ, IO_DATA, IO_DONE = 0x0120, 0x0121, 0x0122
 ANSWER = 1 << 31
 LABEL = b"tcm_ha interlink auth v1"
+
+
+def _crc_table() -> list[int]:
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+CRC_TABLE = _crc_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli), as iSCSI's digests: the frame trailer."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = (c >> 8) ^ CRC_TABLE[(c ^ b) & 0xFF]
+    return c ^ 0xFFFFFFFF
 
 
 class Link:
@@ -54,16 +78,22 @@ class Link:
         _, t = self.expect(AUTH_RESPONSE)
         assert hmac.compare_digest(t, tag(2)), "the node's tag does not verify"
         self.send(AUTH_RESULT, b"\x01")
-        self.login = struct.pack("<HBBIIIIIQQ", 1, mode, 2, 262144, 256, 1024, 256, 2048, 0,
+        self.login = struct.pack("<HBBIIIIIQQ", VERSION, mode, 2, 262144, 256, 1024, 256, 2048, 0,
                                  int.from_bytes(os.urandom(8), "little"))
         self.send(LOGIN, self.login)
         self.expect(LOGIN)
         self.send(LOGIN_ACK, b"")
         self.expect(LOGIN_ACK)
 
-    def send(self, ty: int, payload: bytes, seq: int | None = None) -> None:
+    def send(self, ty: int, payload: bytes, seq: int | None = None, flip: int | None = None) -> None:
+        """Sends a frame; with `flip`, that byte of the payload is changed
+        after the trailer was computed (corrupted in transit)."""
         s = self.seq if seq is None else seq
-        self.s.sendall(MAGIC + struct.pack("<HHHHIQ", 1, ty, 0, 0, len(payload), s) + payload)
+        f = bytearray(MAGIC + struct.pack("<HHHHIQ", VERSION, ty, 0, 0, len(payload), s) + payload)
+        f += struct.pack("<I", crc32c(f))
+        if flip is not None:
+            f[HEADER + flip] ^= 0x40
+        self.s.sendall(f)
         self.seq += 1
 
     def recv(self, timeout: float) -> tuple[int, bytes] | None:
@@ -71,11 +101,15 @@ class Link:
         when the node closed the connection."""
         end = time.time() + timeout
         while True:
-            if len(self.buf) >= 24:
+            if len(self.buf) >= HEADER:
                 n = struct.unpack_from("<I", self.buf, 12)[0]
-                if len(self.buf) >= 24 + n:
+                end = HEADER + n
+                if len(self.buf) >= end + TRAILER:
                     ty = struct.unpack_from("<H", self.buf, 6)[0]
-                    p, self.buf = self.buf[24:24 + n], self.buf[24 + n:]
+                    crc = struct.unpack_from("<I", self.buf, end)[0]
+                    assert crc == crc32c(self.buf[:end]), \
+                        f"the node's frame type {ty:#06x} has trailer {crc:#010x}, not its CRC32C"
+                    p, self.buf = self.buf[HEADER:end], self.buf[end + TRAILER:]
                     return ty, p
             left = end - time.time()
             if left <= 0:
@@ -162,10 +196,10 @@ def read_back(link: Link, tag: int, lun: int, sector: int, length: int) -> tuple
 
 def cases(lun: int):
     """(name, action(link) -> ok)."""
-    def closes(ty: int, payload: bytes, seq=None):
+    def closes(ty: int, payload: bytes, seq=None, flip=None):
         def act(l: Link) -> bool:
             try:
-                l.send(ty, payload, seq)
+                l.send(ty, payload, seq, flip)
             except (BrokenPipeError, ConnectionResetError):
                 # The node refused the frame from its header and closed
                 # before the rest was sent (a 64 KiB payload): as wanted.
@@ -226,6 +260,16 @@ def cases(lun: int):
         l.send(IO_REQ, io_req(20, lun, 4, 1 << 40, 0xffffffff))
         return io_done_status(l, 20) == 10 and l.alive()
 
+    def bad_write_data(l: Link) -> bool:
+        # A write whose data is corrupted in transit: the node ends the link
+        # before the data is used.
+        l.send(IO_REQ, io_req(23, lun, 2, 8192, 4096))
+        try:
+            l.send(IO_DATA, io_data(23, 0, os.urandom(4096)), flip=8 + 1000)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        return l.closed()
+
     lun_state = struct.pack("<IBBHIQ", 999, 1, 0, 0, 512, 2048) + b"x" * 64 + bytes(32)
     port = struct.pack("<BBH", 5, 0, 3) + bytes(16) + b"ini".ljust(224, b"\0")
     pr_out = struct.pack("<IIHBBQQ", 21, 999, 0x21, 0, 0, 0, 0xab) + port
@@ -255,6 +299,9 @@ def cases(lun: int):
         ("io_discard_past_the_end", discard_past_end),
         ("io_req_unknown_op", closes(IO_REQ, io_req(21, lun, 7, 0, 8))),
         ("io_req_empty_range", closes(IO_REQ, io_req(22, lun, 4, 0, 0))),
+        # A bit flipped in transit: caught by the trailer, the link ends.
+        ("bad_checksum_heartbeat", closes(HEARTBEAT, bytes(8), flip=3)),
+        ("bad_checksum_write_data", bad_write_data),
     ]
 
 

@@ -1,18 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Frame codec: the fixed header, whole-frame encode/decode and sequence
-//! numbering. The layout is documented in [`super`].
+//! Frame codec: the fixed header, the CRC32C trailer, whole-frame
+//! encode/decode and sequence numbering. The layout is documented in
+//! [`super`].
 //!
 //! A stream receiver reads [`HEADER_LEN`] bytes, calls
 //! [`FrameHeader::decode`] (which validates everything including the payload
-//! length for the message type), checks [`FrameHeader::seq`] with a
-//! [`SeqChecker`], then reads exactly `payload_len` bytes and calls
-//! [`Message::decode`]. [`split_frame`] and [`decode_frame`] do the same on a
-//! buffer that may hold several frames.
+//! length for the message type), then reads exactly `payload_len` bytes and
+//! the [`TRAILER_LEN`]-byte trailer, checks the trailer against the CRC32C
+//! of header and payload, checks [`FrameHeader::seq`] with a [`SeqChecker`]
+//! and calls [`Message::decode`]. [`split_frame`] (header, completeness and
+//! checksum) and [`decode_frame`] (and the message) do this on a buffer that
+//! may hold several frames; the session ([`crate::core_logic::link`]) checks
+//! the sequence.
+//!
+//! The `_with` variants take the CRC32C implementation (the kernel module
+//! passes the kernel's); the others use the plain-Rust [`TableCrc32c`].
 
 use super::bytes::{Reader, Writer};
+use super::crc::{checksum, Crc32c, TableCrc32c};
 use super::msg::{IoData, Message, MsgType, IO_DATA_HEAD};
-use super::{EncodeError, WireError, HEADER_LEN, MAGIC, MAX_PAYLOAD};
+use super::{EncodeError, WireError, HEADER_LEN, MAGIC, MAX_PAYLOAD, TRAILER_LEN};
 use crate::core_logic::PROTOCOL_VERSION;
 
 /// A validated frame header.
@@ -119,14 +127,15 @@ impl FrameHeader {
         usize::try_from(self.payload_len).unwrap_or(usize::MAX)
     }
 
-    /// Whole frame length (header plus payload), or `None` on overflow.
+    /// Whole frame length (header, payload and trailer), or `None` on
+    /// overflow.
     pub(crate) fn frame_len(&self) -> Option<usize> {
-        HEADER_LEN.checked_add(self.payload_len())
+        HEADER_LEN.checked_add(self.payload_len())?.checked_add(TRAILER_LEN)
     }
 }
 
-/// A frame whose header is validated and whose payload is borrowed from the
-/// receive buffer (not yet decoded into a [`Message`]).
+/// A frame whose header and checksum are validated and whose payload is
+/// borrowed from the receive buffer (not yet decoded into a [`Message`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Frame<'a> {
     /// The validated header.
@@ -135,24 +144,56 @@ pub(crate) struct Frame<'a> {
     pub(crate) payload: &'a [u8],
 }
 
-/// Splits the first frame off `buf`.
-///
-/// Returns the frame and the number of bytes it occupies. If `buf` holds only
-/// part of a frame, the error is [`WireError::HeaderTruncated`] or
-/// [`WireError::PayloadTruncated`] ([`WireError::is_incomplete`]); a stream
-/// reader then waits for more bytes. Any other error is fatal for the link.
+/// The trailer of a frame made of `parts` (its header, then its payload in
+/// one or more pieces): their CRC32C, little-endian.
+pub(crate) fn trailer(crc: &impl Crc32c, parts: &[&[u8]]) -> [u8; TRAILER_LEN] {
+    checksum(crc, parts).to_le_bytes()
+}
+
+/// Splits the first frame off `buf` ([`split_frame_with`] with the
+/// plain-Rust CRC32C).
 pub(crate) fn split_frame(buf: &[u8]) -> Result<(Frame<'_>, usize), WireError> {
+    split_frame_with(buf, &TableCrc32c)
+}
+
+/// Splits the first frame off `buf`, its trailer checked with `crc`.
+///
+/// Returns the frame and the number of bytes it occupies (header, payload
+/// and trailer). If `buf` holds only part of a frame, the error is
+/// [`WireError::HeaderTruncated`] or [`WireError::PayloadTruncated`]
+/// ([`WireError::is_incomplete`]); a stream reader then waits for more
+/// bytes. The checksum is computed only once the whole frame is there. Any
+/// other error (a bad header, [`WireError::ChecksumMismatch`]) is fatal for
+/// the link.
+pub(crate) fn split_frame_with<'a>(buf: &'a [u8], crc: &impl Crc32c) -> Result<(Frame<'a>, usize), WireError> {
     let header = FrameHeader::decode(buf)?;
-    let need = header.payload_len();
-    let body = buf.get(HEADER_LEN..).unwrap_or(&[]);
-    let payload = body.get(..need).ok_or(WireError::PayloadTruncated {
-        have: body.len(),
-        need,
-    })?;
+    let plen = header.payload_len();
     let used = header.frame_len().ok_or(WireError::PayloadTooLarge {
         len: header.payload_len,
         max: MAX_PAYLOAD,
     })?;
+    let body = buf.get(HEADER_LEN..).unwrap_or(&[]);
+    let truncated = WireError::PayloadTruncated {
+        have: body.len(),
+        need: used - HEADER_LEN,
+    };
+    let (Some(head), Some(payload), Some(tail)) = (
+        buf.get(..HEADER_LEN),
+        body.get(..plen),
+        body.get(plen..used - HEADER_LEN),
+    ) else {
+        return Err(truncated);
+    };
+    let got = u32::from_le_bytes(tail.try_into().map_err(|_| truncated)?);
+    let expected = checksum(crc, &[head, payload]);
+    if got != expected {
+        return Err(WireError::ChecksumMismatch {
+            msg: header.msg_type,
+            seq: header.seq,
+            expected,
+            got,
+        });
+    }
     Ok((Frame { header, payload }, used))
 }
 
@@ -166,13 +207,26 @@ pub(crate) fn decode_frame(buf: &[u8]) -> Result<(u64, Message, usize), WireErro
     Ok((frame.header.seq, msg, used))
 }
 
-/// Encodes `msg` as a whole frame with sequence number `seq` into `out`.
+/// Encodes `msg` as a whole frame with sequence number `seq` into `out`
+/// ([`encode_frame_with`] with the plain-Rust CRC32C).
+pub(crate) fn encode_frame(seq: u64, msg: &Message, out: &mut [u8]) -> Result<usize, EncodeError> {
+    encode_frame_with(seq, msg, out, &TableCrc32c)
+}
+
+/// Encodes `msg` as a whole frame (header, payload, trailer computed with
+/// `crc`) with sequence number `seq` into `out`.
 ///
 /// Returns the frame length. Nothing useful is left in `out` on error.
-pub(crate) fn encode_frame(seq: u64, msg: &Message, out: &mut [u8]) -> Result<usize, EncodeError> {
+pub(crate) fn encode_frame_with(
+    seq: u64,
+    msg: &Message,
+    out: &mut [u8],
+    crc: &impl Crc32c,
+) -> Result<usize, EncodeError> {
     let plen = msg.payload_len();
     let need = HEADER_LEN
         .checked_add(plen)
+        .and_then(|n| n.checked_add(TRAILER_LEN))
         .ok_or(EncodeError::PayloadTooLarge { len: plen })?;
     let payload_len = u32::try_from(plen)
         .ok()
@@ -180,12 +234,9 @@ pub(crate) fn encode_frame(seq: u64, msg: &Message, out: &mut [u8]) -> Result<us
         .ok_or(EncodeError::PayloadTooLarge { len: plen })?;
     let have = out.len();
     let too_small = EncodeError::BufferTooSmall { need, have };
-    let (head, body) = if have >= HEADER_LEN {
-        out.split_at_mut(HEADER_LEN)
-    } else {
-        return Err(too_small);
-    };
-    let payload = body.get_mut(..plen).ok_or(too_small)?;
+    let frame = out.get_mut(..need).ok_or(too_small)?;
+    let (head, body) = frame.split_at_mut(HEADER_LEN);
+    let (payload, tail) = body.split_at_mut(plen);
     FrameHeader {
         msg_type: msg.msg_type(),
         payload_len,
@@ -193,11 +244,13 @@ pub(crate) fn encode_frame(seq: u64, msg: &Message, out: &mut [u8]) -> Result<us
     }
     .encode(head)?;
     msg.encode_payload(payload).map_err(|_| too_small)?;
+    tail.copy_from_slice(&trailer(crc, &[head, payload]));
     Ok(need)
 }
 
 /// Encodes the frame header and the fields of an IoData frame that carries
-/// `d.len` data bytes into `out`; the caller sends the data right after.
+/// `d.len` data bytes into `out`; the caller sends the data right after,
+/// then the trailer: [`trailer`] over this head and the data.
 /// Returns the length written ([`HEADER_LEN`] + 8).
 pub(crate) fn encode_data_head(seq: u64, d: &IoData, out: &mut [u8]) -> Result<usize, EncodeError> {
     let data = usize::try_from(d.len).map_err(|_| EncodeError::PayloadTooLarge { len: usize::MAX })?;
@@ -276,14 +329,21 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
-    const BUF: usize = HEADER_LEN + MAX_MESSAGE_PAYLOAD;
+    const BUF: usize = HEADER_LEN + MAX_MESSAGE_PAYLOAD + TRAILER_LEN;
 
     /// A valid Heartbeat frame with seq 5 and payload 8.
-    fn heartbeat_frame() -> [u8; HEADER_LEN + 8] {
-        let mut buf = [0u8; HEADER_LEN + 8];
+    fn heartbeat_frame() -> [u8; HEADER_LEN + 8 + TRAILER_LEN] {
+        let mut buf = [0u8; HEADER_LEN + 8 + TRAILER_LEN];
         let n = encode_frame(5, &Message::Heartbeat(9), &mut buf).unwrap();
         assert_eq!(n, buf.len());
         buf
+    }
+
+    /// Recomputes the trailer of the frame `f` (after a test changed it).
+    pub(crate) fn reseal(f: &mut [u8]) {
+        let end = f.len() - TRAILER_LEN;
+        let t = trailer(&TableCrc32c, &[&f[..end]]);
+        f[end..].copy_from_slice(&t);
     }
 
     #[test]
@@ -296,6 +356,9 @@ mod tests {
         assert_eq!(&f[12..16], &[8, 0, 0, 0]);
         assert_eq!(&f[16..24], &[5, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&f[24..32], &[9, 0, 0, 0, 0, 0, 0, 0]);
+        // The trailer: CRC32C of the 32 bytes before it, little-endian.
+        assert_eq!(f[32..36], checksum(&TableCrc32c, &[&f[..32]]).to_le_bytes());
+        assert_eq!(f[32..36], super::super::crc::checksum(&TableCrc32c, &[&f[..10], &f[10..32]]).to_le_bytes());
     }
 
     #[test]
@@ -304,8 +367,11 @@ mod tests {
             let mut buf = [0u8; BUF];
             let seq = 1000 + i as u64;
             let n = encode_frame(seq, &m, &mut buf).unwrap();
-            assert_eq!(n, HEADER_LEN + m.payload_len());
+            assert_eq!(n, HEADER_LEN + m.payload_len() + TRAILER_LEN);
             assert_eq!(decode_frame(&buf[..n]), Ok((seq, m, n)));
+            let (f, used) = split_frame(&buf[..n]).unwrap();
+            assert_eq!((f.header.frame_len(), used), (Some(n), n));
+            assert_eq!(f.payload, &buf[HEADER_LEN..n - TRAILER_LEN]);
             // Extra bytes after the frame belong to the next frame.
             assert_eq!(decode_frame(&buf), Ok((seq, m, n)));
         }
@@ -342,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn reject_truncated_payload() {
+    fn reject_truncated_payload_and_trailer() {
         let f = heartbeat_frame();
         for n in HEADER_LEN..f.len() {
             let e = split_frame(&f[..n]).unwrap_err();
@@ -350,10 +416,138 @@ mod tests {
                 e,
                 WireError::PayloadTruncated {
                     have: n - HEADER_LEN,
-                    need: 8
+                    need: 8 + TRAILER_LEN
                 }
             );
             assert!(e.is_incomplete());
+        }
+        // A frame without payload is complete with its trailer only.
+        let mut buf = [0u8; BUF];
+        let n = encode_frame(0, &Message::LoginAck, &mut buf).unwrap();
+        assert_eq!(n, HEADER_LEN + TRAILER_LEN);
+        for k in HEADER_LEN..n {
+            assert_eq!(
+                split_frame(&buf[..k]),
+                Err(WireError::PayloadTruncated { have: k - HEADER_LEN, need: TRAILER_LEN })
+            );
+        }
+        assert_eq!(decode_frame(&buf[..n]), Ok((0, Message::LoginAck, n)));
+    }
+
+    /// Every single-bit flip of a frame is refused: in the header by the
+    /// header checks or the checksum, in the payload and in the trailer by
+    /// the checksum (before the payload is decoded).
+    #[test]
+    fn every_bit_flip_is_caught() {
+        let mut buf = [0u8; BUF];
+        let m = samples()[3];
+        let n = encode_frame(77, &m, &mut buf).unwrap();
+        let good = buf[..n].to_vec();
+        let want = checksum(&TableCrc32c, &[&good[..n - TRAILER_LEN]]);
+        for i in 0..n {
+            for bit in 0..8 {
+                let mut f = good.clone();
+                f[i] ^= 1 << bit;
+                let e = split_frame(&f).unwrap_err();
+                if i >= n - TRAILER_LEN {
+                    // The trailer: the bytes give the old CRC.
+                    assert_eq!(
+                        e,
+                        WireError::ChecksumMismatch {
+                            msg: m.msg_type(),
+                            seq: 77,
+                            expected: want,
+                            got: u32::from_le_bytes(f[n - TRAILER_LEN..].try_into().unwrap())
+                        }
+                    );
+                } else if i >= HEADER_LEN || (16..24).contains(&i) {
+                    // The payload, or the sequence number.
+                    assert!(matches!(e, WireError::ChecksumMismatch { got, .. } if got == want), "{i}.{bit}: {e}");
+                } else if let WireError::ChecksumMismatch { msg, .. } = e {
+                    // The type, to another of the same length.
+                    assert!((6..8).contains(&i) && msg != m.msg_type(), "{i}.{bit}");
+                } else {
+                    // Magic, version, type, flags, reserved, length: the
+                    // header checks, or (a longer length) more bytes to wait
+                    // for, whose CRC will not match either.
+                    assert!(i < 16, "{i}.{bit}: {e}");
+                }
+                assert!(!e.to_string().is_empty());
+            }
+        }
+        let e = split_frame(&{
+            let mut f = good.clone();
+            f[HEADER_LEN + 1] ^= 0x10;
+            f
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("frame checksum mismatch: "), "{e}");
+        assert_eq!(e.bye_reason(), Some(ByeReason::ProtocolError));
+        // A flipped payload bit is caught by the checksum before the
+        // message would be decoded (it would decode, with another value).
+        let mut f = heartbeat_frame();
+        f[HEADER_LEN] ^= 1;
+        assert!(matches!(decode_frame(&f), Err(WireError::ChecksumMismatch { msg: MsgType::Heartbeat, seq: 5, .. })));
+        reseal(&mut f);
+        assert_eq!(decode_frame(&f), Ok((5, Message::Heartbeat(8), f.len())));
+    }
+
+    /// A frame with the trailer of another CRC implementation (here CRC-32,
+    /// IEEE, of the same bytes) is refused.
+    #[test]
+    fn another_crc_is_refused() {
+        struct Ieee;
+        impl Crc32c for Ieee {
+            fn crc32c_update(&self, mut crc: u32, data: &[u8]) -> u32 {
+                for &b in data {
+                    crc ^= u32::from(b);
+                    for _ in 0..8 {
+                        crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                    }
+                }
+                crc
+            }
+        }
+        let mut buf = [0u8; BUF];
+        let n = encode_frame_with(3, &Message::Heartbeat(1), &mut buf, &Ieee).unwrap();
+        assert!(matches!(split_frame(&buf[..n]), Err(WireError::ChecksumMismatch { .. })));
+        let (f, used) = split_frame_with(&buf[..n], &Ieee).unwrap();
+        assert_eq!((f.header.seq, used), (3, n));
+    }
+
+    /// A stream of frames arriving cut at any byte (inside a header, a
+    /// payload or a trailer) decodes once the rest is there: everything
+    /// before a cut is incomplete, never an error.
+    #[test]
+    fn stream_split_at_every_byte() {
+        let mut stream = std::vec::Vec::new();
+        let mut tx = SeqCounter::new();
+        for m in samples() {
+            let mut buf = [0u8; BUF];
+            let n = encode_frame(tx.next_seq(), &m, &mut buf).unwrap();
+            stream.extend_from_slice(&buf[..n]);
+        }
+        for cut in 0..=stream.len() {
+            let mut got = std::vec::Vec::new();
+            let mut pending = std::vec::Vec::new();
+            for part in [&stream[..cut], &stream[cut..]] {
+                pending.extend_from_slice(part);
+                loop {
+                    match decode_frame(&pending) {
+                        Ok((seq, m, used)) => {
+                            got.push((seq, m));
+                            pending.drain(..used);
+                        }
+                        Err(e) => {
+                            assert!(e.is_incomplete(), "cut {cut}: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            assert!(pending.is_empty(), "cut {cut}");
+            let want: std::vec::Vec<_> = samples().into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
+            assert_eq!(got, want, "cut {cut}");
         }
     }
 
@@ -382,6 +576,17 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("unsupported protocol version"));
+        // A version 1 peer's frame (no trailer) is refused by its header
+        // alone, before a trailer is waited for.
+        assert_eq!(PROTOCOL_VERSION, 2);
+        let mut v1 = heartbeat_frame();
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let e = split_frame(&v1[..HEADER_LEN + 8]).unwrap_err();
+        assert_eq!(e, WireError::UnsupportedVersion { got: 1, supported: 2 });
+        assert_eq!(
+            std::format!("{e}"),
+            "unsupported protocol version 1 in frame header (this node speaks 2)"
+        );
     }
 
     #[test]
@@ -461,6 +666,7 @@ mod tests {
         let mut buf = [0u8; BUF];
         let n = encode_frame(0, &Message::Bye(ByeReason::Shutdown), &mut buf).unwrap();
         buf[HEADER_LEN] = 0;
+        reseal(&mut buf[..n]);
         assert_eq!(
             decode_frame(&buf[..n]),
             Err(WireError::InvalidField {
@@ -474,9 +680,9 @@ mod tests {
     #[test]
     fn encode_into_small_buffers() {
         let m = samples()[3];
-        let need = HEADER_LEN + m.payload_len();
+        let need = HEADER_LEN + m.payload_len() + TRAILER_LEN;
         let mut buf = [0u8; BUF];
-        for have in [0, 1, HEADER_LEN - 1, HEADER_LEN, need - 1] {
+        for have in [0, 1, HEADER_LEN - 1, HEADER_LEN, need - TRAILER_LEN, need - 1] {
             assert_eq!(
                 encode_frame(0, &m, &mut buf[..have]),
                 Err(EncodeError::BufferTooSmall { need, have })

@@ -61,6 +61,7 @@
 //! of both max_payload and max_inflight and the intersection of the optional
 //! feature bits.
 
+use super::crc::Crc32c;
 use super::msg::{
     AuthResponse, AuthResult, ByeReason, Hello, Login, LoginReject, Message, MsgType, RejectReason,
     MAC_LEN, NONCE_LEN,
@@ -70,7 +71,11 @@ use crate::core_logic::PROTOCOL_VERSION;
 use core::fmt;
 
 /// HMAC-SHA256 provider; the kernel implements it with its crypto API.
-pub(crate) trait Mac {
+///
+/// It also provides the CRC32C of the frame trailers ([`Crc32c`]: the
+/// plain-Rust tables unless the implementation overrides it; the kernel's
+/// uses the kernel's `crc32c()`), which the session takes from here.
+pub(crate) trait Mac: Crc32c {
     /// HMAC-SHA256 with `key` over the concatenation of `parts`.
     fn hmac_sha256(&self, key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN];
 }
@@ -606,6 +611,11 @@ impl<'k, M: Mac> Handshake<'k, M> {
         })
     }
 
+    /// The HMAC (and CRC32C) provider.
+    pub(crate) fn mac(&self) -> &M {
+        &self.mac
+    }
+
     /// Where the handshake is.
     pub(crate) fn phase(&self) -> Phase {
         match self.state {
@@ -930,7 +940,7 @@ impl<'k, M: Mac> Handshake<'k, M> {
 pub(crate) mod tests {
     use super::super::frame::{decode_frame, encode_frame, SeqChecker, SeqCounter};
     use super::super::msg::MAX_MESSAGE_PAYLOAD;
-    use super::super::HEADER_LEN;
+    use super::super::{HEADER_LEN, TRAILER_LEN};
     use super::*;
     use hmac::{Hmac, Mac as _};
     use sha2::Sha256;
@@ -939,6 +949,8 @@ pub(crate) mod tests {
 
     /// HMAC-SHA256 from the RustCrypto crates.
     pub(crate) struct TestMac;
+
+    impl Crc32c for TestMac {}
 
     impl Mac for TestMac {
         fn hmac_sha256(&self, key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
@@ -1011,7 +1023,7 @@ pub(crate) mod tests {
         let (mut c_rx, mut l_rx) = (SeqChecker::new(), SeqChecker::new());
         let emit = |step: Step, tx: &mut SeqCounter, out: &mut Vec<u8>, log: &mut Vec<Message>| {
             for m in step.send.iter() {
-                let mut buf = [0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD];
+                let mut buf = [0u8; HEADER_LEN + MAX_MESSAGE_PAYLOAD + TRAILER_LEN];
                 let n = encode_frame(tx.next_seq(), m, &mut buf).unwrap();
                 out.extend_from_slice(&buf[..n]);
                 log.push(*m);
@@ -1544,7 +1556,7 @@ pub(crate) mod tests {
             RejectReason::Version,
             PROTOCOL_VERSION.into(),
             (PROTOCOL_VERSION + 1).into(),
-            "protocol version mismatch: local 1, peer 2",
+            &std::format!("protocol version mismatch: local {}, peer {}", PROTOCOL_VERSION, PROTOCOL_VERSION + 1),
         );
     }
 

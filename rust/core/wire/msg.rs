@@ -1092,7 +1092,8 @@ pub(crate) enum Message {
     /// See [`IoReq`].
     IoReq(IoReq),
     /// See [`IoData`]: only the fields before the data (the data stays in
-    /// the received frame; a sender writes it after [`super::frame::encode_data_head`]).
+    /// the received frame; a sender writes it after
+    /// [`super::frame::encode_data_head`], then the frame's trailer).
     IoData(IoData),
     /// See [`IoDone`].
     IoDone(IoDone),
@@ -1929,14 +1930,19 @@ pub(crate) mod tests {
 
     #[test]
     fn io_data_carries_its_bytes_after_the_fields() {
-        use super::super::frame::{encode_data_head, split_frame};
+        use super::super::crc::TableCrc32c;
+        use super::super::frame::{encode_data_head, split_frame, trailer};
         use super::super::HEADER_LEN;
         let data: std::vec::Vec<u8> = (0..IO_CHUNK).map(|i| (i * 7) as u8).collect();
         let d = IoData { tag: 5, offset: MAX_IO_BYTES - IO_CHUNK as u32, len: IO_CHUNK as u32 };
         let mut frame = std::vec![0u8; HEADER_LEN + IO_DATA_HEAD];
         let n = encode_data_head(9, &d, &mut frame).unwrap();
         assert_eq!(n, frame.len());
+        let t = trailer(&TableCrc32c, &[&frame, &data]);
         frame.extend_from_slice(&data);
+        // Without its trailer the frame is not complete yet.
+        assert!(split_frame(&frame).unwrap_err().is_incomplete());
+        frame.extend_from_slice(&t);
         let (f, used) = split_frame(&frame).unwrap();
         assert_eq!(used, frame.len());
         assert_eq!(Message::decode(f.header.msg_type, f.payload), Ok(Message::IoData(d)));
