@@ -75,6 +75,10 @@ import sys
 import threading
 import time
 
+# The frame trailer's CRC32C, shared with the other test tools.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from wirecrc import crc32c  # noqa: E402
+
 MAGIC = b"tcHA"
 HEADER = 24
 TRAILER = 4                # CRC32C of header and payload, after the payload
@@ -90,29 +94,6 @@ CHUNK = 65536
 QUEUE_CHUNKS = 64          # per direction and connection: bounds the proxy's memory
 POLL = 0.05
 CONNECT_TIMEOUT = 3.0
-
-
-def _crc_table() -> list[int]:
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC32C (Castagnoli): the frame trailer. The proxy itself never
-    checks it (it must pass corrupted frames on); the self-test builds
-    real frames with it."""
-    c = 0xFFFFFFFF
-    for b in data:
-        c = (c >> 8) ^ CRC_TABLE[(c ^ b) & 0xFF]
-    return c ^ 0xFFFFFFFF
 
 
 def now_text() -> str:

@@ -29,6 +29,17 @@ def md5(ini, dev: str, skip_mib: int, mib: int) -> str:
     return ini.run(f"dd if=/dev/{dev} bs=1M skip={skip_mib} count={mib} iflag=direct status=none | md5sum").out.split()[0]
 
 
+def written_through_one_read_through_the_other(ini, da: str, db: str):
+    """4 MiB written through B's path read back through A's, and the other
+    way round."""
+    ini.run("dd if=/dev/urandom of=/tmp/pat bs=1M count=4 status=none")
+    want = ini.run("md5sum < /tmp/pat").out.split()[0]
+    ini.run(f"dd if=/tmp/pat of=/dev/{db} bs=1M seek=2 oflag=direct status=none")
+    assert md5(ini, da, 2, 4) == want
+    ini.run(f"dd if=/tmp/pat of=/dev/{da} bs=1M seek=16 oflag=direct status=none")
+    assert md5(ini, db, 16, 4) == want
+
+
 def fio(ini, target: str, size: str, extra: str = "") -> dict:
     """fio with crc32c verification; asserts it ended without error and
     returns (writes, reads) done."""
@@ -64,13 +75,7 @@ def test_data_moves_through_the_secondary(px):
     # Only the primary holds the backing device in proxy mode.
     assert held(a) and not held(b)
     out_b, in_a = stat(b, "proxied_to_peer"), stat(a, "proxied_for_peer")
-    # Written through B, read back through A, and the other way round.
-    ini.run("dd if=/dev/urandom of=/tmp/pat bs=1M count=4 status=none")
-    want = ini.run("md5sum < /tmp/pat").out.split()[0]
-    ini.run(f"dd if=/tmp/pat of=/dev/{db} bs=1M seek=2 oflag=direct status=none")
-    assert md5(ini, da, 2, 4) == want
-    ini.run(f"dd if=/tmp/pat of=/dev/{da} bs=1M seek=16 oflag=direct status=none")
-    assert md5(ini, db, 16, 4) == want
+    written_through_one_read_through_the_other(ini, da, db)
     # Odd sizes and offsets: 3 blocks at block 12345 through B.
     ini.run("dd if=/dev/urandom of=/tmp/small bs=4k count=3 status=none")
     ini.run(f"dd if=/tmp/small of=/dev/{db} bs=4k seek=12345 oflag=direct status=none")

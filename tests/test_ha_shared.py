@@ -15,7 +15,8 @@ import time
 import pytest
 
 from hapair import Pair, held, wait_paths
-from test_ha_proxy import STATS, caw_race, fio, link_loss_with_io_in_flight, md5, planned_switch_under_io, stat
+from test_ha_proxy import (STATS, caw_race, fio, link_loss_with_io_in_flight, planned_switch_under_io, stat,
+                           written_through_one_read_through_the_other)
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +52,7 @@ def test_both_nodes_do_their_own_io_ordered_by_the_primary(sh):
     # Both nodes hold the shared disk.
     assert held(a) and held(b)
     asked, forwarded = stat(b, "order_requests"), stat(b, "proxied_to_peer")
-    ini.run("dd if=/dev/urandom of=/tmp/pat bs=1M count=4 status=none")
-    want = ini.run("md5sum < /tmp/pat").out.split()[0]
-    ini.run(f"dd if=/tmp/pat of=/dev/{db} bs=1M seek=2 oflag=direct status=none")
-    assert md5(ini, da, 2, 4) == want
-    ini.run(f"dd if=/tmp/pat of=/dev/{da} bs=1M seek=16 oflag=direct status=none")
-    assert md5(ini, db, 16, 4) == want
+    written_through_one_read_through_the_other(ini, da, db)
     job = fio(ini, f"/dev/{db}", "8M")
     print(f"\n[shared] fio through B alone: {job['write_kib']} KiB written, {job['read_kib']} KiB read, "
           f"0 errors, verified")

@@ -755,14 +755,8 @@ mod tests {
     fn session_uses_the_providers_crc() {
         struct IeeeMac;
         impl super::super::wire::crc::Crc32c for IeeeMac {
-            fn crc32c_update(&self, mut crc: u32, data: &[u8]) -> u32 {
-                for &b in data {
-                    crc ^= u32::from(b);
-                    for _ in 0..8 {
-                        crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-                    }
-                }
-                crc
+            fn crc32c_update(&self, crc: u32, data: &[u8]) -> u32 {
+                crate::core_logic::wire::crc::ieee_crc32_update(crc, data)
             }
         }
         impl Mac for IeeeMac {

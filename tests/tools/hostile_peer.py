@@ -16,32 +16,13 @@ import struct
 import sys
 import time
 
+from wirecrc import crc32c
+
 MAGIC = b"tcHA"
 VERSION = 2
 HEADER = 24
 HELLO, AUTH_RESPONSE, LOGIN, LUN_STATE = 0x0001, 0x0002, 0x0010, 0x0100
 HELLO_LEN = HEADER + 33 + 4
-
-
-def _crc_table() -> list[int]:
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC32C (Castagnoli), as iSCSI's digests."""
-    c = 0xFFFFFFFF
-    for b in data:
-        c = (c >> 8) ^ CRC_TABLE[(c ^ b) & 0xFF]
-    return c ^ 0xFFFFFFFF
 
 
 def frame(ty: int, payload: bytes, seq: int = 0, magic: bytes = MAGIC, version: int = VERSION,

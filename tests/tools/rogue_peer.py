@@ -20,6 +20,8 @@ import struct
 import sys
 import time
 
+from wirecrc import crc32c
+
 MAGIC = b"tcHA"
 VERSION = 2
 HEADER, TRAILER = 24, 4
@@ -29,27 +31,6 @@ LUN_STATE, PR_END, PR_OUT, PR_OUT_DONE, UA_ALL = 0x0100, 0x0112, 0x0114, 0x0115,
 IO_REQ, IO_DATA, IO_DONE = 0x0120, 0x0121, 0x0122
 ANSWER = 1 << 31
 LABEL = b"tcm_ha interlink auth v1"
-
-
-def _crc_table() -> list[int]:
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC32C (Castagnoli), as iSCSI's digests: the frame trailer."""
-    c = 0xFFFFFFFF
-    for b in data:
-        c = (c >> 8) ^ CRC_TABLE[(c ^ b) & 0xFF]
-    return c ^ 0xFFFFFFFF
 
 
 class Link:
