@@ -8,7 +8,8 @@ receives it (a protocol error in its dmesg, then the link drops on both
 nodes and comes back); a delay below the dead-peer timeout must not break
 the link; a peer that stops reading must not wedge the other node nor eat
 its memory; repeated cuts must all recover; fio ends with no IO or verify
-error. TCM_HA_FLAPS (default 20) sets the number of cuts in test_link_flaps;
+error. TCM_HA_FLAPS (default 6, for the time of make check; issue 8 asks for 100:
+TCM_HA_FLAPS=100 make vm-test T=test_link_flaps) sets the number of cuts;
 TCM_HA_FAULT_SEED repeats a run's random choices (the proxy's offsets and
 bit flips, the moments of the cuts; each [faults] line names the seed).
 
@@ -39,7 +40,7 @@ CTL = "/tmp/linkfault.sock"
 LOG = "/tmp/linkfault.log"
 PID = "/tmp/linkfault.pid"
 STATS = f"{NODE}/stats"
-FLAPS = int(os.environ.get("TCM_HA_FLAPS", "20"))
+FLAPS = int(os.environ.get("TCM_HA_FLAPS", "6"))
 SEED = int(os.environ.get("TCM_HA_FAULT_SEED") or time.time())
 # fio runs of this size (about 10 s each under TCG) are started again while
 # a test injects faults, so that IO spans all of them.
