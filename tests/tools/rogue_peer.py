@@ -80,7 +80,7 @@ class Link:
     def recv(self, timeout: float) -> tuple[int, bytes] | None:
         """The next frame (type, payload); None on timeout; raises EOFError
         when the node closed the connection."""
-        end = time.time() + timeout
+        deadline = time.time() + timeout
         while True:
             if len(self.buf) >= HEADER:
                 n = struct.unpack_from("<I", self.buf, 12)[0]
@@ -92,7 +92,7 @@ class Link:
                         f"the node's frame type {ty:#06x} has trailer {crc:#010x}, not its CRC32C"
                     p, self.buf = self.buf[HEADER:end], self.buf[end + TRAILER:]
                     return ty, p
-            left = end - time.time()
+            left = deadline - time.time()
             if left <= 0:
                 return None
             self.s.settimeout(left)
