@@ -48,8 +48,11 @@ FIO = ("fio --name=ha --filename={dev} --direct=1 --ioengine=libaio --iodepth=8 
 
 
 def path_dev(ini: vm.Guest, portal: str) -> str:
+    """The SCSI disk (sdX) of the path through `portal`, once udev has made
+    its by-path link (`udevadm settle` after the login may return before)."""
     link_ = f"/dev/disk/by-path/ip-{portal}:3260-iscsi-{lio.TARGET_IQN}-lun-0"
-    return ini.run(f"readlink -f {link_}").out.strip().rsplit("/", 1)[1]
+    return ini.run(f"for i in $(seq 300); do test -e {link_} && exec readlink -f {link_}; sleep 0.1; done; "
+                   f"ls -l /dev/disk/by-path; exit 1").out.strip().rsplit("/", 1)[1]
 
 
 def paths(ini: vm.Guest) -> dict[str, tuple[str, int]]:
