@@ -59,7 +59,13 @@ def px(trio, accel):
     """One pair for the whole module (A primary, B secondary, mode 2, linked;
     the initiator on one map with group_by_prio); each test leaves it so,
     except the last (the planned switch)."""
-    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=2)
+    yield from configured_pair(trio, accel, 2)
+
+
+def configured_pair(trio, accel, mode: int):
+    """Yields the pair of the trio configured in `mode` (A primary, B
+    secondary, linked, the initiator on one map), undone afterwards."""
+    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=mode)
     try:
         p.up()
         yield p

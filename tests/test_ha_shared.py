@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from hapair import Pair, held, wait_paths
-from test_ha_proxy import (STATS, caw_race, fio, link_loss_with_io_in_flight, planned_switch_under_io, stat,
+from hapair import held, wait_paths
+from test_ha_proxy import (STATS, caw_race, configured_pair, fio, link_loss_with_io_in_flight, planned_switch_under_io, stat,
                            written_through_one_read_through_the_other)
 
 
@@ -24,12 +24,7 @@ def sh(trio, accel):
     """One pair for the whole module (A primary, B secondary, mode 1,
     linked; the initiator on one map with group_by_prio); each test leaves
     it so, except the last (the planned switch)."""
-    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=1)
-    try:
-        p.up()
-        yield p
-    finally:
-        p.down(accel)
+    yield from configured_pair(trio, accel, 1)
 
 
 def settled(g, timeout: float = 10):
