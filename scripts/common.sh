@@ -63,6 +63,12 @@ config_hash() {
 	{ echo "$KCONFIG_RECIPE"; cat "$TCM_HA_ROOT/scripts/kernel.config"; } | sha256sum | cut -c1-12
 }
 
+# Fixes carried for the test kernel's own code (LIO bugs the tests hit; not
+# part of tcm_ha.ko): applied to the unpacked source before a build, and to an
+# already built tree by an incremental rebuild (scripts/setup.sh step_kernel).
+KPATCH_DIR="$TCM_HA_ROOT/scripts/kernel-patches"
+kpatches_hash() { cat "$KPATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -c1-12; }
+
 # Cached kernel build tree for the current source version and config.
 kbuild_dir() {
 	echo "$CACHE/kernel/$(cat "$CACHE/src/current-version" 2>/dev/null || echo none)-$(config_hash)"
@@ -75,6 +81,7 @@ rootfs_key() { echo "$GUEST_PACKAGES" | sha256sum | cut -c1-12; }
 image_key() {
 	{
 		rootfs_key
+		kpatches_hash
 		cat "$TCM_HA_ROOT/scripts/guest-setup.sh" "$TCM_HA_ROOT/tests/guest/"*
 		# Names and contents of every file the image takes from tools/
 		# (targetcli-ha and its boot unit in tools/systemd).

@@ -9,7 +9,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 HOST_PACKAGES="flex bison bc libelf-dev libssl-dev cpio libclang-19-dev llvm-19 clang-19 lld-19 \
-debootstrap kmod rsync make gcc xz-utils zstd e2fsprogs dwarves python3 python3-pytest \
+debootstrap kmod rsync make gcc patch xz-utils zstd e2fsprogs dwarves python3 python3-pytest \
 ca-certificates iproute2 qemu-utils"
 
 need_root() { [ "$(id -u)" = 0 ] || die "step $1 needs root (apt-get); rerun as root or install: $HOST_PACKAGES qemu-system-x86"; }
@@ -97,12 +97,32 @@ step_ksrc() {
 	echo "$ver" >"$CACHE/src/current-version"
 }
 
+# Applies scripts/kernel-patches/*.patch to the kernel source in $1, each
+# once (a patch that reverses cleanly is already there).
+apply_kernel_patches() {
+	local src=$1 p
+	for p in "$KPATCH_DIR"/*.patch; do
+		[ -e "$p" ] || continue
+		patch -d "$src" -p1 -R -f -s --dry-run <"$p" >/dev/null 2>&1 && continue
+		patch -d "$src" -p1 -f -s --no-backup-if-mismatch <"$p" ||
+			die "kernel patch $(basename "$p") does not apply to $src"
+		log "kernel: applied $(basename "$p")"
+	done
+}
+
 step_kernel() {
 	step_rust
 	step_ksrc
 	local kb src
 	kb=$(kbuild_dir); src=$(ksrc_dir)
+	apply_kernel_patches "$src"
 	if [ -e "$kb/.tcm_ha-built" ]; then
+		# A tree built before a patch was added rebuilds what it touches.
+		if [ "$(cat "$kb/.tcm_ha-patches" 2>/dev/null)" != "$(kpatches_hash)" ]; then
+			run_step "kernel rebuild for scripts/kernel-patches" "$CACHE/logs/kernel-patch-build.log" \
+				make -C "$src" O="$kb" -j$(($(nproc) + 1)) bzImage modules
+			kpatches_hash >"$kb/.tcm_ha-patches"
+		fi
 		return 0
 	fi
 	mkdir -p "$kb"
@@ -121,6 +141,7 @@ step_kernel() {
 	[ -z "$missing" ] || die "kernel config: these fragment options were dropped by olddefconfig (a dependency is missing): $missing"
 	run_step "kernel build (make -j$(($(nproc) + 1)))" "$CACHE/logs/kernel-build.log" \
 		make -C "$src" O="$kb" -j$(($(nproc) + 1)) bzImage modules
+	kpatches_hash >"$kb/.tcm_ha-patches"
 	touch "$kb/.tcm_ha-built"
 }
 

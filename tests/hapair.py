@@ -156,6 +156,17 @@ def link_state(g: vm.Guest) -> str:
     return g.run(f"head -n1 {NODE}/ha_link").out.strip()
 
 
+def configure_node(g: vm.Guest, ha_id: int, role: str, mode: int) -> None:
+    """Loads tcm_ha on `g` (its kernel log cleared) and sets the node
+    settings of the pair (the peer address comes later, from link())."""
+    g.run("dmesg -C")
+    vm.load_tcm_ha(g)
+    setattr_(g, "ha_id", str(ha_id))
+    setattr_(g, "ha_mode", str(mode))
+    setattr_(g, "ha_role", role)
+    setattr_(g, "ha_key", KEY)
+
+
 class Pair:
     """The configured bed: `up()` configures it, `down()` undoes it."""
 
@@ -177,12 +188,7 @@ class Pair:
         With `targetcli` the backstore is created with targetcli-ha."""
         a, b, ini = self.a, self.b, self.ini
         for g, ha_id, role, portal in ((a, 1, "primary", PATH_A), (b, 2, "secondary", PATH_B)):
-            g.run("dmesg -C")
-            vm.load_tcm_ha(g)
-            setattr_(g, "ha_id", str(ha_id))
-            setattr_(g, "ha_mode", str(self.mode))
-            setattr_(g, "ha_role", role)
-            setattr_(g, "ha_key", KEY)
+            configure_node(g, ha_id, role, self.mode)
             tpg = lio.iscsi_target_for_ha(g, portal)
             # Relative port ids unique across the pair (LIO numbers each node's from 1).
             g.run(f"echo 0 > {tpg}/enable && echo {RTPI[g.name]} > {tpg}/rtpi && echo 1 > {tpg}/enable")
@@ -236,6 +242,10 @@ class Pair:
         for g in (self.a, self.b):
             if not g.alive():
                 g.restart(accel)
+                continue
+            if g.run("test -d /sys/module/tcm_ha", check=False).rc != 0:
+                # A test unloaded it (nothing of it is left to undo).
+                lio.clear_target(g)
                 continue
             setattr_(g, "ha_peer", "")
             if g.name in self.tpgs:

@@ -316,8 +316,20 @@ def splats(text: str) -> list[str]:
     found = []
     for i, line in enumerate(lines):
         if SPLAT_RE.search(line):
-            found.append("\n".join(lines[max(0, i - 2): i + 25]))
+            found.append("\n".join(lines[max(0, i - 2): i + splat_length(lines[i:])]))
     return found
+
+
+def splat_length(lines: list[str]) -> int:
+    """Lines of the report starting at lines[0]: 25, or for a KFENCE/KASAN
+    report everything up to its closing ==== rule (at most 80 lines), so that
+    its "freed by" stack is kept."""
+    if "KFENCE: " in lines[0] or "KASAN: " in lines[0]:
+        for n, line in enumerate(lines[1:80], start=2):
+            if re.search(r"\] =+$", line) or line.strip("=") == "" and len(line) > 20:
+                return n
+        return min(len(lines), 80)
+    return 25
 
 
 def probe_accel() -> str:
