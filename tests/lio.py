@@ -100,11 +100,12 @@ def loopback_node(node: vm.Guest, tpg: str, sg: bool = False) -> str:
 
 
 def clear_loopback(node: vm.Guest) -> None:
-    """Removes every tcm_loop target and its LUNs."""
+    """Removes every tcm_loop target and its LUNs, then the fabric's
+    configfs directory (it holds a reference on tcm_loop)."""
     node.run(f"for t in {LOOP}/naa.*/tpgt_*; do "
              f"  for l in $t/lun/lun_*; do rm -f $l/*; rmdir $l; done; "
              f"  echo NULL > $t/nexus; rmdir $t; done 2>/dev/null; "
-             f"rmdir {LOOP}/naa.* 2>/dev/null; true")
+             f"rmdir {LOOP}/naa.* {LOOP} 2>/dev/null; true")
 
 
 def clear_ha(node: vm.Guest) -> None:
