@@ -156,6 +156,11 @@ def link_state(g: vm.Guest) -> str:
     return g.run(f"head -n1 {NODE}/ha_link").out.strip()
 
 
+def loaded(g: vm.Guest) -> bool:
+    """Whether tcm_ha is loaded on `g`."""
+    return g.run("test -d /sys/module/tcm_ha", check=False).rc == 0
+
+
 def configure_node(g: vm.Guest, ha_id: int, role: str, mode: int) -> None:
     """Loads tcm_ha on `g` (its kernel log cleared) and sets the node
     settings of the pair (the peer address comes later, from link())."""
@@ -243,7 +248,7 @@ class Pair:
             if not g.alive():
                 g.restart(accel)
                 continue
-            if g.run("test -d /sys/module/tcm_ha", check=False).rc != 0:
+            if not loaded(g):
                 # A test unloaded it (nothing of it is left to undo).
                 lio.clear_target(g)
                 continue

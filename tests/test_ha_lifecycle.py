@@ -12,15 +12,16 @@
   nodes' MemAvailable must not drift, and the module's end runs the
   kmemleak scan of both nodes (conftest)."""
 import os
-import re
 import statistics
 import time
 
 import lio
 import vm
-from hapair import LUN_ID, SERIAL, Pair, configure_node, map_ios, wait_map_ios, wait_paths
+from hapair import LUN_ID, SERIAL, Pair, configure_node, loaded, map_ios, wait_map_ios, wait_paths
 from test_ha_alua import link
-from test_interlink import NODE, setattr_
+from test_ha_proxy import stat
+from test_interlink import setattr_
+from test_interlink_faults import mem_available
 
 CYCLES = int(os.environ.get("TCM_HA_CYCLES", "3"))
 # The fio of hapair without the inline verification (its reads would fail
@@ -28,16 +29,6 @@ CYCLES = int(os.environ.get("TCM_HA_CYCLES", "3"))
 FIO = ("fio --name=td --filename={dev} --direct=1 --ioengine=libaio --iodepth=8 --rw=randrw "
        "--bs=4k --size=64M --time_based --runtime=600 --rate_iops=300 --output-format=terse "
        "--terse-version=3")
-
-
-def loaded(g: vm.Guest) -> bool:
-    return g.run("test -d /sys/module/tcm_ha", check=False).rc == 0
-
-
-def stat(g: vm.Guest, name: str) -> int:
-    m = re.search(rf"^{name}: (\d+)$", g.run(f"cat {NODE}/stats").out, re.M)
-    assert m, name
-    return int(m.group(1))
 
 
 def test_teardown_of_luns_and_link_under_io(trio, accel):
@@ -87,10 +78,6 @@ def test_teardown_of_luns_and_link_under_io(trio, accel):
         p.down(accel)
 
 
-def mem_available_kib(g: vm.Guest) -> int:
-    return int(g.run("awk '/^MemAvailable/ {print $2}' /proc/meminfo").out)
-
-
 def one_cycle(a: vm.Guest, b: vm.Guest, n: int) -> None:
     """insmod, configure, link, IO through both nodes (local tcm_loop
     disks; B's IO is done by A), unconfigure, rmmod, on both nodes."""
@@ -125,13 +112,13 @@ def test_load_configure_link_io_unload_cycles(trio):
     a, b = trio.guests["nodea"], trio.guests["nodeb"]
     # A first cycle outside the count warms the page cache and slabs.
     one_cycle(a, b, 0)
-    mem0 = {g.name: mem_available_kib(g) for g in (a, b)}
+    mem0 = {g.name: mem_available(g) for g in (a, b)}
     times = []
     for n in range(1, CYCLES + 1):
         t0 = time.time()
         one_cycle(a, b, n)
         times.append(time.time() - t0)
-    drop = {name: (kib - mem_available_kib(g)) // 1024 for (name, kib), g in zip(mem0.items(), (a, b))}
+    drop = {name: (kib - mem_available(g)) // 1024 for (name, kib), g in zip(mem0.items(), (a, b))}
     print(f"\n[lifecycle] {CYCLES} cycles of insmod/configure/link/IO/unconfigure/rmmod on both nodes: "
           f"median {statistics.median(times):.1f}s, max {max(times):.1f}s per cycle; "
           f"MemAvailable drop A {drop['nodea']} MiB, B {drop['nodeb']} MiB")
