@@ -37,6 +37,11 @@ direction carries (a connection's, whichever is current or next):
                         sequence); `payload` in the payload of the next
                         frame that has one (caught by the frame's CRC32C
                         trailer)
+  reorder DIR           take the next whole frame out of the stream, close
+                        that connection (as `cut`) and send the frame on
+                        the next connection of that direction, after its
+                        first frame: a frame of an earlier connection
+                        arriving out of order in a new one
   stall DIR             stop reading from that direction's sending side
                         (its socket buffers fill, its sends block) until
                         `unstall` or `pass`; applies to new connections too
@@ -213,6 +218,7 @@ class Pipe:
         self.hold: bytearray | None = None   # a frame being gathered for a frame fault
         self.hold_op: Op | None = None
         self.hold_start = 0
+        self.frames = 0                      # frame starts seen in this direction
 
     def start(self) -> None:
         for fn, what in ((self.read_loop, "rd"), (self.write_loop, "wr")):
@@ -257,7 +263,7 @@ class Pipe:
                 if piece and not self.put((due, piece, None)):
                     return
             if close:
-                self.put((due, b"", "truncate"))
+                self.put((due, b"", close))
                 return
 
     def put(self, item) -> bool:
@@ -295,20 +301,36 @@ class Pipe:
             if end == "truncate":
                 conn.close(f"{self.dir}: truncated")
                 return
+            if end == "reorder":
+                conn.close(f"{self.dir}: a frame taken for the next connection")
+                return
 
     # -- faults ------------------------------------------------------------
 
-    def edit(self, data: bytes) -> tuple[list[bytes], bool]:
+    def edit(self, data: bytes) -> tuple[list[bytes], str | None]:
         """Applies the queued faults to one chunk: the pieces to forward and
-        whether to close the connection after them."""
+        why to close the connection after them (None: keep it)."""
         px = self.proxy
         pos = self.framer.pos
         starts = self.framer.feed(data)
+        seen, self.frames = self.frames, self.frames + len(starts)
         out: list[bytes] = []
         pending = data
         with px.lock:
             if self.conn.closed:
-                return [data], False
+                return [data], None
+            carry = px.carry.get(self.dir)
+            # The first frame start in this chunk past this connection's
+            # first frame.
+            later = starts[max(0, 1 - seen):]
+            if carry and carry[1] < self.conn.num and self.framer.ok and later:
+                # The frame of the earlier connection goes in before it
+                # (the chunk as sent; queued faults wait for the next one).
+                k = later[0] - pos
+                del px.carry[self.dir]
+                self.log(f"{carry[2]}: frame {frame_info(carry[0])} of conn {carry[1]} sent after this "
+                         f"connection's first frame")
+                return [data[:k], carry[0], data[k:]], None
             while pending:
                 if self.hold is not None:
                     self.hold += pending
@@ -328,6 +350,9 @@ class Pipe:
                     op, self.hold, self.hold_op = self.hold_op, None, None
                     # (op is None when `pass` cancelled the fault.)
                     out += self.frame_fault(op, frame) if op else [frame]
+                    if op and op.kind == "reorder":
+                        # The rest of the chunk belongs to the closed connection.
+                        return out, "reorder"
                     pos = self.hold_start + total
                     pending = rest
                     continue
@@ -370,13 +395,13 @@ class Pipe:
                 elif op.kind == "truncate":
                     out.append(pending[:op.n])
                     self.log(f"{op}: forwarded {min(op.n, len(pending))} of {len(pending)} bytes, closing")
-                    return out, True
+                    return out, "truncate"
                 elif op.kind == "corrupt":
                     lo = 16 if len(pending) > 16 else 0
                     i = px.rnd.randrange(lo, len(pending))
                     out.append(self.flip(pending, i, f"{op}: chunk byte {i} (stream offset {pos + i})"))
                 break
-        return out, False
+        return out, None
 
     def flip(self, data: bytes, i: int, what: str) -> bytes:
         b = bytearray(data)
@@ -400,6 +425,10 @@ class Pipe:
         if op.kind == "dup":
             self.log(f"{op}: sent frame {info} twice")
             return [frame, frame]
+        if op.kind == "reorder":
+            px.carry[self.dir] = (frame, self.conn.num, op)
+            self.log(f"{op}: took frame {info} out, closing the connection")
+            return []
         if op.where == "header":
             i = px.rnd.choice(HEADER_CHECKED)
         else:
@@ -420,6 +449,9 @@ class Proxy:
         self.lock = threading.RLock()
         self.change = threading.Condition(self.lock)
         self.ops: dict[str, collections.deque] = {d: collections.deque() for d in self.dirs}
+        # Per direction: a frame taken by `reorder`, the number of its
+        # connection, and the fault.
+        self.carry: dict[str, tuple[bytes, int, Op]] = {}
         self.delay = {d: 0 for d in self.dirs}
         self.stalled: set[str] = set()
         self.refuse = False
@@ -630,9 +662,10 @@ class Proxy:
         with self.lock:
             if cmd == "pass":
                 nargs(0, 0)
-                dropped = sum(len(q) for q in self.ops.values())
+                dropped = sum(len(q) for q in self.ops.values()) + len(self.carry)
                 for q in self.ops.values():
                     q.clear()
+                self.carry.clear()
                 for conn in self.conns.values():
                     for p in conn.pipes:
                         if p.hold_op is not None:
@@ -652,6 +685,14 @@ class Proxy:
                 for d in dirs:
                     self.delay[d] = ms
                 return f"ok delay {ms} ms {'+'.join(dirs)}"
+            if cmd == "reorder":
+                nargs(1, 1)
+                made = []
+                for d in self.dirs_of(args[0]):
+                    o = Op("reorder", "frame")
+                    self.ops[d].append(o)
+                    made.append(f"{d} {o}")
+                return "ok queued " + ", ".join(made)
             if cmd in ("drop", "dup", "truncate", "corrupt"):
                 nargs(1, 2)
                 dirs = self.dirs_of(args[0])
@@ -705,7 +746,7 @@ class Proxy:
                 return "ok quitting"
             if cmd == "help":
                 return "ok pass|delay [DIR] MS|drop DIR N|drop DIR frame|dup DIR [frame]|truncate DIR N|" \
-                       "corrupt DIR [any|header|payload]|stall DIR|unstall [DIR]|cut [rst]|refuse on|off|stats|quit"
+                       "corrupt DIR [any|header|payload]|reorder DIR|stall DIR|unstall [DIR]|cut [rst]|refuse on|off|stats|quit"
         if cmd == "cut":
             nargs(0, 1)
             if args and args[0] != "rst":
@@ -718,9 +759,9 @@ class Proxy:
 
     def stats(self) -> str:
         c = self.counters
-        pending = sum(len(q) for q in self.ops.values()) + \
+        pending = sum(len(q) for q in self.ops.values()) + len(self.carry) + \
             sum(1 for conn in self.conns.values() for p in conn.pipes if p.hold_op is not None)
-        kinds = " ".join(f"{k}={c[k]}" for k in ("drop", "dup", "truncate", "corrupt"))
+        kinds = " ".join(f"{k}={c[k]}" for k in ("drop", "dup", "truncate", "corrupt", "reorder"))
         return (f"conns={c['conns']} active={len(self.conns)} refused={c['refused']} "
                 f"connect_failures={c['connect_failures']} {self.dirs[0]}={c[self.dirs[0]]} "
                 f"{self.dirs[1]}={c[self.dirs[1]]} faults={c['faults']} pending={pending} {kinds} "
@@ -1056,7 +1097,7 @@ class SelfTest:
             stream = b"".join(frames)
             cuts = sorted(rnd.sample(range(1, len(stream)), rnd.randint(1, 40)))
             chunks = [stream[x:y] for x, y in zip([0] + cuts, cuts + [len(stream)])]
-            px.ops = {"a2b": collections.deque()}
+            px.ops, px.carry = {"a2b": collections.deque()}, {}
             conn = FakeConn()
             conn.proxy = px
             pipe = Pipe(conn, "a2b", None, None)
@@ -1138,6 +1179,44 @@ class SelfTest:
         assert self.recv_n(c, 4) == b"held"
         c.close()
         s.close()
+
+    def t_reorder(self) -> None:
+        c, s = self.framed_pair()
+        f = [self.frame(0x121, self.rnd.randbytes(500 + 700 * i), i) for i in range(1, 4)]
+        self.ctl("reorder a2b")
+        c.sendall(f[0])
+        assert self.eof(s) == "eof" and self.eof(c) == "eof"
+        assert self.stats()["pending"] == "1", self.stats()
+        # The next connection: its first frame goes as sent, the taken one
+        # follows it (here in the same chunk as its second frame), then
+        # the rest.
+        c2, s2 = self.pair()
+        f0 = self.frame(0x20, b"\2" * 8, 0)
+        c2.sendall(f0)
+        assert self.recv_n(s2, len(f0)) == f0
+        c2.sendall(f[1][:9])
+        time.sleep(0.1)
+        c2.sendall(f[1][9:] + f[2])
+        assert self.recv_idle(s2) == f[0] + f[1] + f[2]
+        st = self.stats()
+        assert st["reorder"] == "1" and st["pending"] == "0", st
+        # b2a: the new connection's first frame split over two chunks.
+        c2.close()
+        s2.close()
+        c3, s3 = self.framed_pair()
+        self.ctl("reorder b2a")
+        s3.sendall(f[1])
+        assert self.eof(c3) == "eof"
+        c4, s4 = self.pair()
+        f0 = self.frame(0x20, b"\3" * 8, 0)
+        s4.sendall(f0[:20])
+        time.sleep(0.1)
+        s4.sendall(f0[20:] + f[2][:30])
+        time.sleep(0.1)
+        s4.sendall(f[2][30:])
+        assert self.recv_idle(c4) == f0 + f[1] + f[2]
+        for x in (c, s, c3, s3, c4, s4):
+            x.close()
 
     def t_cut(self) -> None:
         c, s = self.pair()
@@ -1281,7 +1360,7 @@ class SelfTest:
     def run(self) -> int:
         t0 = time.monotonic()
         for name in ("pass", "delay", "drop_bytes", "dup_chunk", "truncate", "corrupt_chunk", "frames",
-                     "frame_split", "corrupt_frames", "random_chunking", "unframed", "stall", "cut", "refuse",
+                     "frame_split", "corrupt_frames", "random_chunking", "unframed", "stall", "reorder", "cut", "refuse",
                      "peer_reset", "bad_commands", "stats", "unreachable", "cli"):
             self.check(name, getattr(self, f"t_{name}"))
         self.proxy.stop()

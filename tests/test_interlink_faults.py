@@ -1,7 +1,20 @@
 """Interlink faults under IO (issue 8): the link between A and B runs through
 tests/linkfault.py, a fault-injecting TCP proxy on node B (B connects to the
-proxy on 127.0.0.1, the proxy to A's listener), while fio verifies through
-both nodes (proxy mode, multibus: B hands its IO to A over the link).
+proxy on 127.0.0.1, the proxy to A's listener), while fio verifies on the
+initiator's map, in each `ha_mode`:
+
+* 2, proxy (multibus): IO through both nodes, B hands its IO to A over
+  the link;
+* 1, shared storage (multibus): IO through both nodes, B asks A to order
+  each read and write over the link;
+* 0, Active/Standby (ALUA groups): IO through A; B is Standby, and
+  Transitioning while the link is down.
+
+make check runs every test in mode 2 (each class of fault once) and the
+fault test again in modes 1 and 0 with a share of the faults each (LESS:
+together they take the directions mode 2 leaves out);
+TCM_HA_FAULT_MODES=all runs every test in every mode with each class of
+fault.
 
 Every fault that breaks the byte stream must be caught by the node that
 receives it (a protocol error in its dmesg, then the link drops on both
@@ -42,6 +55,9 @@ LOG = "/tmp/linkfault.log"
 PID = "/tmp/linkfault.pid"
 STATS = f"{NODE}/stats"
 FLAPS = int(os.environ.get("TCM_HA_FLAPS", "6"))
+ALL_MODES = os.environ.get("TCM_HA_FAULT_MODES") == "all"
+# The stats counter of B's IOs that crossed the link, per mode (none in 0).
+THROUGH_B = {2: "proxied_to_peer", 1: "order_requests", 0: None}
 SEED = int(os.environ.get("TCM_HA_FAULT_SEED") or time.time())
 # fio runs of this size (about 10 s each under TCG) are started again while
 # a test injects faults, so that IO spans all of them.
@@ -121,8 +137,9 @@ def wait_relinked(p, lf, before: dict[str, dict[str, int]], what: str, timeout: 
 
 
 class Reasons:
-    """The interlink's `link to PEER down: REASON` lines each node logged
-    since the last call."""
+    """The reasons of the interlink's `link to PEER down: REASON` and, for
+    connections that never came up, `peer ADDR: REASON` lines each node
+    logged since the last call."""
 
     def __init__(self, p):
         self.p = p
@@ -132,8 +149,8 @@ class Reasons:
     def new(self) -> dict[str, list[str]]:
         got = {}
         for g in (self.p.a, self.p.b):
-            lines = re.findall(r"interlink: link to .*? down: (.*)$",
-                               g.run("dmesg | grep -a 'interlink: link to' || true").out, re.M)
+            lines = re.findall(r"interlink: (?:link to .*? down|peer \S+?): (.*)$",
+                               g.run("dmesg | grep -a 'interlink: \\(link to\\|peer \\)' || true").out, re.M)
             got[g.name] = lines[self.seen[g.name]:]
             self.seen[g.name] = len(lines)
         return got
@@ -170,22 +187,31 @@ def ready(p, lf) -> None:
     lf.ctl("pass")
     for g in (p.a, p.b):
         wait_state(g, "online", timeout=RECOVERY_S)
-    wait_paths(p.ini, {p.devs["nodea"]: ("ready", 50), p.devs["nodeb"]: ("ready", 10)})
+    wait_paths(p.ini, want_paths(p))
     assert f"127.0.0.1:{PROXY_PORT}" in p.b.run(f"cat {NODE}/ha_link").out, diagnostics(p, lf)
     assert int(lf.stats()["active"]) >= 1, lf.stats()
 
 
+def want_paths(p) -> dict[str, tuple[str, int]]:
+    """multipathd's view of both paths when the pair is healthy."""
+    b = ("ghost", 1) if p.mode == 0 else ("ready", 10)
+    return {p.devs["nodea"]: ("ready", 50), p.devs["nodeb"]: b}
+
+
 @pytest.fixture(scope="module")
-def fx(trio, accel):
-    """The pair of test_ha_proxy (A primary, B secondary, mode 2, one map
-    on both paths), regrouped multibus so that IO goes through both nodes,
-    with B's interlink moved onto the proxy."""
-    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=2)
+def fx(request, trio, accel):
+    """The pair of hapair (A primary, B secondary, one map on both paths) in
+    the `ha_mode` the test names (indirect parameter); in modes 1 and 2
+    regrouped multibus so that IO goes through both nodes. B's interlink
+    is moved onto the proxy."""
+    mode = getattr(request, "param", 2)
+    p = Pair(trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"], mode=mode)
     lf = LinkFault(p.b)
     try:
         p.up()
-        p.regroup("multibus")
-        wait_paths(p.ini, {p.devs["nodea"]: ("ready", 50), p.devs["nodeb"]: ("ready", 10)})
+        if mode != 0:
+            p.regroup("multibus")
+        wait_paths(p.ini, want_paths(p))
         lf.start()
         before = snap(p)
         setattr_(p.b, "ha_peer", f"connect 127.0.0.1:{PROXY_PORT}")
@@ -209,10 +235,22 @@ def fx(trio, accel):
                 lf.stop()
 
 
+def modes(default: list[int]) -> list:
+    """Indirect parameters of `fx`: the modes a test runs in (every mode
+    with TCM_HA_FAULT_MODES=all)."""
+    return [pytest.param(m, id=f"mode{m}") for m in ([2, 1, 0] if ALL_MODES else default)]
+
+
+def through_b(p) -> int:
+    """B's IOs that crossed the link so far (0 in mode 0)."""
+    k = THROUGH_B[p.mode]
+    return counters(p.b)[k] if k else 0
+
+
 # (name, commands, seconds to hold, commands to end it, must the link break?,
 #  the node that receives the faulty stream and must detect it, text its
 #  `protocol error: ...` line must contain)
-FAULTS = [
+ALL_FAULTS = [
     ("delay 200ms", "delay 200", 3, "pass", False, None, None),
     ("drop a2b 100 bytes", "drop a2b 100", 0, None, True, "nodeb", None),
     ("drop b2a frame", "drop b2a frame", 0, None, True, "nodea", None),
@@ -225,17 +263,36 @@ FAULTS = [
     ("corrupt b2a payload", "corrupt b2a payload", 0, None, True, "nodea", "frame checksum mismatch"),
     ("stall a2b 5s", "stall a2b", 5, "pass", True, None, None),
     ("cut", "cut", 0, None, True, None, None),
+    # A frame of B's taken out and sent in B's next connection, after its
+    # Hello: A must refuse that connection (the one after it links).
+    ("reorder b2a by reconnect", "reorder b2a", 0, None, True, "nodea", None),
     ("refuse 3s", "refuse on; cut", 3, "refuse off", True, None, None),
 ]
-ONE_SHOT = ("drop", "dup", "truncate", "corrupt")
+FAULTS = ALL_FAULTS
+ONE_SHOT = ("drop", "dup", "truncate", "corrupt", "reorder")
 # make check injects each class of fault once, alternating the receiving
 # node (both run the same frame decoder); TCM_HA_FAULTS=all adds the other
 # direction of drop, dup and both corruptions.
 if os.environ.get("TCM_HA_FAULTS") != "all":
     FAULTS = [f for f in FAULTS if f[0] not in
               ("drop b2a frame", "dup a2b chunk", "corrupt b2a header", "corrupt a2b payload")]
+# Modes 1 and 0 in make check: the faults of the other direction where
+# there is one, so that each direction is exercised in some mode.
+LESS = {
+    1: ("delay 200ms", "drop b2a frame", "dup a2b chunk", "corrupt b2a header", "corrupt a2b payload",
+        "stall a2b 5s", "refuse 3s"),
+    0: ("drop a2b 100 bytes", "truncate b2a", "corrupt b2a payload", "cut", "reorder b2a by reconnect"),
+}
 
 
+def faults_for(mode: int) -> list:
+    """The faults injected in `mode`."""
+    if mode == 2 or ALL_MODES or FAULTS is ALL_FAULTS:
+        return FAULTS
+    return [f for f in ALL_FAULTS if f[0] in LESS[mode]]
+
+
+@pytest.mark.parametrize("fx", modes([2, 1, 0]), indirect=True)
 def test_every_fault_class_under_io(fx):
     """Each fault of FAULTS in turn under fio. The recovery time runs from
     the injection of a one-shot fault (so it includes its detection) or
@@ -244,11 +301,12 @@ def test_every_fault_class_under_io(fx):
     p, lf = fx
     ready(p, lf)
     reasons = Reasons(p)
-    fwd0 = counters(p.b)["proxied_to_peer"]
+    fwd0 = through_b(p)
     fio = Fio(p)
     recovery = {}
     applied = int(lf.stats()["faults"])
-    for name, cmd, hold, end, breaks, receiver, detail in FAULTS:
+    faults = faults_for(p.mode)
+    for name, cmd, hold, end, breaks, receiver, detail in faults:
         t_fault = time.time()
         fio.keep()
         before = snap(p)
@@ -275,17 +333,23 @@ def test_every_fault_class_under_io(fx):
             applied += 1
             st = lf.stats()
             assert st["pending"] == "0" and int(st["faults"]) == applied, (name, st)
-        if receiver:
+        if receiver and cmd.startswith("reorder"):
+            # The connection the fault closed ends first ("peer closed..."),
+            # then the receiver refuses the next one.
+            assert any(w.startswith("protocol error:") for w in why[receiver][1:]), \
+                f"{name}: {receiver} did not refuse the reordered frame: {why}\n{diagnostics(p, lf)}"
+        elif receiver:
             assert why[receiver] and why[receiver][0].startswith("protocol error:"), \
                 f"{name}: {receiver} did not report a protocol error: {why}\n{diagnostics(p, lf)}"
             assert detail is None or detail in why[receiver][0], \
                 f"{name}: {receiver} did not report {detail!r}: {why}\n{diagnostics(p, lf)}"
     summary = fio.finish()
-    forwarded = counters(p.b)["proxied_to_peer"] - fwd0
-    assert forwarded > 0, "no IO went through B"
-    print("\n[faults] recovery: " +
-          ", ".join(f"{n} {recovery[n]:.1f}s" if n in recovery else f"{n}: link kept" for n, *_ in FAULTS) +
-          f"; B forwarded {forwarded} IOs; {summary} (seed {SEED})")
+    crossed = through_b(p) - fwd0
+    assert p.mode == 0 or crossed > 0, f"no IO went through B ({THROUGH_B[p.mode]})"
+    what = {2: f"B forwarded {crossed} IOs", 1: f"B asked A to order {crossed} IOs", 0: "IO through A"}[p.mode]
+    print(f"\n[faults] mode {p.mode} recovery: " +
+          ", ".join(f"{n} {recovery[n]:.1f}s" if n in recovery else f"{n}: link kept" for n, *_ in faults) +
+          f"; {what}; {summary} (seed {SEED})")
 
 
 def mem_available(g) -> int:
@@ -300,6 +364,7 @@ def probe(g) -> tuple[dict[str, int], int]:
     return c, c.pop("mem")
 
 
+@pytest.mark.parametrize("fx", modes([2]), indirect=True)
 def test_stalled_peer_does_not_wedge_the_sender(fx):
     """The proxy stops reading what B sends while B forwards IO to A: both
     nodes drop the link within seconds (A hears nothing, B's frames stop
@@ -309,9 +374,9 @@ def test_stalled_peer_does_not_wedge_the_sender(fx):
     ready(p, lf)
     reasons = Reasons(p)
     fio = Fio(p)
-    fwd0 = counters(p.b)["proxied_to_peer"]
+    fwd0 = through_b(p)
     t0 = time.time()
-    while counters(p.b)["proxied_to_peer"] - fwd0 < 50:
+    while p.mode != 0 and through_b(p) - fwd0 < 50:
         assert time.time() - t0 < 60, f"no IO through B\n{diagnostics(p, lf)}"
         time.sleep(0.5)
     mem0 = {g.name: mem_available(g) for g in (p.a, p.b)}
@@ -346,6 +411,7 @@ def test_stalled_peer_does_not_wedge_the_sender(fx):
     assert lost["nodea"] <= 64 and lost["nodeb"] <= 64, lost
 
 
+@pytest.mark.parametrize("fx", modes([2]), indirect=True)
 def test_link_flaps(fx):
     """TCM_HA_FLAPS cuts of the connection at random moments under IO: the
     link comes back after each; fio ends without error."""
