@@ -137,6 +137,12 @@ impl HaDev {
         } else if s.enabled {
             let _ = writeln!(out, "        backing device released (secondary)");
         }
+        if s.enabled {
+            // The states RTPG reports, and what the interlink found wrong
+            // with the peer's LUN of the same lun_id.
+            let g = self.scsi.group_states();
+            let _ = writeln!(out, "        ALUA: local {}, peer {}{}", g.local, g.peer, self.scsi.note().words());
+        }
     }
 
     /// Opens the backing device (`echo 1 > enable`).

@@ -29,6 +29,7 @@ use crate::core_logic::wire::msg::{ByeReason, LunRole, LunState, Message, ModePa
 use crate::lio;
 use crate::forward;
 use crate::prsync::PrSync;
+use crate::scsi::PeerNote;
 use crate::proxy::Proxy;
 use crate::core_logic::wire::crc::self_test as crc_self_test;
 use crate::core_logic::wire::{HEADER_LEN, MAX_PAYLOAD, TRAILER_LEN};
@@ -667,6 +668,9 @@ struct Inventory {
     mismatched: KVec<u32>,
     /// Next sync time (ms); 0 = at once.
     due: u64,
+    /// When the connection came up (ms): the peer's inventory is complete
+    /// one sync period later.
+    since: u64,
 }
 
 /// Sync period: port and role changes reach the peer within this.
@@ -681,7 +685,13 @@ impl Inventory {
             peer_modes: KVec::new(),
             mismatched: KVec::new(),
             due: 0,
+            since: sys::now_ms(),
         }
+    }
+
+    /// Whether the peer has had the time to announce all its LUNs.
+    fn settled(&self) -> bool {
+        sys::now_ms() >= self.since.saturating_add(SYNC_MS)
     }
 
     /// A LunState or LunGone from the peer.
@@ -809,12 +819,14 @@ impl Inventory {
     fn apply(&mut self) {
         let mut newly_bad = [0u32; 8];
         let mut nbad = 0;
+        let settled = self.settled();
         lio::with_devices(|devs| {
             for d in devs {
                 let scsi = &d.device().ha().scsi;
                 let id = scsi.lun_id();
                 let Some(p) = self.peer.iter().find(|p| p.lun_id == id) else {
                     scsi.set_peer(None);
+                    scsi.set_note(if settled { PeerNote::Absent } else { PeerNote::None });
                     continue;
                 };
                 let (bs, blocks) = d.geometry();
@@ -823,6 +835,7 @@ impl Inventory {
                 if p.block_size != bs || p.blocks != blocks || p.serial != serial {
                     // Kept non-active here rather than silently mismatched.
                     scsi.set_peer(None);
+                    scsi.set_note(PeerNote::CopyDiffers);
                     let serial_note = if p.serial == serial { "same" } else { "differs" };
                     if !self.mismatched.contains(&id) {
                         if nbad < newly_bad.len() {
@@ -840,13 +853,11 @@ impl Inventory {
                     LunRole::Primary => PeerRole::Primary,
                     LunRole::Secondary => PeerRole::Secondary,
                 };
-                if role == PeerRole::Primary && scsi.local_role() == Role::Primary && !self.mismatched.contains(&id) {
+                let split = role == PeerRole::Primary && scsi.local_role() == Role::Primary;
+                if split && scsi.note() != PeerNote::SplitBrain {
                     pr_err!("interlink: LUN {}: both nodes are primary (split brain): both report Transitioning until one is made secondary\n", id);
-                    if nbad < newly_bad.len() {
-                        newly_bad[nbad] = id;
-                        nbad += 1;
-                    }
                 }
+                scsi.set_note(if split { PeerNote::SplitBrain } else { PeerNote::None });
                 scsi.set_peer(Some((role, p.ports())));
             }
         });
@@ -868,7 +879,9 @@ impl Inventory {
     fn forget_peer() {
         lio::with_devices(|devs| {
             for d in devs {
-                d.device().ha().scsi.set_peer(None);
+                let scsi = &d.device().ha().scsi;
+                scsi.set_peer(None);
+                scsi.set_note(PeerNote::None);
             }
         });
         refresh_alua();

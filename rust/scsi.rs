@@ -153,6 +153,35 @@ pub(crate) struct Scsi {
     /// Changeable mode parameters: generation << 1 | WCE (the generation
     /// counts MODE SELECTs that changed them, here or at the peer).
     mode: AtomicU64,
+    /// What is wrong between this LUN and the peer's ([`PeerNote`]), for
+    /// `info`.
+    note: AtomicU8,
+}
+
+/// What the interlink found wrong between a LUN and the peer's LUN of the
+/// same `lun_id` (shown in the device's `info`; dmesg has the details).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerNote {
+    /// Nothing (or no link).
+    None = 0,
+    /// Block size, capacity or unit serial differ: the peer's is not used.
+    CopyDiffers = 1,
+    /// Both nodes are primary for it.
+    SplitBrain = 2,
+    /// The linked peer has no LUN with this `lun_id`.
+    Absent = 3,
+}
+
+impl PeerNote {
+    /// The words `info` shows.
+    pub(crate) fn words(self) -> &'static str {
+        match self {
+            PeerNote::None => "",
+            PeerNote::CopyDiffers => "; the peer's copy differs (size, block size or serial): not used",
+            PeerNote::SplitBrain => "; split brain: both nodes primary",
+            PeerNote::Absent => "; the peer has no LUN with this lun_id",
+        }
+    }
 }
 
 impl Scsi {
@@ -174,6 +203,7 @@ impl Scsi {
             pr_version: AtomicU32::new(1),
             reset: AtomicBool::new(false),
             mode: AtomicU64::new(0),
+            note: AtomicU8::new(PeerNote::None as u8),
         })
     }
 
@@ -253,6 +283,26 @@ impl Scsi {
             dst.copy_from_slice(src);
         }
         st.n_peer_ports = n;
+    }
+
+    /// Records what is wrong between this LUN and the peer's.
+    pub(crate) fn set_note(&self, note: PeerNote) {
+        self.note.store(note as u8, Ordering::Relaxed);
+    }
+
+    /// What is wrong between this LUN and the peer's (as last found).
+    pub(crate) fn note(&self) -> PeerNote {
+        match self.note.load(Ordering::Relaxed) {
+            1 => PeerNote::CopyDiffers,
+            2 => PeerNote::SplitBrain,
+            3 => PeerNote::Absent,
+            _ => PeerNote::None,
+        }
+    }
+
+    /// The group states now (local, peer), as RTPG reports them.
+    pub(crate) fn group_states(&self) -> alua::GroupStates {
+        alua::group_states(&self.view())
     }
 
     /// Raises ASYMMETRIC ACCESS STATE CHANGED on every known I_T nexus if

@@ -75,6 +75,14 @@ def lun_pair(trio):
             g.run("rmmod tcm_loop; rmmod tcm_ha", timeout=60)
 
 
+def wait_info(g: vm.Guest, d: str, text: str, timeout: float = 10) -> None:
+    """Waits until the `info` of configfs device `d` contains `text`."""
+    r = g.run(f"for i in $(seq {int(timeout * 10)}); do grep -qF {vm.q(text.rstrip())} {d}/info && exit 0; "
+              "sleep 0.1; done; exit 1", check=False, timeout=timeout + 30)
+    info = g.run(f"cat {d}/info").out
+    assert r.rc == 0 and text in info, f"{g.name}: {text!r} not in {d}/info:\n{info}"
+
+
 def link(a, b):
     setattr_(a, "ha_peer", f"listen {INTERLINK_A}:{PORT}")
     setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
@@ -109,7 +117,7 @@ def test_both_nodes_report_both_groups(lun_pair):
 
 
 def test_mismatched_copy_is_not_used(lun_pair):
-    a, b, (sa, _), (_, db) = lun_pair
+    a, b, (sa, da), (_, db) = lun_pair
     # LIO changes a unit serial only while the device is not exported.
     lio.clear_loopback(b)
     b.run(f"echo other-serial-0000 > {db}/wwn/vpd_unit_serial")
@@ -121,21 +129,64 @@ def test_mismatched_copy_is_not_used(lun_pair):
     # B does not follow a primary whose LUN is another one: Transitioning.
     got = wait_rtpg(b, sb, {0x2: ("transitioning", []), 0x3: ("transitioning", [0x21])})
     assert "active/optimized" not in str(got)
+    # Both nodes show it in the device's info (configfs).
+    for g, d in ((a, da), (b, db)):
+        wait_info(g, d, "the peer's copy differs (size, block size or serial): not used")
+
+
+def test_lun_of_another_size_is_not_used(lun_pair):
+    """B's copy of the LUN on a device half the size of A's (a loop device
+    over the first 128 MiB of B's /dev/vdb, same serial): both nodes report
+    it in dmesg and info, B is not Active; once B's LUN is gone, A's info
+    says the peer has none."""
+    a, b, (sa, da), (_, db) = lun_pair
+    lio.clear_loopback(b)
+    lio.clear_ha(b)
+    loop = b.run("losetup --sizelimit 134217728 -f --show /dev/vdb").out.strip()
+    try:
+        db = lio.create_ha(b, control=f"dev={loop},lun_id={LUN_ID}", serial=SERIAL)
+        sb = lio.loopback_lun(b, db, "5001405000000bb0", "5001405000000bb1", rtpi=0x21, sg=True)
+        link(a, b)
+        for g in (a, b):
+            r = g.run("for i in $(seq 100); do dmesg | grep -q \"peer's copy differs\" && exit 0; sleep 0.1; done; "
+                      "exit 1", check=False)
+            assert r.rc == 0, g.run("dmesg").out
+        log = b.run("dmesg").out
+        assert f"LUN {LUN_ID}: peer's copy differs (block size 512 vs 512, 262144 vs 524288 blocks, serial same)" \
+            in log, log
+        got = wait_rtpg(b, sb, {0x2: ("transitioning", []), 0x3: ("transitioning", [0x21])})
+        assert "active/optimized" not in str(got)
+        for g, d in ((a, da), (b, db)):
+            wait_info(g, d, "the peer's copy differs (size, block size or serial): not used")
+        # B's LUN goes away while linked: A notes that the peer has none,
+        # and serves as the only primary.
+        lio.clear_loopback(b)
+        lio.clear_ha(b)
+        wait_info(a, da, "; the peer has no LUN with this lun_id")
+        assert "ALUA: local active/optimized, peer " in a.run(f"cat {da}/info").out
+    finally:
+        lio.clear_loopback(b)
+        lio.clear_ha(b)
+        b.run(f"losetup -d {loop}", check=False)
 
 
 def test_two_primaries_never_both_optimized(lun_pair):
-    a, b, (sa, _), (sb, _) = lun_pair
+    a, b, (sa, da), (sb, db) = lun_pair
     setattr_(b, "ha_role", "primary")
     link(a, b)
     want = {0x2: ("transitioning", [0x11]), 0x3: ("transitioning", [0x21])}
     wait_rtpg(a, sa, want)
     wait_rtpg(b, sb, want)
     assert "split brain" in a.run("dmesg").out
+    for g, d in ((a, da), (b, db)):
+        wait_info(g, d, "ALUA: local transitioning, peer transitioning; split brain: both nodes primary")
     # Resolving it (B back to secondary) restores the normal states.
     setattr_(b, "ha_role", "secondary")
     want = {0x2: ("active/optimized", [0x11]), 0x3: ("standby", [0x21])}
     wait_rtpg(a, sa, want)
     wait_rtpg(b, sb, want)
+    wait_info(a, da, "ALUA: local active/optimized, peer standby\n")
+    wait_info(b, db, "ALUA: local standby, peer active/optimized\n")
 
 
 def test_second_primary_is_refused_while_linked(lun_pair):
