@@ -38,7 +38,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check host-test vm-test demo soak bench bench-local bench-pair bench-ha bench-report install modules_install fuzz \
+.PHONY: all module setup kernel check check-full host-test vm-test demo soak bench bench-local bench-pair bench-ha bench-report install modules_install fuzz \
 	install-targetcli clean
 
 all: module
@@ -98,6 +98,11 @@ vm-test: setup module
 	if [ $$rc = 5 ] && [ -n "$(T)" ]; then echo "tcm_ha: no VM test matches T=$(T)"; rc=0; fi; exit $$rc
 
 check: host-test vm-test
+
+# Every test at full size: the reboot test, the interlink faults in modes 1
+# and 0, more flaps, cycles and race rounds (about 2 h under TCG).
+check-full:
+	TCM_HA_FULL=1 $(MAKE) check
 
 demo: setup module
 	$(PYTHON) scripts/demo.py

@@ -23,6 +23,9 @@ from conftest import INTERLINK_A, PATH_A, PATH_B
 from test_ha_alua import rtpg
 from test_interlink import KEY, NODE, PORT, setattr_, wait_state
 
+# Two reboots under TCG take about 5 min: in `make check-full` only.
+pytestmark = pytest.mark.skipif(not vm.FULL, reason="reboots both nodes (~5 min): make check-full")
+
 IQN = "iqn.2026-11.org.tcm-ha:boot"
 SERIAL = "5001405b0070c0f9"
 LUN_ID = 9

@@ -45,7 +45,7 @@ def fio(g: vm.Guest, dev: str, rw: str, bs: str, size: str = "32M", extra: str =
                                    ("rw", "1M")])
 def test_fio_verify(disk, rw, bs):
     g, sd = disk
-    fio(g, sd, rw, bs)
+    fio(g, sd, rw, bs, "32M" if vm.FULL else "16M")
 
 
 def test_data_lands_on_backing_device(disk):

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import lio
+import vm
 from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, switch_roles,
                     wait_map_ios, wait_paths, wait_writes)
 from test_ha_alua import link
@@ -272,7 +273,7 @@ def link_loss_with_io_in_flight(px, sent: str, waiting: str):
 
 
 def test_compare_and_write_race_across_both_nodes(px):
-    caw_race(px, 15, "proxy")
+    caw_race(px, 15 if vm.FULL else 6, "proxy")
 
 
 def caw_race(px, rounds: int, tag: str):

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import vm
 from hapair import held, wait_paths
 from test_ha_proxy import (STATS, caw_race, configured_pair, fio, link_loss_with_io_in_flight, planned_switch_under_io, stat,
                            written_through_one_read_through_the_other)
@@ -74,7 +75,7 @@ def test_both_nodes_do_their_own_io_ordered_by_the_primary(sh):
           f"{after[da] - before[da]}, through B {after[db] - before[db]}; 0 errors, verified")
 
 
-ROUNDS = 20
+ROUNDS = 20 if vm.FULL else 10
 
 
 def test_overlapping_writes_through_both_nodes_never_mix(sh):
@@ -126,7 +127,7 @@ def test_link_loss_with_io_waiting_for_an_order(sh):
 
 
 def test_compare_and_write_race_across_both_nodes(sh):
-    caw_race(sh, 10, "shared")
+    caw_race(sh, 10 if vm.FULL else 6, "shared")
     # B's COMPARE AND WRITEs were done by A; B still holds the disk.
     assert held(sh.b)
     assert re.search(r"^order_waiting: 0$", sh.b.run(f"cat {STATS}").out, re.M)
