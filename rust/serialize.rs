@@ -24,13 +24,19 @@
 //! answered with `OrderDone` at once, so the primary never keeps an order
 //! of an IO that does not run.
 //!
+//! WRITE SAME and each UNMAP descriptor are ordered the same way, as a
+//! write over their range, by a caller that sleeps until admitted
+//! ([`enter`]: LIO runs them in process context). The read or write of an
+//! ORDERED task is ordered as a write over the whole LUN: it runs after
+//! every IO of the other node admitted before it, and the other node's
+//! later IO waits for it (LIO orders each node's own tasks around it).
+//!
 //! COMPARE AND WRITE through the secondary is done by the primary (the
 //! proxy path), under the device's COMPARE AND WRITE lock, so it is atomic
-//! against COMPARE AND WRITE through either node. WRITE SAME and UNMAP run
-//! where they are received, not ordered.
+//! against COMPARE AND WRITE through either node.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::prelude::*;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use kernel::{prelude::*, sync::Arc};
 
 use crate::core_logic::control::Role;
 use crate::core_logic::scsi::{
@@ -66,19 +72,78 @@ struct Job {
     rw: Rw,
 }
 
-/// A read or write of the secondary's, waiting for its grant.
+/// How a [`Gate`] opened.
+const GO: u8 = 1;
+const BUSY: u8 = 2;
+const TRANSITIONING: u8 = 3;
+
+/// Where a caller of [`enter`] sleeps until its IO is admitted.
+#[pin_data]
+struct Gate {
+    #[pin]
+    opened: kernel::sync::Completion,
+    verdict: AtomicU8,
+}
+
+impl Gate {
+    fn new() -> Result<Arc<Gate>> {
+        Arc::pin_init(pin_init!(Gate { opened <- kernel::sync::Completion::new(), verdict: AtomicU8::new(0) }), GFP_KERNEL)
+    }
+
+    /// Wakes the sleeper with `verdict` (once; later calls change nothing
+    /// it sees).
+    fn open(&self, verdict: u8) {
+        let _ = self.verdict.compare_exchange(0, verdict, Ordering::AcqRel, Ordering::Acquire);
+        self.opened.complete_all();
+    }
+
+    /// Sleeps until opened; the verdict.
+    fn wait(&self) -> u8 {
+        self.opened.wait_for_completion();
+        self.verdict.load(Ordering::Acquire)
+    }
+}
+
+/// What waits for an order.
+enum Waiter {
+    /// A read or write, submitted once admitted.
+    Rw(Job),
+    /// A caller asleep in [`enter`].
+    Gate(Arc<Gate>),
+}
+
+impl Waiter {
+    /// Ends the wait without the order: the command fails with `c`.
+    fn fail(self, c: Completion) {
+        match self {
+            Waiter::Rw(job) => job.cmd.complete(c),
+            Waiter::Gate(g) => g.open(if c == Completion::Busy { BUSY } else { TRANSITIONING }),
+        }
+    }
+}
+
+/// An IO of the secondary's, waiting for its grant.
 struct Asked {
     tag: u32,
     lun_id: u32,
     deadline: u64,
-    job: Job,
+    waiter: Waiter,
 }
 
-/// A read or write of the primary's own, waiting behind the secondary's.
-struct Held {
-    id: u64,
-    job: Job,
-    ticket: KBox<Ticket>,
+/// An IO of the primary's own, waiting behind the secondary's.
+enum Held {
+    /// A read or write, submitted under its ticket once admitted.
+    Rw { id: u64, job: Job, ticket: KBox<Ticket> },
+    /// A caller asleep in [`enter`] (it keeps its ticket).
+    Gate { id: u64, gate: Arc<Gate> },
+}
+
+impl Held {
+    fn id(&self) -> u64 {
+        match self {
+            Held::Rw { id, .. } | Held::Gate { id, .. } => *id,
+        }
+    }
 }
 
 struct State {
@@ -106,11 +171,19 @@ pub(crate) fn init() {
     unsafe { STATE.init() };
 }
 
-/// The range of a read or write of `c`, as the primary orders it.
-fn range(side: Side, id: u64, c: &Cmd, rw: &Rw) -> Io {
-    let start = c.sectors(c.lba());
-    let n = (rw.bytes() as u64).div_ceil(512).max(1);
-    Io { side, id, lun_id: c.device().ha().scsi.lun_id(), start, end: start.saturating_add(n), write: rw.write() }
+/// The order an IO of `c` over `sectors` sectors at `start` asks for: its
+/// range, or the whole LUN (as a write) for an ORDERED task.
+fn range(side: Side, id: u64, c: &Cmd, start: u64, sectors: u64, write: bool) -> Io {
+    let lun_id = c.device().ha().scsi.lun_id();
+    if c.ordered() {
+        return Io { side, id, lun_id, start: 0, end: u64::MAX, write: true };
+    }
+    Io { side, id, lun_id, start, end: start.saturating_add(sectors.max(1)), write }
+}
+
+/// The sectors a read or write moves.
+fn rw_sectors(rw: &Rw) -> u64 {
+    (rw.bytes() as u64).div_ceil(512).max(1)
 }
 
 /// What to do with a read or write that is not ordered: submit it as usual.
@@ -137,7 +210,7 @@ fn primary_rw(job: Job) -> b::sense_reason_t {
     // The ticket's address names the IO while it is in the table.
     let Ok(ticket) = Ticket::new(Side::Local, 0, lun_id) else { return lio::cmd::reason::LUN_BUSY };
     let id = ticket.id;
-    let r = range(Side::Local, id, &job.cmd, &job.rw);
+    let r = range(Side::Local, id, &job.cmd, job.cmd.sectors(job.cmd.lba()), rw_sectors(&job.rw), job.rw.write());
     let mut s = STATE.lock();
     if s.held.reserve(1, GFP_ATOMIC).is_err() {
         return lio::cmd::reason::LUN_BUSY;
@@ -151,7 +224,7 @@ fn primary_rw(job: Job) -> b::sense_reason_t {
         Admit::Wait => {
             ORDER_WAITED.fetch_add(1, Ordering::Relaxed);
             // Cannot fail: room was reserved above.
-            let _ = s.held.push(Held { id, job, ticket }, GFP_ATOMIC);
+            let _ = s.held.push(Held::Rw { id, job, ticket }, GFP_ATOMIC);
             lio::cmd::reason::NONE
         }
         Admit::Full => lio::cmd::reason::LUN_BUSY,
@@ -159,30 +232,92 @@ fn primary_rw(job: Job) -> b::sense_reason_t {
 }
 
 fn secondary_rw(job: Job) -> b::sense_reason_t {
-    let lun_id = job.cmd.device().ha().scsi.lun_id();
-    let start = job.cmd.sectors(job.cmd.lba());
-    let Ok(sectors) = u32::try_from((job.rw.bytes() as u64).div_ceil(512).max(1)) else {
-        return lio::cmd::reason::INVALID_CDB_FIELD;
-    };
-    let write = job.rw.write();
+    let io = range(Side::Remote, 0, &job.cmd, job.cmd.sectors(job.cmd.lba()), rw_sectors(&job.rw), job.rw.write());
+    match ask(io, Waiter::Rw(job)) {
+        Ok(_) => lio::cmd::reason::NONE,
+        Err(r) => r,
+    }
+}
+
+/// The secondary asks the primary to order `io` (from [`range`]): sends
+/// OrderReq and parks `waiter` until the grant; its tag. `Err`: nothing
+/// was asked, `waiter` is dropped as it is, and the caller fails the
+/// command with the reason.
+fn ask(io: Io, waiter: Waiter) -> core::result::Result<u32, b::sense_reason_t> {
+    let all = io.end == u64::MAX;
+    let sectors = if all { 0 } else { io.end - io.start };
+    let Ok(sectors) = u32::try_from(sectors) else { return Err(lio::cmd::reason::INVALID_CDB_FIELD) };
     let mut s = STATE.lock();
     if !s.online {
-        return lio::cmd::reason::ALUA_TRANSITION;
+        return Err(lio::cmd::reason::ALUA_TRANSITION);
     }
     if s.asked.len() >= MAX_ASKED || s.asked.reserve(1, GFP_ATOMIC).is_err() {
-        return lio::cmd::reason::LUN_BUSY;
+        return Err(lio::cmd::reason::LUN_BUSY);
     }
     s.next_tag = s.next_tag.wrapping_add(1) & 0x7fff_ffff;
     let tag = s.next_tag;
-    let msg = Message::OrderReq(OrderReq { tag, lun_id, write, sector: start, sectors });
+    let (lun_id, sector) = (io.lun_id, if all { 0 } else { io.start });
+    let msg = Message::OrderReq(OrderReq { tag, lun_id, write: io.write, all, sector, sectors });
     if !crate::forward::queue(msg) {
-        return lio::cmd::reason::ALUA_TRANSITION;
+        return Err(lio::cmd::reason::ALUA_TRANSITION);
     }
     let deadline = sys::now_ms().saturating_add(GRANT_MS);
     // Cannot fail: room was reserved above.
-    let _ = s.asked.push(Asked { tag, lun_id, deadline, job }, GFP_ATOMIC);
+    let _ = s.asked.push(Asked { tag, lun_id, deadline, waiter }, GFP_ATOMIC);
     ORDER_ASKED.fetch_add(1, Ordering::Relaxed);
-    lio::cmd::reason::NONE
+    Ok(tag)
+}
+
+/// A WRITE SAME or one UNMAP descriptor of `c` over `sectors` sectors at
+/// `start`, on this node's shared backing device (mode 1): sleeps until
+/// the LUN's primary lets it run. `Ok(Some(ticket))`: run it, then give
+/// the ticket back ([`ticket::finish`], or [`ticket::submit_with`] with
+/// its bios); `Ok(None)`: run it unordered (the primary without a link);
+/// `Err`: fail the command with this reason. Process context only.
+pub(crate) fn enter(c: &Cmd, start: u64, sectors: u64) -> core::result::Result<Option<KBox<Ticket>>, b::sense_reason_t> {
+    let busy = lio::cmd::reason::LUN_BUSY;
+    let gate = Gate::new().map_err(|_| busy)?;
+    let lun_id = c.device().ha().scsi.lun_id();
+    let verdict = if c.device().ha().scsi.local_role() == Role::Primary {
+        // The ticket's address names the IO while it is in the table.
+        let ticket = Ticket::new(Side::Local, 0, lun_id).map_err(|_| busy)?;
+        let id = ticket.id;
+        {
+            let mut s = STATE.lock();
+            if !s.online {
+                return Ok(None);
+            }
+            s.held.reserve(1, GFP_ATOMIC).map_err(|_| busy)?;
+            match s.order.request(range(Side::Local, id, c, start, sectors, true)) {
+                Admit::Go => return Ok(Some(ticket)),
+                Admit::Wait => {
+                    ORDER_WAITED.fetch_add(1, Ordering::Relaxed);
+                    // Cannot fail: room was reserved above.
+                    let _ = s.held.push(Held::Gate { id, gate: gate.clone() }, GFP_ATOMIC);
+                }
+                Admit::Full => return Err(busy),
+            }
+        }
+        match gate.wait() {
+            GO => return Ok(Some(ticket)),
+            v => v,
+        }
+    } else {
+        let tag = ask(range(Side::Remote, 0, c, start, sectors, true), Waiter::Gate(gate.clone()))?;
+        match gate.wait() {
+            GO => {
+                return match Ticket::new(Side::Remote, u64::from(tag), lun_id) {
+                    Ok(t) => Ok(Some(t)),
+                    Err(_) => {
+                        let _ = crate::forward::queue(Message::OrderDone(OrderDone { tag, lun_id }));
+                        Err(busy)
+                    }
+                };
+            }
+            v => v,
+        }
+    };
+    Err(if verdict == BUSY { busy } else { lio::cmd::reason::ALUA_TRANSITION })
 }
 
 /// Submits `job` under `ticket`.
@@ -224,11 +359,13 @@ fn start_ready() {
                 }
             }
             Side::Local => {
-                let i = s.held.iter().position(|h| h.id == io.id);
+                let i = s.held.iter().position(|h| h.id() == io.id);
                 let held = i.and_then(|i| s.held.remove(i).ok());
                 drop(s);
                 match held {
-                    Some(h) => submit(h.job, h.ticket),
+                    Some(Held::Rw { job, ticket, .. }) => submit(job, ticket),
+                    // It runs now and hands its ticket back when done.
+                    Some(Held::Gate { gate, .. }) => gate.open(GO),
                     None => {
                         STATE.lock().order.release(Side::Local, io.id);
                     }
@@ -308,16 +445,18 @@ fn on_grant(g: &OrderGrant) {
         }
         return;
     };
-    match g.status {
-        OrderStatus::Go => match Ticket::new(Side::Remote, u64::from(a.tag), a.lun_id) {
-            Ok(t) => submit(a.job, t),
+    match (g.status, a.waiter) {
+        // The sleeper takes its ticket itself.
+        (OrderStatus::Go, Waiter::Gate(gate)) => gate.open(GO),
+        (OrderStatus::Go, Waiter::Rw(job)) => match Ticket::new(Side::Remote, u64::from(a.tag), a.lun_id) {
+            Ok(t) => submit(job, t),
             Err(_) => {
-                a.job.cmd.complete(Completion::Busy);
+                job.cmd.complete(Completion::Busy);
                 let _ = crate::forward::queue(Message::OrderDone(OrderDone { tag: g.tag, lun_id: g.lun_id }));
             }
         },
-        OrderStatus::Busy => a.job.cmd.complete(Completion::Busy),
-        OrderStatus::NotHeld => a.job.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING)),
+        (OrderStatus::Busy, w) => w.fail(Completion::Busy),
+        (OrderStatus::NotHeld, w) => w.fail(Completion::Check(Sense::ALUA_TRANSITIONING)),
     }
 }
 
@@ -332,9 +471,9 @@ pub(crate) fn expire(now: u64) -> usize {
         };
         let Some(a) = a else { return n };
         if lio::ratelimit() {
-            pr_warn!("LUN {}: no grant from the primary for a read or write: failed as transitioning\n", a.lun_id);
+            pr_warn!("LUN {}: no grant from the primary for an IO: failed as transitioning\n", a.lun_id);
         }
-        a.job.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING));
+        a.waiter.fail(Completion::Check(Sense::ALUA_TRANSITIONING));
         n += 1;
     }
 }
@@ -352,7 +491,7 @@ pub(crate) fn set_online(online: bool) {
         core::mem::take(&mut s.asked)
     };
     for a in asked {
-        a.job.cmd.complete(Completion::Check(Sense::ALUA_TRANSITIONING));
+        a.waiter.fail(Completion::Check(Sense::ALUA_TRANSITIONING));
     }
     start_ready();
 }
@@ -365,7 +504,10 @@ pub(crate) fn drain() {
     let held = core::mem::take(&mut s.held);
     drop(s);
     for h in held {
-        h.job.cmd.complete(Completion::Busy);
+        match h {
+            Held::Rw { job, .. } => job.cmd.complete(Completion::Busy),
+            Held::Gate { gate, .. } => gate.open(BUSY),
+        }
     }
 }
 

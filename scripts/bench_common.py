@@ -1,9 +1,32 @@
-"""What the bench scripts share: writing the results file."""
+"""What the bench scripts share: the fio jobs, a fio run, the trio bed,
+the splat check, writing the results file."""
 import json
 import time
 
 import vm
 from conftest import build_trio
+
+
+# name, fio arguments, metric: the jobs of bench-local and bench-pair.
+JOBS = [("4k randread QD1", "--rw=randread --bs=4k --iodepth=1", "iops"),
+        ("4k randwrite QD1", "--rw=randwrite --bs=4k --iodepth=1", "iops"),
+        ("4k randread QD32", "--rw=randread --bs=4k --iodepth=32", "iops"),
+        ("4k randwrite QD32", "--rw=randwrite --bs=4k --iodepth=32", "iops"),
+        ("1M seq read", "--rw=read --bs=1M --iodepth=8", "MB/s"),
+        ("1M seq write", "--rw=write --bs=1M --iodepth=8", "MB/s")]
+
+
+def fio(g: vm.Guest, dev: str, args: str, metric: str, size: str, runtime: int) -> tuple[float, float, float]:
+    """Runs one fio job on `dev` in `g`: its rate (IOPS or MB/s) and its
+    completion latency p50 and p99 in ms."""
+    r = g.run(f"fio --name=b --filename={dev} --direct=1 --ioengine=libaio {args} --size={size} "
+              f"--time_based --runtime={runtime} --ramp_time=2 --output-format=json", timeout=600)
+    job = json.loads(r.out[r.out.index("{"):])["jobs"][0]
+    side = job["read"] if job["read"]["io_bytes"] else job["write"]
+    pct = side["clat_ns"].get("percentile", {})
+    p50, p99 = pct.get("50.000000", 0) / 1e6, pct.get("99.000000", 0) / 1e6
+    rate = side["iops"] if metric == "iops" else side["bw_bytes"] / 1e6
+    return rate, p50, p99
 
 
 def save_results(tag: str, meta: dict, rows: list[dict], t0: float) -> None:

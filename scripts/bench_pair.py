@@ -18,31 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import vm  # noqa: E402
-from bench_common import save_results, splats, trio_bed  # noqa: E402
+from bench_common import JOBS, fio, save_results, splats, trio_bed  # noqa: E402
 from hapair import Pair, wait_paths  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 RUNTIME = int(os.environ.get("RUNTIME", "10"))
 MODES = [int(m) for m in os.environ.get("MODES", "2 1").split()]
-# name, fio arguments, metric
-JOBS = [("4k randread QD32", "--rw=randread --bs=4k --iodepth=32", "iops"),
-        ("4k randwrite QD32", "--rw=randwrite --bs=4k --iodepth=32", "iops"),
-        ("1M seq read", "--rw=read --bs=1M --iodepth=8", "MB/s"),
-        ("1M seq write", "--rw=write --bs=1M --iodepth=8", "MB/s")]
 # Target ratio (secondary / primary) per mode and metric.
 TARGETS = {2: {"iops": 0.6, "MB/s": 0.9}, 1: {"iops": 0.8, "MB/s": 0.8}}
-
-
-def fio(g: vm.Guest, dev: str, args: str, metric: str) -> tuple[float, float, float]:
-    """The job's rate and its completion latency p50/p99 in ms."""
-    r = g.run(f"fio --name=b --filename=/dev/{dev} --direct=1 --ioengine=libaio {args} --size=128M "
-              f"--time_based --runtime={RUNTIME} --ramp_time=2 --output-format=json", timeout=600)
-    job = json.loads(r.out[r.out.index("{"):])["jobs"][0]
-    side = job["read"] if job["read"]["io_bytes"] else job["write"]
-    pct = side["clat_ns"].get("percentile", {})
-    p50, p99 = pct.get("50.000000", 0) / 1e6, pct.get("99.000000", 0) / 1e6
-    rate = side["iops"] if metric == "iops" else side["bw_bytes"] / 1e6
-    return rate, p50, p99
 
 
 def measure(p: Pair, mode: int) -> tuple[dict, dict]:
@@ -58,7 +41,7 @@ def measure(p: Pair, mode: int) -> tuple[dict, dict]:
             order = ("primary", "secondary") if (rnd + i) % 2 == 0 else ("secondary", "primary")
             got = {}
             for path in order:
-                got[path] = fio(ini, devs[path], args, metric)
+                got[path] = fio(ini, f"/dev/{devs[path]}", args, metric, "128M", RUNTIME)
                 results[path][name].append(got[path])
             ratio = got["secondary"][0] / got["primary"][0] if got["primary"][0] else 0.0
             pairs[name].append(ratio)
@@ -100,8 +83,11 @@ def main() -> int:
                    statistics.median(r[2] for r in results["secondary"][name]))
             ratio = statistics.median(pairs[name])
             rows.append({"mode": mode, "job": f"mode {mode} {name}", "metric": metric,
-                         "primary": results["primary"][name], "secondary": results["secondary"][name],
-                         "pair_ratios": pairs[name], "ratio": ratio, "target": target})
+                         "primary": [r[0] for r in results["primary"][name]],
+                         "secondary": [r[0] for r in results["secondary"][name]],
+                         "pair_ratios": pairs[name], "ratio": ratio, "target": target,
+                         "p50_ms": {path: statistics.median(r[1] for r in results[path][name]) for path in results},
+                         "p99_ms": {path: statistics.median(r[2] for r in results[path][name]) for path in results}})
             mark = "met" if ratio >= target else "MISSED"
             print(f"| {mode} | {name} | {metric} | {prim:.1f} | {sec:.1f} | {p99[0]:.1f} / {p99[1]:.1f} | "
                   f"{ratio:.3f} | {min(pairs[name]):.2f}-{max(pairs[name]):.2f} | >= {target} ({mark}) |")

@@ -21,11 +21,15 @@ def main() -> int:
     bars = []  # (label, value, target, higher is better)
     for tag, what in (("local", "ha / iblock"), ("pair", "secondary / primary path (modes 2 and 1)")):
         if tag in parts:
+            sides = " / ".join(("iblock", "ha") if tag == "local" else ("primary", "secondary"))
             md += [f"## {tag}: {what} ({parts[tag]['accel']}, {parts[tag]['date']})", "",
-                   "| job | metric | ratio (median of pairs) | target |", "|---|---|---|---|"]
+                   f"| job | metric | p50 ms ({sides}) | p99 ms ({sides}) | ratio (median of pairs) | target |",
+                   "|---|---|---|---|---|---|"]
             for j in parts[tag]["jobs"]:
                 ok = "met" if j["ratio"] >= j["target"] else "missed"
-                md.append(f"| {j['job']} | {j['metric']} | {j['ratio']:.3f} | >= {j['target']} ({ok}) |")
+                lat = [" / ".join(f"{v:.2f}" for v in j[k].values()) if k in j else "-" for k in ("p50_ms", "p99_ms")]
+                md.append(f"| {j['job']} | {j['metric']} | {lat[0]} | {lat[1]} | {j['ratio']:.3f} | "
+                          f">= {j['target']} ({ok}) |")
                 bars.append((f"{tag}: {j['job']}", j["ratio"], j["target"], True))
             md.append("")
     if "ha" in parts:

@@ -6,7 +6,8 @@ Checked through real iSCSI paths from the initiator: data written through
 one node reads back identical through the other, fio verifies through B
 alone and through both paths at once (multibus), overlapping writes
 through both nodes at once are held back by the primary and never end as
-a mix, commands waiting at B when the link drops complete, COMPARE AND
+a mix, WRITE SAME and UNMAP through B are ordered too, commands waiting
+at B when the link drops complete, COMPARE AND
 WRITE through both nodes has exactly one winner per round, and a planned
 switch under fio keeps both paths serving."""
 import re
@@ -120,6 +121,63 @@ def test_overlapping_writes_through_both_nodes_never_mix(sh):
         won[over_a] += 1
     print(f"\n[shared] overlapping writes through both nodes: A held back {held_back} IOs; "
           f"{ROUNDS} overlapping pairs, never mixed (A's data last {won['aa']}, B's {won['bb']})")
+
+
+def sg_of(g, dev: str) -> str:
+    """The SCSI generic node of block device `dev` (IO through it is not
+    counted in the block device's statistics, nor probed by udev)."""
+    return "/dev/" + g.run(f"ls /sys/block/{dev}/device/scsi_generic").out.split()[0]
+
+
+def requests(g, dev: str) -> int:
+    """Reads and writes completed through block device `dev`."""
+    f = g.run(f"cat /sys/block/{dev}/stat").out.split()
+    return int(f[0]) + int(f[4])
+
+
+def test_write_same_and_unmap_are_ordered_across_both_nodes(sh):
+    """WRITE SAME and UNMAP received by B run on B's own device under an
+    order of A's, like B's reads and writes: B asks A once per WRITE SAME
+    and once per UNMAP descriptor (order_requests grows by exactly that
+    beside B's reads and writes), and a WRITE SAME through B raced against
+    a write through A over the same 256 KiB ends as one of them, never a
+    mix."""
+    a, b, ini = sh.a, sh.b, sh.ini
+    da, db = sh.devs["nodea"], sh.devs["nodeb"]
+    wait_paths(ini, {da: ("ready", 50), db: ("ready", 10)})
+    settled(a)
+    settled(b)
+    bs = int(ini.run(f"blockdev --getss /dev/{db}").out)
+    sg, n, x = sg_of(ini, db), 262144 // bs, 196608  # 256 KiB at 192 MiB
+    lba = x * 1024 // bs
+    ini.run(f"head -c {bs} /dev/zero | tr '\\0' '\\273' > /tmp/bblk; "
+            "head -c 262144 /dev/zero | tr '\\0' '\\252' > /tmp/aa")
+    # One WRITE SAME, then one UNMAP of two descriptors, through B.
+    asked, rw = stat(b, "order_requests"), requests(ini, db)
+    r = ini.run(f"sg_write_same --16 --in=/tmp/bblk --lba={lba} --num={n} {sg} 2>&1", check=False)
+    assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
+    r = ini.run(f"sg_unmap --lba={lba},{lba + n} --num=8,8 {sg} 2>&1", check=False)
+    assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
+    settled(b)
+    extra = stat(b, "order_requests") - asked - (requests(ini, db) - rw)
+    assert extra == 3, (extra, b.run(f"cat {STATS}").out)
+    # The race: A's write of 0xaa and B's WRITE SAME of 0xbb over the same
+    # 256 KiB, started together, in one shell loop on the initiator.
+    sums = {ini.run("md5sum < /tmp/aa").out.split()[0]: "aa",
+            ini.run(f"for i in $(seq {n}); do cat /tmp/bblk; done | md5sum").out.split()[0]: "bb"}
+    waits = stat(a, "order_waits")
+    script = (f"for r in $(seq 0 {ROUNDS - 1}); do k=$(({x} + r * 1024)); l=$((k * 1024 / {bs})); "
+              f"dd if=/tmp/aa of=/dev/{da} bs=256k seek=$((k / 256)) oflag=direct status=none & "
+              f"sg_write_same --16 --in=/tmp/bblk --lba=$l --num={n} {sg} & wait; "
+              f"dd if=/dev/{da} bs=256k skip=$((k / 256)) count=1 iflag=direct status=none | md5sum | cut -c1-32; done")
+    out = ini.run(script, timeout=300).out.strip().splitlines()
+    got = [sums.get(h, "mixed") for h in out]
+    assert len(got) == ROUNDS and "mixed" not in got, got
+    settled(a)
+    settled(b)
+    print(f"\n[shared] B asked A for 1 WRITE SAME and 2 UNMAP descriptors (3 orders); {ROUNDS} WRITE SAME "
+          f"through B raced against writes through A: never mixed (A's data last {got.count('aa')}, "
+          f"B's {got.count('bb')}; A held back {stat(a, 'order_waits') - waits} IOs)")
 
 
 def test_link_loss_with_io_waiting_for_an_order(sh):

@@ -14,4 +14,6 @@ pub(crate) mod wire;
 /// Interlink protocol version announced at login; peers must match exactly.
 /// Version 2 added the CRC32C trailer to every frame (`wire::TRAILER_LEN`);
 /// a version 1 peer's first frame is refused by its header's version.
-pub(crate) const PROTOCOL_VERSION: u16 = 2;
+/// Version 3 added OrderReq access 3 (an ORDERED task's IO, the whole LUN)
+/// and ranges up to 2^23 sectors (WRITE SAME and UNMAP are ordered too).
+pub(crate) const PROTOCOL_VERSION: u16 = 3;

@@ -7,13 +7,15 @@
 //! Every callback either completes the command exactly once (possibly later,
 //! from bio completion) and returns 0, or returns a sense reason and leaves
 //! completion to LIO. Nothing here blocks the submitter except UNMAP and
-//! zero-WRITE SAME, which LIO runs in process context like iblock does.
+//! zero-WRITE SAME, which LIO runs in process context like iblock does, and
+//! in mode 1 any WRITE SAME, which waits there for the primary's order.
 
 use core::ptr::NonNull;
 use kernel::{bindings as kb, prelude::*};
 
 use super::bindings as b;
 use super::bio;
+use super::ticket::{self, Ticket};
 use super::{Device, IoRef};
 use crate::core_logic::scsi::{
     io::{self, Completion},
@@ -119,6 +121,13 @@ impl Cmd {
         // SAFETY: flags are set by the parser before execution.
         let fua = unsafe { (*self.raw()).se_cmd_flags & b::se_cmd_flags_table_SCF_FUA != 0 };
         fua || !self.device().ha().scsi.wce()
+    }
+
+    /// Whether the command is an ORDERED task.
+    pub(crate) fn ordered(&self) -> bool {
+        // SAFETY: set by the fabric before execution.
+        let attr = unsafe { (*self.raw()).sam_task_attr };
+        attr == b::TCM_ORDERED_TAG as core::ffi::c_int
     }
 
     /// `n` logical blocks as 512-byte sectors.
@@ -588,13 +597,33 @@ unsafe extern "C" fn execute_unmap(cmd: *mut b::se_cmd, lba: u64, nolb: u64) -> 
             _ => reason::LUN_COMMUNICATION_FAILURE,
         };
     };
-    match bio::discard(io.bdev(), c.sectors(lba), c.sectors(nolb)) {
+    let (sector, nr_sects) = (c.sectors(lba), c.sectors(nolb));
+    let order = match shared_order(&c, sector, nr_sects) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let r = bio::discard(io.bdev(), sector, nr_sects);
+    if let Some(t) = order {
+        ticket::finish(t);
+    }
+    match r {
         Ok(()) => reason::NONE,
         Err(e) => {
             err_ratelimited!("discard of {} blocks at LBA {} failed: error {}\n", nolb, lba, e.to_errno());
             reason::LUN_COMMUNICATION_FAILURE
         }
     }
+}
+
+/// In mode 1 (shared storage), the order a WRITE SAME or UNMAP descriptor
+/// of `c` over `nr_sects` sectors at `sector` runs under: it sleeps until
+/// the LUN's primary admits it (see `crate::serialize::enter`). `Ok(None)`
+/// in the other modes and when nothing can overlap it.
+fn shared_order(c: &Cmd, sector: u64, nr_sects: u64) -> core::result::Result<Option<KBox<Ticket>>, b::sense_reason_t> {
+    if NODE.mode() != HaMode::SerializeOnly {
+        return Ok(None);
+    }
+    crate::serialize::enter(c, sector, nr_sects)
 }
 
 unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_t {
@@ -629,6 +658,10 @@ unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_
     let blocks = c.write_same_blocks();
     let (sector, nr_sects) = (c.sectors(c.lba()), c.sectors(blocks));
     let zero = c.with_data(bs as usize, |d| io::all_zero(d)).unwrap_or(false);
+    let order = match shared_order(&c, sector, nr_sects) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
     if zero {
         let done = match bio::zeroout(dev, sector, nr_sects) {
             Ok(()) => Completion::Good,
@@ -637,11 +670,22 @@ unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_
                 Completion::Check(Sense::WRITE_ERROR)
             }
         };
+        if let Some(t) = order {
+            ticket::finish(t);
+        }
         c.complete(done);
         return reason::NONE;
     }
     let opf = if c.fua() { bio::OP_WRITE | bio::SYNC_WRITE | bio::FUA } else { bio::OP_WRITE | bio::SYNC_WRITE };
-    submitted(io, dev.submit(sector, opf, blocks, bio::repeat(seg, blocks), cmd.cast(), rw_done))
+    let Some(t) = order else {
+        return submitted(io, dev.submit(sector, opf, blocks, bio::repeat(seg, blocks), cmd.cast(), rw_done));
+    };
+    // The order ends with the bios (the ticket's completion completes the
+    // command).
+    ticket::submit_with(c, io, t, |io, private, end_io| {
+        io.bdev().submit(sector, opf, blocks, bio::repeat(seg, blocks), private, end_io)
+    });
+    reason::NONE
 }
 
 /// Whether the command's IO must be done by the peer: proxy mode, and the

@@ -75,14 +75,28 @@ fn push_done(t: *mut Ticket) {
 /// The command completes with the bios; the ticket then lands on the done
 /// list. A submission that fails completes the command BUSY (the
 /// initiator retries) and puts the ticket on the done list at once.
-pub(crate) fn submit(cmd: Cmd, io: IoRef, rw: Rw, mut ticket: KBox<Ticket>) {
+pub(crate) fn submit(cmd: Cmd, io: IoRef, rw: Rw, ticket: KBox<Ticket>) {
     let raw_cmd = cmd.as_raw();
+    // SAFETY: the command is live and uncompleted (the ticket holds it
+    // until `ordered_done`, which completes it, runs).
+    submit_with(cmd, io, ticket, |io, private, end_io| unsafe { submit_rw(raw_cmd, io, &rw, private, end_io) });
+}
+
+/// The bio completion [`submit_with`] hands its submission.
+pub(crate) type EndIo = unsafe extern "C" fn(*mut kb::bio);
+
+/// As [`submit`], with the bios submitted by `f` (given the device, the
+/// completion's private pointer and the completion), e.g. WRITE SAME's.
+/// `f` returns `Err` when it submitted nothing.
+pub(crate) fn submit_with(
+    cmd: Cmd,
+    io: IoRef,
+    mut ticket: KBox<Ticket>,
+    f: impl FnOnce(&IoRef, *mut c_void, EndIo) -> Result,
+) {
     ticket.cmd = Some(cmd);
     let t = KBox::into_raw(ticket);
-    // SAFETY: the command is live and uncompleted (the ticket holds it);
-    // `ordered_done` completes it.
-    let r = unsafe { submit_rw(raw_cmd, &io, &rw, t.cast::<c_void>(), ordered_done) };
-    match r {
+    match f(&io, t.cast::<c_void>(), ordered_done) {
         Ok(()) => io.keep(),
         Err(_) => {
             // SAFETY: nothing was submitted, so `t` is still only ours.
@@ -93,6 +107,12 @@ pub(crate) fn submit(cmd: Cmd, io: IoRef, rw: Rw, mut ticket: KBox<Ticket>) {
             push_done(t);
         }
     }
+}
+
+/// Gives back the order of an IO that ran without bios of this module's
+/// own completion (UNMAP, a zeroing WRITE SAME): it lands on the done list.
+pub(crate) fn finish(ticket: KBox<Ticket>) {
+    push_done(KBox::into_raw(ticket));
 }
 
 unsafe extern "C" fn ordered_done(b: *mut kb::bio) {

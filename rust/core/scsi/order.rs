@@ -280,6 +280,25 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_lun_write_is_a_barrier_between_the_nodes() {
+        // The read or write of an ORDERED task (and a long WRITE SAME or
+        // UNMAP range) as the primary orders it: 0..u64::MAX, a write.
+        let mut t = table();
+        assert_eq!(t.request(io(L, 1, 0, 8, false)), Admit::Go);
+        assert_eq!(t.request(io(L, 2, 1 << 40, (1 << 40) + 8, true)), Admit::Go);
+        assert_eq!(t.request(io(R, 1, 0, u64::MAX, true)), Admit::Wait, "behind every local IO");
+        // Later local IO anywhere, even a read, waits behind it.
+        assert_eq!(t.request(io(L, 3, 500, 501, false)), Admit::Wait);
+        assert_eq!(t.request(io(R, 2, 9, 10, false)), Admit::Go, "same side is not ordered");
+        t.release(L, 1);
+        assert_eq!(drain(&mut t), []);
+        t.release(L, 2);
+        assert_eq!(drain(&mut t), [(R, 1)]);
+        t.release(R, 1);
+        assert_eq!(drain(&mut t), [(L, 3)]);
+    }
+
+    #[test]
     fn a_later_waiter_runs_when_its_own_conflict_ends() {
         let mut t = table();
         assert_eq!(t.request(io(L, 1, 0, 8, true)), Admit::Go);

@@ -31,7 +31,7 @@
 //! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
 //! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
-//! | `0x0130` | OrderReq     |  24 | 0: tag `u32` (bit 31 clear), 4: lun_id `u32`, 8: access `u8` (1 read, 2 write), 9: reserved `[u8; 3]` (0), 12: first 512-byte sector `u64`, 20: sectors `u32` (1..=16384, ≤ 8 MiB) |
+//! | `0x0130` | OrderReq     |  24 | 0: tag `u32` (bit 31 clear), 4: lun_id `u32`, 8: access `u8` (1 read, 2 write, 3 all: an ORDERED task), 9: reserved `[u8; 3]` (0), 12: first 512-byte sector `u64` (0 for all), 20: sectors `u32` (1..=2^23, ≤ 4 GiB; 0 for all) |
 //! | `0x0131` | OrderGrant   |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 go, 0x80 not held here, 0x81 busy), 9: reserved `[u8; 3]` (0) |
 //! | `0x0132` | OrderDone    |   8 | 0: tag `u32`, 4: lun_id `u32`                        |
 //!
@@ -64,6 +64,11 @@
 //! (mode 1, serialize-only: both nodes hold the shared backing device):
 //! the secondary sends it before each read or write it runs on that device,
 //! naming the range, and runs the IO only on `OrderGrant` go (same tag).
+//! WRITE SAME and UNMAP ask for their whole range as a write (up to 2^23
+//! sectors: one UNMAP descriptor of 1 Mi 4 KiB blocks). A read or write of
+//! an ORDERED task asks with access "all": it is ordered as a write over the
+//! whole LUN, so it runs after every IO of the other node before it and
+//! every IO of the other node after it waits for it.
 //! The primary grants once no IO of its own overlapping the range (for a
 //! read, no write of its own) is in flight, and holds back its own
 //! overlapping IO from then until the secondary's `OrderDone` (same tag)
@@ -142,8 +147,9 @@ const IO_DONE_LEN: usize = 12;
 
 /// Payload length of [`OrderReq`].
 const ORDER_REQ_LEN: usize = 24;
-/// Longest range one OrderReq names, in 512-byte sectors (8 MiB, as an IoReq).
-pub(crate) const MAX_ORDER_SECTORS: u32 = MAX_IO_BYTES / 512;
+/// Longest range one OrderReq names, in 512-byte sectors (4 GiB: one UNMAP
+/// descriptor of the most blocks the backstore accepts, 1 Mi of 4 KiB).
+pub(crate) const MAX_ORDER_SECTORS: u32 = 1 << 23;
 /// Payload length of [`OrderGrant`].
 const ORDER_GRANT_LEN: usize = 12;
 /// Payload length of [`OrderDone`].
@@ -975,8 +981,11 @@ pub(crate) struct OrderReq {
     pub(crate) tag: u32,
     /// The LUN (HA identity).
     pub(crate) lun_id: u32,
-    /// The IO writes (else it reads).
+    /// The IO writes (else it reads; always set with `all`).
     pub(crate) write: bool,
+    /// An ORDERED task's IO: ordered as a write over the whole LUN
+    /// (`sector` and `sectors` are 0).
+    pub(crate) all: bool,
     /// First 512-byte sector.
     pub(crate) sector: u64,
     /// 512-byte sectors in the range (1..=[`MAX_ORDER_SECTORS`]).
@@ -985,8 +994,11 @@ pub(crate) struct OrderReq {
 
 impl OrderReq {
     /// The sector after the range (saturating; a decoded request's range
-    /// ends within the sector space).
+    /// ends within the sector space); the whole sector space for `all`.
     pub(crate) fn end(&self) -> u64 {
+        if self.all {
+            return u64::MAX;
+        }
         self.sector.saturating_add(u64::from(self.sectors))
     }
 }
@@ -1487,21 +1499,32 @@ impl Message {
                 if lun_id > MAX_LUN_ID {
                     return Some(Err(invalid("lun_id", u64::from(lun_id))));
                 }
-                let write = match access {
-                    1 => false,
-                    2 => true,
+                let (write, all) = match access {
+                    1 => (false, false),
+                    2 => (true, false),
+                    3 => (true, true),
                     v => return Some(Err(invalid("access", u64::from(v)))),
                 };
                 if reserved != [0; 3] {
                     return Some(Err(invalid("reserved", 1)));
                 }
-                if sectors == 0 || sectors > MAX_ORDER_SECTORS {
-                    return Some(Err(invalid("sectors", u64::from(sectors))));
+                if all {
+                    // The whole LUN: no range.
+                    if sector != 0 {
+                        return Some(Err(invalid("sector", sector)));
+                    }
+                    if sectors != 0 {
+                        return Some(Err(invalid("sectors", u64::from(sectors))));
+                    }
+                } else {
+                    if sectors == 0 || sectors > MAX_ORDER_SECTORS {
+                        return Some(Err(invalid("sectors", u64::from(sectors))));
+                    }
+                    if sector.checked_add(u64::from(sectors)).is_none_or(|end| end > MAX_SECTOR) {
+                        return Some(Err(invalid("sector", sector)));
+                    }
                 }
-                if sector.checked_add(u64::from(sectors)).is_none_or(|end| end > MAX_SECTOR) {
-                    return Some(Err(invalid("sector", sector)));
-                }
-                Message::OrderReq(OrderReq { tag, lun_id, write, sector, sectors })
+                Message::OrderReq(OrderReq { tag, lun_id, write, all, sector, sectors })
             }
             MsgType::OrderGrant => {
                 let tag = r.u32()?;
@@ -1662,7 +1685,11 @@ impl Message {
             Message::OrderReq(q) => {
                 w.u32(q.tag)?;
                 w.u32(q.lun_id)?;
-                w.u8(if q.write { 2 } else { 1 })?;
+                w.u8(match (q.all, q.write) {
+                    (true, _) => 3,
+                    (false, true) => 2,
+                    (false, false) => 1,
+                })?;
                 w.put(&[0; 3])?;
                 w.u64(q.sector)?;
                 w.u32(q.sectors)
@@ -1737,7 +1764,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn order_req() -> OrderReq {
-        OrderReq { tag: 0x0506_0708, lun_id: 7, write: true, sector: 0x1_0000_0000, sectors: 2048 }
+        OrderReq { tag: 0x0506_0708, lun_id: 7, write: true, all: false, sector: 0x1_0000_0000, sectors: 2048 }
     }
 
     pub(crate) fn io_req() -> IoReq {
@@ -1833,7 +1860,11 @@ pub(crate) mod tests {
         // Reads, one sector, the longest range, the last sectors.
         roundtrip(Message::OrderReq(OrderReq { write: false, sectors: 1, ..q }));
         roundtrip(Message::OrderReq(OrderReq { sectors: MAX_ORDER_SECTORS, ..q }));
-        assert_eq!(MAX_ORDER_SECTORS, 16384);
+        assert_eq!(MAX_ORDER_SECTORS, 1 << 23);
+        // An ORDERED task's IO: the whole LUN.
+        let all = OrderReq { all: true, sector: 0, sectors: 0, ..q };
+        roundtrip(Message::OrderReq(all));
+        assert_eq!(all.end(), u64::MAX);
         let last = OrderReq { tag: 0x7fff_ffff, lun_id: 0, sector: MAX_SECTOR - 2048, ..q };
         roundtrip(Message::OrderReq(last));
         assert_eq!(last.end(), MAX_SECTOR);
@@ -1880,13 +1911,18 @@ pub(crate) mod tests {
         assert_eq!(field_of(m, 3, &[0x80]), "tag");
         assert_eq!(field_of(m, 0, &[0xff; 4]), "tag");
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
-        for bad in [0u8, 3, 0x80, 0xff] {
+        for bad in [0u8, 4, 0x80, 0xff] {
             assert_eq!(field_of(m, 8, &[bad]), "access");
         }
+        // "All" names no range.
+        assert_eq!(field_of(m, 8, &[3]), "sector");
+        let all = Message::OrderReq(OrderReq { all: true, sector: 0, sectors: 0, ..order_req() });
+        assert_eq!(field_of(all, 20, &[1, 0, 0, 0]), "sectors");
+        assert_eq!(field_of(all, 12, &[1]), "sector");
         for off in 9..12 {
             assert_eq!(field_of(m, off, &[1]), "reserved");
         }
-        // Zero, one over 8 MiB, far over.
+        // Zero, one over 4 GiB, far over.
         assert_eq!(field_of(m, 20, &[0, 0, 0, 0]), "sectors");
         assert_eq!(field_of(m, 20, &(MAX_ORDER_SECTORS + 1).to_le_bytes()), "sectors");
         assert_eq!(field_of(m, 20, &[0xff; 4]), "sectors");
