@@ -64,6 +64,9 @@ const MAX_ASKED: usize = 256;
 pub(crate) static ORDER_ASKED: AtomicU64 = AtomicU64::new(0);
 /// IOs (of either node) the primary held back behind the other node's.
 pub(crate) static ORDER_WAITED: AtomicU64 = AtomicU64::new(0);
+/// IOs of ORDERED tasks this node ordered (or asked to order) over the
+/// whole LUN.
+pub(crate) static ORDER_BARRIERS: AtomicU64 = AtomicU64::new(0);
 
 /// A read or write ready to be submitted on this node.
 struct Job {
@@ -176,6 +179,7 @@ pub(crate) fn init() {
 fn range(side: Side, id: u64, c: &Cmd, start: u64, sectors: u64, write: bool) -> Io {
     let lun_id = c.device().ha().scsi.lun_id();
     if c.ordered() {
+        ORDER_BARRIERS.fetch_add(1, Ordering::Relaxed);
         return Io { side, id, lun_id, start: 0, end: u64::MAX, write: true };
     }
     Io { side, id, lun_id, start, end: start.saturating_add(sectors.max(1)), write }

@@ -103,7 +103,7 @@ def test_unmap(disk):
     vpd = g.run(f"sg_vpd -p lbpv {sd}").out
     assert "Unmap command supported (LBPU): 1" in vpd, vpd
     g.run(f"head -c 1M /dev/urandom | dd of={sd} bs=1M seek=20 oflag=direct")
-    g.run(f"sg_unmap --lba={20 * 2048} --num=2048 {sd}")
+    g.run(f"sg_unmap --force --lba={20 * 2048} --num=2048 {sd}")
     # The range is deallocated in the backing image: it reads back as zeroes
     # (QEMU's discard=unmap on a raw file punches a hole).
     got = g.run("dd if=/dev/vdb bs=1M skip=20 count=1 iflag=direct 2>/dev/null | md5sum").out

@@ -198,7 +198,7 @@ def test_unmap_and_write_same_through_the_secondary(px):
             f"dd if=/tmp/pat of=/dev/{da} bs={bs} seek={lba} oflag=direct status=none")
     out_b, disc_a = stat(b, "proxied_to_peer"), discards(a)
     # UNMAP through B: A discards.
-    r = ini.run(f"sg_unmap --lba={lba} --num={n} /dev/{db} 2>&1", check=False)
+    r = ini.run(f"sg_unmap --force --lba={lba} --num={n} /dev/{db} 2>&1", check=False)
     assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
     assert discards(a) > disc_a, a.run("cat /sys/block/vdc/stat").out
     # WRITE SAME(16) of a pattern block through B: A reads it repeated.

@@ -7,7 +7,8 @@ one node reads back identical through the other, fio verifies through B
 alone and through both paths at once (multibus), overlapping writes
 through both nodes at once are held back by the primary and never end as
 a mix, WRITE SAME and UNMAP through B are ordered too, commands waiting
-at B when the link drops complete, COMPARE AND
+at B when the link drops complete, ORDERED tasks are ordered over the
+whole LUN (through a minimal iSCSI initiator), COMPARE AND
 WRITE through both nodes has exactly one winner per round, and a planned
 switch under fio keeps both paths serving."""
 import re
@@ -15,7 +16,9 @@ import time
 
 import pytest
 
+import lio
 import vm
+from conftest import PATH_A, PATH_B
 from hapair import held, wait_paths
 from test_ha_proxy import (STATS, caw_race, configured_pair, fio, link_loss_with_io_in_flight, planned_switch_under_io, stat,
                            written_through_one_read_through_the_other)
@@ -139,8 +142,8 @@ def test_write_same_and_unmap_are_ordered_across_both_nodes(sh):
     """WRITE SAME and UNMAP received by B run on B's own device under an
     order of A's, like B's reads and writes: B asks A once per WRITE SAME
     and once per UNMAP descriptor (order_requests grows by exactly that
-    beside B's reads and writes), and a WRITE SAME through B raced against
-    a write through A over the same 256 KiB ends as one of them, never a
+    beside B's reads and writes), and WRITE SAMEs through B raced against
+    writes through A over the same 256 KiB end as one of them, never a
     mix."""
     a, b, ini = sh.a, sh.b, sh.ini
     da, db = sh.devs["nodea"], sh.devs["nodeb"]
@@ -152,32 +155,86 @@ def test_write_same_and_unmap_are_ordered_across_both_nodes(sh):
     lba = x * 1024 // bs
     ini.run(f"head -c {bs} /dev/zero | tr '\\0' '\\273' > /tmp/bblk; "
             "head -c 262144 /dev/zero | tr '\\0' '\\252' > /tmp/aa")
-    # One WRITE SAME, then one UNMAP of two descriptors, through B.
+    # One WRITE SAME, then two UNMAPs (LIO takes one descriptor per UNMAP
+    # from a backing device that discards), through B.
     asked, rw = stat(b, "order_requests"), requests(ini, db)
     r = ini.run(f"sg_write_same --16 --in=/tmp/bblk --lba={lba} --num={n} {sg} 2>&1", check=False)
     assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
-    r = ini.run(f"sg_unmap --lba={lba},{lba + n} --num=8,8 {sg} 2>&1", check=False)
-    assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
+    for at in (lba, lba + n):
+        r = ini.run(f"sg_unmap --force --lba={at} --num=8 {sg} 2>&1", check=False)
+        assert r.rc == 0, r.out + b.run("dmesg | tail -10").out
     settled(b)
     extra = stat(b, "order_requests") - asked - (requests(ini, db) - rw)
     assert extra == 3, (extra, b.run(f"cat {STATS}").out)
-    # The race: A's write of 0xaa and B's WRITE SAME of 0xbb over the same
-    # 256 KiB, started together, in one shell loop on the initiator.
+    # The race: 8 writes of 0xaa through A and 8 WRITE SAMEs of 0xbb through
+    # B over the same 256 KiB, the two series at once, in one shell loop on
+    # the initiator; A must hold some back (the two did overlap).
     sums = {ini.run("md5sum < /tmp/aa").out.split()[0]: "aa",
             ini.run(f"for i in $(seq {n}); do cat /tmp/bblk; done | md5sum").out.split()[0]: "bb"}
     waits = stat(a, "order_waits")
     script = (f"for r in $(seq 0 {ROUNDS - 1}); do k=$(({x} + r * 1024)); l=$((k * 1024 / {bs})); "
-              f"dd if=/tmp/aa of=/dev/{da} bs=256k seek=$((k / 256)) oflag=direct status=none & "
-              f"sg_write_same --16 --in=/tmp/bblk --lba=$l --num={n} {sg} & wait; "
+              f"(for i in 1 2 3 4 5 6 7 8; do dd if=/tmp/aa of=/dev/{da} bs=256k seek=$((k / 256)) "
+              f"oflag=direct status=none; done) & "
+              f"(for i in 1 2 3 4 5 6 7 8; do sg_write_same --16 --in=/tmp/bblk --lba=$l --num={n} {sg}; "
+              f"done) & wait; "
               f"dd if=/dev/{da} bs=256k skip=$((k / 256)) count=1 iflag=direct status=none | md5sum | cut -c1-32; done")
     out = ini.run(script, timeout=300).out.strip().splitlines()
     got = [sums.get(h, "mixed") for h in out]
     assert len(got) == ROUNDS and "mixed" not in got, got
     settled(a)
     settled(b)
-    print(f"\n[shared] B asked A for 1 WRITE SAME and 2 UNMAP descriptors (3 orders); {ROUNDS} WRITE SAME "
-          f"through B raced against writes through A: never mixed (A's data last {got.count('aa')}, "
+    assert stat(a, "order_waits") > waits, "the writes and WRITE SAMEs never overlapped"
+    print(f"\n[shared] B asked A for 1 WRITE SAME and 2 UNMAPs (3 orders); {ROUNDS} rounds of 8 WRITE SAMEs "
+          f"through B against 8 writes through A: never mixed (A's data last {got.count('aa')}, "
           f"B's {got.count('bb')}; A held back {stat(a, 'order_waits') - waits} IOs)")
+
+
+def task(ini, portal: str, attr: str, what: str, lba: int, arg) -> str:
+    """One READ(10) or WRITE(10) with task attribute `attr` through
+    `portal`, from a session of its own (tests/tools/iscsi_task.py: the
+    Linux initiator tags every command SIMPLE); the tool's line."""
+    r = ini.run(f"python3 /mnt/repo/tests/tools/iscsi_task.py {portal} {lio.TARGET_IQN} "
+                f"iqn.2026-12.org.tcm-ha:task {attr} {what} {lba} {arg}", check=False, timeout=120)
+    assert r.rc == 0, r.out
+    return r.out.strip()
+
+
+def test_ordered_tasks_are_ordered_over_the_whole_lun(sh):
+    """The read or write of an ORDERED task is ordered as a write over the
+    whole LUN: through B, B asks A with access "all" (B's order_barriers
+    grows by one per command); through A, A enters it in its own table (A's
+    grows). SIMPLE and HEAD OF QUEUE commands order their range only. The
+    data is right either way."""
+    a, b, ini = sh.a, sh.b, sh.ini
+    da = sh.devs["nodea"]
+    settled(a)
+    settled(b)
+    bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
+    lba = 300 * 1048576 // bs // 2  # 150 MiB
+    ini.run(f"head -c 4096 /dev/urandom > /tmp/t1; head -c 4096 /dev/urandom > /tmp/t2; "
+            f"dd if=/tmp/t1 of=/dev/{da} bs=4096 seek={lba * bs // 4096} oflag=direct status=none")
+    want1 = ini.run("md5sum < /tmp/t1").out.split()[0]
+    want2 = ini.run("md5sum < /tmp/t2").out.split()[0]
+    n = 4096 // bs
+    barriers = {g.name: stat(g, "order_barriers") for g in (a, b)}
+
+    def grew():
+        return {g.name: stat(g, "order_barriers") - barriers[g.name] for g in (a, b)}
+    assert task(ini, PATH_B, "simple", "read", lba, n) == f"status 0x00 md5 {want1} bytes 4096"
+    assert task(ini, PATH_B, "head", "read", lba, n) == f"status 0x00 md5 {want1} bytes 4096"
+    assert grew() == {"nodea": 0, "nodeb": 0}, grew()
+    assert task(ini, PATH_B, "ordered", "read", lba, n) == f"status 0x00 md5 {want1} bytes 4096"
+    assert grew() == {"nodea": 0, "nodeb": 1}, grew()
+    assert task(ini, PATH_B, "ordered", "write", lba, "/tmp/t2") == f"status 0x00 md5 {want2} bytes 4096"
+    assert grew() == {"nodea": 0, "nodeb": 2}, grew()
+    got = ini.run(f"dd if=/dev/{da} bs=4096 skip={lba * bs // 4096} count=1 iflag=direct status=none | md5sum").out
+    assert got.split()[0] == want2
+    assert task(ini, PATH_A, "ordered", "read", lba, n) == f"status 0x00 md5 {want2} bytes 4096"
+    assert grew() == {"nodea": 1, "nodeb": 2}, grew()
+    settled(a)
+    settled(b)
+    print(f"\n[shared] ORDERED READ and WRITE through B asked A for whole-LUN orders (2), through A one; "
+          f"SIMPLE and HEAD OF QUEUE none; data right")
 
 
 def test_link_loss_with_io_waiting_for_an_order(sh):
