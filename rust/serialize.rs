@@ -168,6 +168,27 @@ kernel::sync::global_lock! {
     };
 }
 
+impl State {
+    /// Enters the primary's own IO `io` in the order table. `None`: it
+    /// waits, `held` is parked until [`start_ready`] runs it. Otherwise
+    /// `held` comes back with [`Admit::Go`] (run it now) or refused (no
+    /// room).
+    fn request_local(&mut self, io: Io, held: Held) -> Option<(Admit, Held)> {
+        if self.held.reserve(1, GFP_ATOMIC).is_err() {
+            return Some((Admit::Full, held));
+        }
+        match self.order.request(io) {
+            Admit::Wait => {
+                ORDER_WAITED.fetch_add(1, Ordering::Relaxed);
+                // Cannot fail: room was reserved above.
+                let _ = self.held.push(held, GFP_ATOMIC);
+                None
+            }
+            a => Some((a, held)),
+        }
+    }
+}
+
 /// Prepares the table; call once, at module load.
 pub(crate) fn init() {
     // SAFETY: called once from module init, before any command.
@@ -215,23 +236,15 @@ fn primary_rw(job: Job) -> b::sense_reason_t {
     let Ok(ticket) = Ticket::new(Side::Local, 0, lun_id) else { return lio::cmd::reason::LUN_BUSY };
     let id = ticket.id;
     let r = range(Side::Local, id, &job.cmd, job.cmd.sectors(job.cmd.lba()), rw_sectors(&job.rw), job.rw.write());
-    let mut s = STATE.lock();
-    if s.held.reserve(1, GFP_ATOMIC).is_err() {
-        return lio::cmd::reason::LUN_BUSY;
-    }
-    match s.order.request(r) {
-        Admit::Go => {
-            drop(s);
+    let refused = STATE.lock().request_local(r, Held::Rw { id, job, ticket });
+    match refused {
+        // Parked: submitted once admitted.
+        None => lio::cmd::reason::NONE,
+        Some((Admit::Go, Held::Rw { job, ticket, .. })) => {
             submit(job, ticket);
             lio::cmd::reason::NONE
         }
-        Admit::Wait => {
-            ORDER_WAITED.fetch_add(1, Ordering::Relaxed);
-            // Cannot fail: room was reserved above.
-            let _ = s.held.push(Held::Rw { id, job, ticket }, GFP_ATOMIC);
-            lio::cmd::reason::NONE
-        }
-        Admit::Full => lio::cmd::reason::LUN_BUSY,
+        Some(_) => lio::cmd::reason::LUN_BUSY,
     }
 }
 
@@ -291,15 +304,10 @@ pub(crate) fn enter(c: &Cmd, start: u64, sectors: u64) -> core::result::Result<O
             if !s.online {
                 return Ok(None);
             }
-            s.held.reserve(1, GFP_ATOMIC).map_err(|_| busy)?;
-            match s.order.request(range(Side::Local, id, c, start, sectors, true)) {
-                Admit::Go => return Ok(Some(ticket)),
-                Admit::Wait => {
-                    ORDER_WAITED.fetch_add(1, Ordering::Relaxed);
-                    // Cannot fail: room was reserved above.
-                    let _ = s.held.push(Held::Gate { id, gate: gate.clone() }, GFP_ATOMIC);
-                }
-                Admit::Full => return Err(busy),
+            match s.request_local(range(Side::Local, id, c, start, sectors, true), Held::Gate { id, gate: gate.clone() }) {
+                None => {}
+                Some((Admit::Go, _)) => return Ok(Some(ticket)),
+                Some(_) => return Err(busy),
             }
         }
         match gate.wait() {
