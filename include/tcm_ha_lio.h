@@ -30,6 +30,10 @@ bool tcm_ha_ratelimit(void);
 unsigned int tcm_ha_dev_port_ids(struct se_device *dev, u16 *ids, unsigned int max);
 bool tcm_ha_caw_trylock(struct se_device *dev);
 void tcm_ha_caw_unlock(struct se_device *dev);
+unsigned int tcm_ha_dev_queue_cnt(struct se_device *dev);
+unsigned long tcm_ha_dev_queue_lock(struct se_device *dev, unsigned int q);
+void tcm_ha_dev_queue_unlock(struct se_device *dev, unsigned int q, unsigned long flags);
+struct se_cmd *tcm_ha_dev_queue_next(struct se_device *dev, unsigned int q, struct se_cmd *cmd);
 
 /* rust/helpers.c: the interlink's socket options, kthread_run() and HMAC. */
 struct socket;

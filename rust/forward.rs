@@ -41,8 +41,11 @@ use crate::sys;
 const MAX_PARKED: usize = 256;
 /// Data bytes of forwarded IO in flight at once; more is answered BUSY.
 const MAX_IO_BYTES_IN_FLIGHT: usize = 32 << 20;
-/// How long the peer has to answer a PR OUT.
-const ANSWER_MS: u64 = 5000;
+/// How long the primary may hold back the answer to a PREEMPT AND ABORT
+/// while the aborted commands end (on either node).
+pub(crate) const ABORT_WAIT_MS: u64 = 20_000;
+/// How long the peer has to answer a PR OUT: beyond [`ABORT_WAIT_MS`].
+const PR_ANSWER_MS: u64 = ABORT_WAIT_MS + 5000;
 /// How long the peer has to answer an IO (it waits behind other IO).
 const IO_ANSWER_MS: u64 = 15000;
 /// IOs this node handed to the peer (proxy mode, secondary).
@@ -213,11 +216,29 @@ fn park(
     }
 }
 
-/// Sends `req` (its tag is set here) to the primary for `cmd`, which
-/// completes when the answer comes or the link fails.
-pub(crate) fn pr_out(cmd: Cmd, req: PrOut) {
+/// Sends `req` (its tag is set here) to the primary and waits for the
+/// answer, or until the link fails: at most [`PR_ANSWER_MS`]. The primary
+/// answers a PREEMPT AND ABORT once the aborted commands have ended.
+pub(crate) fn pr_out(req: PrOut) -> Completion {
     let lun_id = req.lun_id;
-    park(Owner::Cmd(cmd), lun_id, |tag| Message::PrOut(PrOut { tag, ..req }), KVVec::new(), None, ANSWER_MS);
+    park_and_wait(lun_id, |tag| Message::PrOut(PrOut { tag, ..req }), None, PR_ANSWER_MS)
+}
+
+/// Parks a waiter for `msg` (see [`park`]) and sleeps until it is
+/// answered, failed or overdue; the outcome.
+fn park_and_wait(lun_id: u32, msg: impl FnOnce(u32) -> Message, io: Option<IoWait>, answer_ms: u64) -> Completion {
+    let w = match Arc::pin_init(
+        pin_init!(Waiter { done <- Done::new(), result <- new_spinlock!(None) }),
+        GFP_KERNEL,
+    ) {
+        Ok(w) => w,
+        Err(_) => return Completion::Busy,
+    };
+    park(Owner::Waiter(w.clone()), lun_id, msg, KVVec::new(), io, answer_ms);
+    w.done.wait_for_completion();
+    // Set before `done` completed.
+    let r = *w.result.lock();
+    r.unwrap_or(Completion::Check(Sense::ALUA_TRANSITIONING))
 }
 
 /// Hands the block IO of `cmd` to the primary (proxy mode): `op` at
@@ -302,20 +323,9 @@ pub(crate) fn discard(lun_id: u32, sector: u64, sectors: u64) -> Completion {
         // LIO bounds a descriptor by max_unmap_lba_count (≤ 1 Mi blocks).
         return Completion::Check(Sense::INVALID_FIELD_IN_CDB);
     };
-    let w = match Arc::pin_init(
-        pin_init!(Waiter { done <- Done::new(), result <- new_spinlock!(None) }),
-        GFP_KERNEL,
-    ) {
-        Ok(w) => w,
-        Err(_) => return Completion::Busy,
-    };
     let wait = IoWait { op: IoOp::Discard, sg: None, buf: KVVec::new(), len: 0 };
     let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op: IoOp::Discard, fua: false, sector, len: n });
-    park(Owner::Waiter(w.clone()), lun_id, req, KVVec::new(), Some(wait), IO_ANSWER_MS);
-    w.done.wait_for_completion();
-    // Set before `done` completed.
-    let r = *w.result.lock();
-    r.unwrap_or(Completion::Check(Sense::ALUA_TRANSITIONING))
+    park_and_wait(lun_id, req, Some(wait), IO_ANSWER_MS)
 }
 
 /// The PrOut that asks the primary to execute a PERSISTENT RESERVE OUT

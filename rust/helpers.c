@@ -26,6 +26,37 @@ void tcm_ha_caw_unlock(struct se_device *dev)
 	up(&dev->caw_sem);
 }
 
+/*
+ * The device's per-CPU lists of commands LIO is executing, walked under
+ * each list's lock (PREEMPT AND ABORT marks the preempted nexuses' ones).
+ */
+unsigned int tcm_ha_dev_queue_cnt(struct se_device *dev)
+{
+	return dev->queue_cnt;
+}
+
+unsigned long tcm_ha_dev_queue_lock(struct se_device *dev, unsigned int q)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&dev->queues[q].lock, flags);
+	return flags;
+}
+
+void tcm_ha_dev_queue_unlock(struct se_device *dev, unsigned int q, unsigned long flags)
+{
+	spin_unlock_irqrestore(&dev->queues[q].lock, flags);
+}
+
+/* The command after @cmd on list @q (the first for NULL), NULL at the end. */
+struct se_cmd *tcm_ha_dev_queue_next(struct se_device *dev, unsigned int q, struct se_cmd *cmd)
+{
+	struct list_head *head = &dev->queues[q].state_list;
+	struct list_head *next = cmd ? cmd->state_list.next : head->next;
+
+	return next == head ? NULL : list_entry(next, struct se_cmd, state_list);
+}
+
 #include <linux/blkdev.h>
 
 sector_t tcm_ha_bdev_nr_sectors(struct file *bdev_file)

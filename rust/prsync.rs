@@ -11,6 +11,15 @@
 //! PrOut (see `crate::forward`); the primary executes it for that I_T
 //! nexus, sends the new snapshot and then PrOutDone, so the secondary has
 //! the new state before it completes the command.
+//!
+//! PREEMPT AND ABORT aborts the preempted nexuses' commands on both nodes
+//! before the PR OUT completes: each node marks the commands it executes
+//! for them (they end with TASK ABORTED once their IO has ended, see
+//! `Device::abort_commands`). The primary sends AbortNexus for the nexuses
+//! logged in through the secondary, which answers AbortDone once those
+//! commands have ended; a PR OUT the secondary forwarded is answered only
+//! after the primary's own aborted commands have ended, and the secondary
+//! waits for its own before it completes the command.
 
 use kernel::prelude::*;
 
@@ -21,9 +30,12 @@ use crate::core_logic::scsi::{
     pr::{self, PrError, ProutRequest, SnapshotBuilder},
     sense::Sense,
 };
-use crate::core_logic::wire::msg::{Message, PrOut, PrOutDone};
-use crate::scsi::{NexusKey, Scsi};
-use crate::{forward, lio};
+use crate::core_logic::wire::msg::{AbortDone, Message, PrOut, PrOutDone};
+use crate::configfs::NODE;
+use crate::core_logic::scsi::alua::Link;
+use crate::lio::Device;
+use crate::scsi::{Aborts, NexusKey, Scsi};
+use crate::{forward, lio, sys};
 
 /// Runs `f` on the SCSI state of the LUN with HA identity `lun_id`.
 fn with_lun<R>(lun_id: u32, f: impl FnOnce(&Scsi) -> R) -> Option<R> {
@@ -31,6 +43,51 @@ fn with_lun<R>(lun_id: u32, f: impl FnOnce(&Scsi) -> R) -> Option<R> {
         let d = devs.iter().find(|d| d.device().ha().scsi.lun_id() == lun_id)?;
         Some(f(&d.device().ha().scsi))
     })
+}
+
+/// Runs `f` on the device of the LUN with HA identity `lun_id`.
+fn with_dev<R>(lun_id: u32, f: impl FnOnce(&Device) -> R) -> Option<R> {
+    lio::with_devices(|devs| {
+        let d = devs.iter().find(|d| d.device().ha().scsi.lun_id() == lun_id)?;
+        Some(f(d.device()))
+    })
+}
+
+/// After a PR OUT that aborted commands (`aborts`; the local ones already
+/// marked): waits until this node's aborted commands of `dev` have ended
+/// and, if the peer was asked to abort some, until it answered or the
+/// link dropped; at most [`forward::ABORT_WAIT_MS`]. Process context.
+pub(crate) fn wait_aborted(dev: &Device, aborts: &Aborts) {
+    let deadline = sys::now_ms().saturating_add(forward::ABORT_WAIT_MS);
+    let left = dev.wait_aborts(deadline);
+    let scsi = &dev.ha().scsi;
+    let mut unanswered = false;
+    if let Some(token) = aborts.peer {
+        sys::link_kick();
+        while !scsi.abort_answered(token) && NODE.link() == Link::Online {
+            if sys::now_ms() >= deadline {
+                unanswered = true;
+                break;
+            }
+            sys::sleep_ms(2);
+        }
+    }
+    if left > 0 || unanswered {
+        pr_warn!(
+            "LUN {}: PREEMPT AND ABORT: {} aborted commands still running here{} after {} ms; the PR OUT completes\n",
+            scsi.lun_id(),
+            left,
+            if unanswered { ", the peer has not answered" } else { "" },
+            forward::ABORT_WAIT_MS
+        );
+    }
+}
+
+/// A message held back until the LUN's aborted commands have ended here.
+struct Held {
+    lun_id: u32,
+    deadline: u64,
+    msg: Message,
 }
 
 /// One connection's PR sync state.
@@ -41,8 +98,9 @@ pub(crate) struct PrSync {
     building: bool,
     /// (lun_id, version) of the last snapshot sent per LUN.
     sent: KVec<(u32, u32)>,
-    /// Answers to the peer's PrOut, sent after the snapshots.
-    replies: KVec<Message>,
+    /// Answers to the peer's PrOut and AbortNexus, sent after the
+    /// snapshots once the aborted commands of their LUN have ended here.
+    replies: KVec<Held>,
     /// One snapshot's messages (room for the largest).
     scratch: KVVec<Message>,
 }
@@ -103,11 +161,28 @@ impl PrSync {
                 }
             }
             Message::PrOut(o) => {
-                let (status, sense) = pr::outcome_to_wire(execute(o));
+                let r = execute(o).map(|aborts| {
+                    // This node's aborted commands end before the answer.
+                    with_dev(o.lun_id, |d| d.abort_commands(&aborts.local));
+                });
+                let (status, sense) = pr::outcome_to_wire(r);
                 let d = PrOutDone { tag: o.tag, lun_id: o.lun_id, status, sense };
-                if self.replies.push(Message::PrOutDone(d), GFP_KERNEL).is_err() {
-                    // The peer's command fails by its own timeout.
-                    pr_err!("LUN {}: no memory for the answer to a forwarded PR OUT\n", o.lun_id);
+                self.hold(o.lun_id, Message::PrOutDone(d), "the answer to a forwarded PR OUT");
+            }
+            Message::AbortNexus(a) => {
+                let n = with_lun(a.lun_id, |s| s.local_role() == Role::Secondary);
+                if n == Some(true) {
+                    with_dev(a.lun_id, |d| d.abort_commands(&[(a.port, a.rel_port)]));
+                } else {
+                    refuse(a.lun_id, "PREEMPT AND ABORT from the peer while this node is not secondary for the LUN");
+                }
+                // Answered in any case: the primary's PR OUT waits for it.
+                let done = AbortDone { lun_id: a.lun_id, token: a.token };
+                self.hold(a.lun_id, Message::AbortDone(done), "the answer to the peer's PREEMPT AND ABORT");
+            }
+            Message::AbortDone(d) => {
+                if with_lun(d.lun_id, |s| s.abort_done(d.token)).is_none() {
+                    refuse(d.lun_id, "an abort answer for a LUN this node does not have");
                 }
             }
             Message::UaNexus(u) => {
@@ -143,7 +218,7 @@ impl PrSync {
             for d in devs {
                 let s = &d.device().ha().scsi;
                 let id = s.lun_id();
-                if s.has_peer_uas() && uas.push(id, GFP_KERNEL).is_err() {
+                if s.has_peer_msgs() && uas.push(id, GFP_KERNEL).is_err() {
                     break;
                 }
                 let last = self.sent.iter().find(|e| e.0 == id).map(|e| e.1);
@@ -172,23 +247,46 @@ impl PrSync {
             }
         }
         for id in uas.iter().copied() {
-            if with_lun(id, |s| s.take_peer_uas(&mut self.scratch)).is_some() {
+            if with_lun(id, |s| s.take_peer_msgs(&mut self.scratch)).is_some() {
                 for m in self.scratch.iter() {
                     send(m)?;
                 }
             }
         }
-        for m in self.replies.iter() {
-            send(m)?;
+        let now = sys::now_ms();
+        let mut i = 0;
+        while let Some(h) = self.replies.get(i) {
+            let pending = with_dev(h.lun_id, |d| d.aborts_pending()).unwrap_or(0);
+            if pending > 0 && now < h.deadline {
+                // Sent on a later pass: the last aborted command's end
+                // wakes this thread.
+                i += 1;
+                continue;
+            }
+            if pending > 0 {
+                pr_warn!("LUN {}: {} aborted commands still running after {} ms: answering the peer\n", h.lun_id, pending, forward::ABORT_WAIT_MS);
+            }
+            send(&h.msg)?;
+            // Cannot fail: `i` indexes the entry just sent.
+            let _ = self.replies.remove(i);
         }
-        self.replies.clear();
         Ok(())
+    }
+
+    /// Queues `msg` for the peer, held back while aborted commands of
+    /// `lun_id` run here (at most [`forward::ABORT_WAIT_MS`]).
+    fn hold(&mut self, lun_id: u32, msg: Message, what: &str) {
+        let deadline = sys::now_ms().saturating_add(forward::ABORT_WAIT_MS);
+        if self.replies.push(Held { lun_id, deadline, msg }, GFP_KERNEL).is_err() {
+            // The peer's command fails by its own timeout.
+            pr_err!("LUN {}: no memory for {}\n", lun_id, what);
+        }
     }
 }
 
 /// Executes a PR OUT the peer forwarded; refused as transitioning when this
-/// node is not the LUN's primary (any more).
-fn execute(o: &PrOut) -> Result<(), PrError> {
+/// node is not the LUN's primary (any more). What it aborts.
+fn execute(o: &PrOut) -> Result<Aborts, PrError> {
     let Some(req) = ProutRequest::from_wire(o.action, o.res_type, o.key, o.sa_key) else {
         return Err(PrError::Check(Sense::INVALID_FIELD_IN_CDB));
     };

@@ -11,7 +11,7 @@ use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 use crate::configfs::NODE;
 use crate::core_logic::control::Role;
-use crate::core_logic::wire::msg::{Message, PortName, PrBegin, PrReg, UaNexus, MAX_LUN_PORTS};
+use crate::core_logic::wire::msg::{AbortNexus, Message, PortName, PrBegin, PrReg, UaNexus, MAX_LUN_PORTS};
 use crate::core_logic::scsi::{
     alua::{self, HaView, Link, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
@@ -78,6 +78,22 @@ struct State {
     n_peer_ports: usize,
     /// Unit attentions for nexuses of the peer, to be sent there.
     peer_uas: KVec<(NexusId, Sense)>,
+    /// PREEMPT AND ABORT for nexuses of the peer, to be sent there with
+    /// their token.
+    peer_aborts: KVec<(NexusId, u32)>,
+    /// The last token given to an abort sent to the peer.
+    abort_token: u32,
+}
+
+/// What a PR OUT aborts (PREEMPT AND ABORT): the I_T nexuses logged in
+/// here, and whether the peer was asked to abort some of its own (the
+/// token its `AbortDone` must reach).
+#[derive(Default)]
+pub(crate) struct Aborts {
+    /// Initiator port and relative target port of each local nexus.
+    pub(crate) local: KVec<(PortName, u16)>,
+    /// The token of the peer's aborts.
+    pub(crate) peer: Option<u32>,
 }
 
 impl State {
@@ -156,6 +172,8 @@ pub(crate) struct Scsi {
     /// What is wrong between this LUN and the peer's ([`PeerNote`]), for
     /// `info`.
     note: AtomicU8,
+    /// The highest token of the peer's `AbortDone`.
+    abort_acked: AtomicU32,
 }
 
 /// What the interlink found wrong between a LUN and the peer's LUN of the
@@ -195,6 +213,8 @@ impl Scsi {
                 peer_ports: [0; MAX_LUN_PORTS],
                 n_peer_ports: 0,
                 peer_uas: KVec::new(),
+                peer_aborts: KVec::new(),
+                abort_token: 0,
             }),
             role: AtomicU8::new(0),
             lun_id: AtomicU32::new(0),
@@ -204,6 +224,7 @@ impl Scsi {
             reset: AtomicBool::new(false),
             mode: AtomicU64::new(0),
             note: AtomicU8::new(PeerNote::None as u8),
+            abort_acked: AtomicU32::new(0),
         })
     }
 
@@ -277,6 +298,7 @@ impl Scsi {
         let mut st = self.state.lock();
         if code == 0 {
             st.peer_uas.clear();
+            st.peer_aborts.clear();
         }
         let n = ports.len().min(MAX_LUN_PORTS);
         if let (Some(dst), Some(src)) = (st.peer_ports.get_mut(..n), ports.get(..n)) {
@@ -392,45 +414,79 @@ impl Scsi {
     }
 
     /// PERSISTENT RESERVE OUT from `key` with parameter list `params`; the
-    /// unit attentions it raises are queued for their nexuses. PREEMPT AND
-    /// ABORT's aborts are not carried out (LIO exports no per-nexus abort):
-    /// the preempted nexuses' later commands meet the reservation check.
-    pub(crate) fn pr_out(&self, key: Option<&NexusKey<'_>>, cdb: &[u8], params: &[u8]) -> Result<(), PrError> {
+    /// unit attentions it raises are queued for their nexuses, and what
+    /// PREEMPT AND ABORT aborts is returned (the caller aborts the local
+    /// nexuses' commands; the peer's are queued for it).
+    pub(crate) fn pr_out(&self, key: Option<&NexusKey<'_>>, cdb: &[u8], params: &[u8]) -> Result<Aborts, PrError> {
         let req = ProutRequest::parse(cdb, params)?;
         let k = key.ok_or(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES))?;
         self.apply(k, false, &req)
     }
 
     /// Executes a parsed PR OUT for the nexus `k` (local, or the peer's
-    /// when it forwarded the command here: `remote`). Unit attentions for
-    /// the peer's nexuses are kept for [`Scsi::take_peer_uas`].
-    pub(crate) fn apply(&self, k: &NexusKey<'_>, remote: bool, req: &ProutRequest) -> Result<(), PrError> {
+    /// when it forwarded the command here: `remote`). Unit attentions and
+    /// aborts for the peer's nexuses are kept for [`Scsi::take_peer_msgs`];
+    /// the local nexuses whose commands PREEMPT AND ABORT aborts are
+    /// returned.
+    pub(crate) fn apply(&self, k: &NexusKey<'_>, remote: bool, req: &ProutRequest) -> Result<Aborts, PrError> {
+        let mut aborts = Aborts::default();
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let Some(id) = st.nexus_id(k, remote) else {
             return Err(PrError::Check(Sense::INSUFFICIENT_REGISTRATION_RESOURCES));
         };
         let nexus = Nexus { id, rel_port: k.rel_port };
-        let State { pr, nexus: table, peer_uas, .. } = st;
+        let State { pr, nexus: table, peer_uas, peer_aborts, abort_token, .. } = st;
         let peer_known = self.peer_role.load(Ordering::Relaxed) != 0;
-        let r = pr.apply(nexus, req, &mut |ev| {
-            if let PrEvent::UnitAttention { nexus, sense } = ev {
-                match table.iter_mut().find(|e| e.id == nexus) {
-                    Some(e) if e.remote => {
-                        // Bounded: a PR OUT raises at most one per registrant.
-                        if peer_known && peer_uas.len() < MAX_NEXUS {
-                            let _ = peer_uas.push((nexus, sense), GFP_ATOMIC);
-                        }
+        let token = abort_token.wrapping_add(1);
+        let r = pr.apply(nexus, req, &mut |ev| match ev {
+            PrEvent::UnitAttention { nexus, sense } => match table.iter_mut().find(|e| e.id == nexus) {
+                Some(e) if e.remote => {
+                    // Bounded: a PR OUT raises at most one per registrant.
+                    if peer_known && peer_uas.len() < MAX_NEXUS {
+                        let _ = peer_uas.push((nexus, sense), GFP_ATOMIC);
                     }
-                    Some(e) => e.ua.push(sense),
-                    None => {}
                 }
-            }
+                Some(e) => e.ua.push(sense),
+                None => {}
+            },
+            PrEvent::Abort { nexus } => match table.iter().find(|e| e.id == nexus) {
+                Some(e) if e.remote => {
+                    if peer_known && peer_aborts.len() < MAX_NEXUS && peer_aborts.push((nexus, token), GFP_ATOMIC).is_ok() {
+                        aborts.peer = Some(token);
+                    }
+                }
+                Some(e) => {
+                    // Without memory that nexus's commands run to their end
+                    // (as before PREEMPT AND ABORT was carried out).
+                    if let Some(port) = PortName::new(e.proto, &e.name, e.isid()) {
+                        let _ = aborts.local.push((port, e.rel_port), GFP_ATOMIC);
+                    }
+                }
+                None => {}
+            },
         });
-        if r.is_ok() {
-            self.pr_version.fetch_add(1, Ordering::Release);
+        if aborts.peer.is_some() {
+            *abort_token = token;
         }
-        r
+        drop(guard);
+        r?;
+        self.pr_version.fetch_add(1, Ordering::Release);
+        Ok(aborts)
+    }
+
+    /// The peer's `AbortDone`: its aborted commands up to `token` have
+    /// ended.
+    pub(crate) fn abort_done(&self, token: u32) {
+        // Tokens increase (wrapping): keep the later one.
+        let _ = self.abort_acked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+            (token.wrapping_sub(t) as i32 > 0).then_some(token)
+        });
+    }
+
+    /// Whether the peer answered every abort up to `token`.
+    pub(crate) fn abort_answered(&self, token: u32) -> bool {
+        self.abort_acked.load(Ordering::Acquire).wrapping_sub(token) as i32 >= 0
     }
 
     /// Whether a PR OUT received here must be executed by the peer: this
@@ -516,7 +572,7 @@ impl Scsi {
     /// Moves the unit attentions due at the peer into `out` (cleared first;
     /// room as for [`Scsi::pr_snapshot`], extra ones wait for the next
     /// call): `UaAll` after a LUN RESET, `UaNexus` for the peer's nexuses.
-    pub(crate) fn take_peer_uas(&self, out: &mut KVVec<Message>) {
+    pub(crate) fn take_peer_msgs(&self, out: &mut KVVec<Message>) {
         out.clear();
         let lun_id = self.lun_id();
         if self.reset.swap(false, Ordering::AcqRel) {
@@ -524,7 +580,7 @@ impl Scsi {
             let _ = out.push(Message::UaAll(lun_id, [s.asc, s.ascq]), GFP_ATOMIC);
         }
         let mut st = self.state.lock();
-        let State { nexus, peer_uas, .. } = &mut *st;
+        let State { nexus, peer_uas, peer_aborts, .. } = &mut *st;
         let room = out.capacity().saturating_sub(out.len());
         let n = peer_uas.len().min(room);
         for (id, sense) in peer_uas.iter().take(n) {
@@ -538,11 +594,30 @@ impl Scsi {
             i += 1;
             i > n
         });
+        // After the unit attentions: REGISTRATIONS PREEMPTED reaches the
+        // nexus no later than its aborted commands' status.
+        let room = out.capacity().saturating_sub(out.len());
+        let n = peer_aborts.len().min(room);
+        for (id, token) in peer_aborts.iter().take(n) {
+            let Some(e) = nexus.iter().find(|e| e.id == *id) else { continue };
+            let Some(port) = PortName::new(e.proto, &e.name, e.isid()) else { continue };
+            let a = AbortNexus { lun_id, token: *token, rel_port: e.rel_port, port };
+            let _ = out.push(Message::AbortNexus(a), GFP_ATOMIC);
+        }
+        let mut i = 0;
+        peer_aborts.retain(|_| {
+            i += 1;
+            i > n
+        });
     }
 
-    /// Whether unit attentions wait to be sent to the peer.
-    pub(crate) fn has_peer_uas(&self) -> bool {
-        self.reset.load(Ordering::Acquire) || !self.state.lock().peer_uas.is_empty()
+    /// Whether unit attentions or aborts wait to be sent to the peer.
+    pub(crate) fn has_peer_msgs(&self) -> bool {
+        if self.reset.load(Ordering::Acquire) {
+            return true;
+        }
+        let st = self.state.lock();
+        !st.peer_uas.is_empty() || !st.peer_aborts.is_empty()
     }
 
     /// Establishes a unit attention from the peer: for its nexus `port`

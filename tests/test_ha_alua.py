@@ -54,6 +54,11 @@ def wait_rtpg(g: vm.Guest, sg: str, want: dict, timeout: float = 15) -> dict:
 def lun_pair(trio):
     """The same LUN (lun_id 7) on both nodes, exported locally through
     tcm_loop (A's port 0x11, B's 0x21); A primary, B secondary, mode 0."""
+    yield from make_lun_pair(trio, 0)
+
+
+def make_lun_pair(trio, mode: int):
+    """lun_pair's body, for `ha_mode` `mode`."""
     a, b = trio.guests["nodea"], trio.guests["nodeb"]
     sgs = {}
     for g, ha_id, role, rtpi, wwn in ((a, 1, "primary", 0x11, "5001405000000aa0"),
@@ -61,6 +66,7 @@ def lun_pair(trio):
         g.run("dmesg -C")
         vm.load_tcm_ha(g)
         setattr_(g, "ha_id", str(ha_id))
+        setattr_(g, "ha_mode", str(mode))
         setattr_(g, "ha_role", role)
         setattr_(g, "ha_key", KEY)
         d = lio.create_ha(g, control=f"dev=/dev/vdb,lun_id={LUN_ID}", serial=SERIAL)

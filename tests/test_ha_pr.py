@@ -6,10 +6,13 @@ node A's initiator (naa.5001405000000aa1, relative port 0x11) and node B's
 (naa.5001405000000bb1, relative port 0x21) are two I_T nexuses of one
 LUN."""
 import re
+import time
+
+import pytest
 
 import vm
 from conftest import INTERLINK_A
-from test_ha_alua import link, lun_pair, wait_rtpg  # noqa: F401 (fixture)
+from test_ha_alua import link, lun_pair, make_lun_pair, wait_rtpg  # noqa: F401 (fixture)
 from test_interlink import PORT, setattr_, wait_state
 
 INI_A = "5001405000000aa1"
@@ -190,3 +193,99 @@ def test_auto_failover_promotes_the_secondary_and_keeps_pr(lun_pair):
     # A, now secondary, gets B's PR state.
     res = a.run(f"sg_persist -n --in -r {sa}").out
     assert "Key=0xb3" in res and "Write Exclusive" in res, res
+
+
+@pytest.fixture
+def proxy_pair(trio):
+    """lun_pair in proxy mode (ha_mode=2): B hands its IO to A."""
+    yield from make_lun_pair(trio, 2)
+
+
+def throttle_writes(g: vm.Guest, bps: int) -> None:
+    """Limits the writes of `g`'s /dev/vdb (QEMU's second virtio drive) to
+    `bps` bytes per second (0: no limit)."""
+    blocks = g.qmp("query-block")["return"]
+    names = [d["device"] for d in blocks if d.get("inserted") and d["device"].startswith("virtio")]
+    assert "virtio1" in names, blocks
+    r = g.qmp("block_set_io_throttle", device="virtio1", bps=0, bps_rd=0, bps_wr=bps,
+              iops=0, iops_rd=0, iops_wr=0)
+    assert "return" in r, r
+
+
+def stat(g: vm.Guest, name: str) -> int:
+    m = re.search(rf"^{name}: (\d+)$", g.run(f"cat {NODE}/stats").out, re.M)
+    assert m, name
+    return int(m.group(1))
+
+
+# Three WRITE(10)s of 128 KiB from one nexus, in the background; each
+# writes its status and end to /tmp/w<i>.
+WRITES = ("head -c 131072 /dev/urandom > /tmp/wdata; "
+          "for i in 0 1 2; do (sg_raw -s 131072 -i /tmp/wdata -t 60 {sg} 2a 00 00 00 0$i 00 00 01 00 00 "
+          "> /tmp/w$i 2>&1; echo rc=$? >> /tmp/w$i) & done")
+
+
+def in_flight(g: vm.Guest) -> int:
+    """sg_raw processes still running on `g`."""
+    return int(g.run("pgrep -c -x sg_raw || true").out.strip() or 0)
+
+
+def received(g: vm.Guest) -> int:
+    """Commands LIO received through `g`'s tcm_loop LUN."""
+    out = g.run("cat /sys/kernel/config/target/loopback/*/tpgt_1/lun/lun_*/statistics/scsi_tgt_port/in_cmds").out
+    return sum(int(x) for x in out.split())
+
+
+@pytest.mark.parametrize("through", ["a", "b"])
+def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
+    """PREEMPT AND ABORT ends the preempted nexus's commands with TASK
+    ABORTED before the PR OUT completes, on whichever node they run:
+    B's writes (which A executes for B in proxy mode) preempted through A,
+    then A's own writes preempted through B (the PR OUT forwarded to A).
+    A's backing device is throttled so that the writes are still in flight
+    when the PR OUT comes."""
+    a, b, (sa, _), (sb, _) = proxy_pair
+    link(a, b)
+    wait_rtpg(b, sb, {0x2: ("active/optimized", [0x11]), 0x3: ("active/non-optimized", [0x21])})
+    assert prout(a, sa, "--register --param-sark=0xa1").rc == 0
+    assert prout(b, sb, "--register --param-sark=0xb1").rc == 0
+    # The victim writes; the other node preempts.
+    victim, vsg, vkey, pre, psg, pkey = (b, sb, "b1", a, sa, "a1") if through == "a" else (a, sa, "a1", b, sb, "b1")
+    before = stat(victim, "preempt_aborted")
+    cmds = received(victim)
+    throttle_writes(a, 64 * 1024)
+    try:
+        victim.run(WRITES.format(sg=vsg))
+        # The target has the three writes (then at most a few microseconds
+        # to their execution).
+        deadline = time.time() + 20
+        while received(victim) < cmds + 3:
+            assert time.time() < deadline, victim.run("cat /tmp/w*").out
+            time.sleep(0.1)
+        # 384 KiB at 64 KiB/s: the writes take about 6 s, and have just begun.
+        t0 = time.time()
+        r = prout(pre, psg, f"--preempt-abort --param-rk=0x{pkey} --param-sark=0x{vkey} --prout-type=1")
+        took = time.time() - t0
+        assert r.rc == 0, r.out + pre.run("dmesg | tail").out
+        # The PR OUT waited for the aborted writes: none is left running.
+        left = in_flight(victim)
+    finally:
+        throttle_writes(a, 0)
+    victim.run("for i in $(seq 100); do pgrep -x sg_raw >/dev/null || break; sleep 0.1; done")
+    outs = victim.run("cat /tmp/w0 /tmp/w1 /tmp/w2").out
+    print(f"\n[ha-pr] PREEMPT AND ABORT through {through.upper()} took {took:.2f}s; "
+          f"{victim.name}'s writes: {outs.lower().count('task aborted')} aborted")
+    assert left == 0, f"{left} writes still running after the PR OUT\n" + outs
+    assert outs.lower().count("task aborted") == 3, outs
+    assert stat(victim, "preempt_aborted") - before == 3
+    # The preempted nexus is no longer registered; the holder's key is.
+    ka, _ = keys(a, sa)
+    assert ka == [pkey], ka
+    # Its next command learns it was preempted; its next write meets the
+    # Write Exclusive reservation.
+    write = f"sg_raw -s 512 -i /tmp/wdata {vsg} 2a 00 00 00 00 00 00 00 01 00 2>&1"
+    r = victim.run(write, check=False)
+    assert r.rc != 0 and "Registrations preempted" in r.out, r.out
+    r = victim.run(write, check=False)
+    assert r.rc != 0 and "reservation conflict" in r.out.lower(), r.out
+    assert "Call Trace" not in a.run("dmesg").out + b.run("dmesg").out

@@ -324,6 +324,8 @@ impl<'k, M: Mac> Session<'k, M> {
             | Message::UaNexus(_)
             | Message::UaAll(..)
             | Message::ModePages(_)
+            | Message::AbortNexus(_)
+            | Message::AbortDone(_)
             | Message::IoReq(_)
             | Message::IoData(_)
             | Message::IoDone(_)

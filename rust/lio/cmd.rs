@@ -11,6 +11,7 @@
 //! in mode 1 any WRITE SAME, which waits there for the primary's order.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::{bindings as kb, prelude::*};
 
 use super::bindings as b;
@@ -25,7 +26,7 @@ use crate::core_logic::scsi::{
 use crate::configfs::NODE;
 use crate::core_logic::scsi::alua::HaMode;
 use crate::core_logic::scsi::opcode as op;
-use crate::core_logic::wire::msg::{IoOp, MAX_CAW_BYTES};
+use crate::core_logic::wire::msg::{IoOp, PortName, MAX_CAW_BYTES};
 use crate::scsi::{NexusKey, ISID_LEN};
 
 /// The type of `se_cmd::execute_cmd`.
@@ -57,6 +58,24 @@ pub(crate) mod reason {
     /// ILLEGAL REQUEST, invalid command operation code.
     pub(crate) const UNSUPPORTED_SCSI_OPCODE: b::sense_reason_t =
         b::tcm_sense_reason_table_TCM_UNSUPPORTED_SCSI_OPCODE as b::sense_reason_t;
+}
+
+/// What `se_cmd::priv_` holds once [`gate`] has taken the function it
+/// kept there: never a function's address (those are far above).
+mod run {
+    /// The backstore executes the command and ends it through
+    /// [`super::Cmd::complete`] or [`super::Cmd::respond`].
+    pub(super) const OURS: usize = 1;
+    /// As `OURS`, and PREEMPT AND ABORT aborted it: it ends with TASK
+    /// ABORTED.
+    pub(super) const ABORTED: usize = 2;
+    /// LIO ends the command (its own emulation, UNMAP, COMPARE AND WRITE,
+    /// PR OUT): it is never marked aborted.
+    pub(super) const LIO: usize = 3;
+    /// The command has ended.
+    pub(super) const ENDED: usize = 4;
+    /// Largest of these.
+    pub(super) const MAX: usize = ENDED;
 }
 
 /// A command LIO handed to the backstore.
@@ -285,13 +304,61 @@ impl Cmd {
 
     /// The function `wrap_exec` put aside.
     fn stashed_exec(&self) -> Option<ExecFn> {
-        // SAFETY: `priv` of our commands is only written by `wrap_exec`.
-        let p = unsafe { (*self.raw()).priv_ };
-        if p.is_null() {
+        let p = self.run_state().load(Ordering::Acquire);
+        if (p as usize) <= run::MAX {
             return None;
         }
-        // SAFETY: a non-NULL `priv` holds an `ExecFn` (see `wrap_exec`).
+        // SAFETY: `priv` above the `run` states holds an `ExecFn` (see
+        // `wrap_exec`).
         Some(unsafe { core::mem::transmute::<*mut c_void, ExecFn>(p) })
+    }
+
+    /// `se_cmd::priv_`: the function `wrap_exec` kept, then a [`run`]
+    /// state, changed atomically (PREEMPT AND ABORT marks commands while
+    /// they execute).
+    fn run_state(&self) -> &AtomicPtr<c_void> {
+        // SAFETY: `priv_` is a properly aligned pointer field of the live
+        // command, which only this backend uses; after parsing it is only
+        // accessed through this atomic view.
+        unsafe { AtomicPtr::from_ptr(core::ptr::addr_of_mut!((*self.raw()).priv_)) }
+    }
+
+    /// Marks the command ended; whether PREEMPT AND ABORT had aborted it
+    /// (it must then end with TASK ABORTED).
+    fn end_run(&self) -> bool {
+        let was = self.run_state().swap(run::ENDED as *mut c_void, Ordering::AcqRel);
+        if was as usize != run::ABORTED {
+            return false;
+        }
+        self.device().abort_ended();
+        true
+    }
+
+    /// Marks the command aborted if the backstore is executing it for the
+    /// I_T nexus of one of `nexuses` (initiator port, relative target port).
+    fn mark_aborted(&self, nexuses: &[(PortName, u16)]) -> bool {
+        if self.run_state().load(Ordering::Acquire) as usize != run::OURS {
+            return false;
+        }
+        let mut isid = [0u8; ISID_LEN];
+        let Some(k) = self.nexus(&mut isid) else { return false };
+        let hit = nexuses.iter().any(|(p, rel_port)| {
+            *rel_port == k.rel_port && p.proto == k.proto && p.name() == k.initiator && p.isid() == k.isid
+        });
+        if !hit {
+            return false;
+        }
+        // Counted first: the command may end as soon as it is marked.
+        let d = self.device();
+        d.abort_begin();
+        let marked = self
+            .run_state()
+            .compare_exchange(run::OURS as *mut c_void, run::ABORTED as *mut c_void, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !marked {
+            d.abort_undo();
+        }
+        marked
     }
 
     /// Runs an emulation that writes data-in into the command's buffer;
@@ -312,6 +379,10 @@ impl Cmd {
                 self.complete(Completion::Check(s));
                 reason::NONE
             }
+            Some(Ok(_)) if self.end_run() => {
+                self.complete_status(b::sam_status_SAM_STAT_TASK_ABORTED);
+                reason::NONE
+            }
             Some(Ok(d)) => {
                 let n = core::ffi::c_int::try_from(d.len).unwrap_or(core::ffi::c_int::MAX);
                 // SAFETY: the command is live and completed exactly once.
@@ -321,9 +392,13 @@ impl Cmd {
         }
     }
 
-    /// Completes the command. It must not be used afterwards, which taking
-    /// `self` enforces.
+    /// Completes the command (with TASK ABORTED if PREEMPT AND ABORT
+    /// aborted it). It must not be used afterwards, which taking `self`
+    /// enforces.
     pub(crate) fn complete(self, c: Completion) {
+        if self.end_run() {
+            return self.complete_status(b::sam_status_SAM_STAT_TASK_ABORTED);
+        }
         let status = match c {
             Completion::Good => b::sam_status_SAM_STAT_GOOD,
             Completion::Busy => b::sam_status_SAM_STAT_BUSY,
@@ -336,8 +411,55 @@ impl Cmd {
                 b::sam_status_SAM_STAT_CHECK_CONDITION
             }
         };
+        self.complete_status(status);
+    }
+
+    fn complete_status(self, status: b::sam_status) {
         // SAFETY: the command is live and completed exactly once here.
         unsafe { b::target_complete_cmd(self.raw(), status as u8) };
+    }
+}
+
+/// Marks aborted the commands of `nexuses` (see [`Cmd::mark_aborted`])
+/// among those LIO is executing for `dev`; how many.
+pub(crate) fn abort_commands(dev: *mut b::se_device, nexuses: &[(PortName, u16)]) -> u32 {
+    let mut n = 0;
+    // SAFETY: `dev` is a configured device of ours (the caller's).
+    let queues = unsafe { b::tcm_ha_dev_queue_cnt(dev) };
+    for q in 0..queues {
+        // SAFETY: `q` is a valid queue index of `dev`.
+        let flags = unsafe { b::tcm_ha_dev_queue_lock(dev, q) };
+        // SAFETY: the list is walked under its lock.
+        let mut cur = unsafe { b::tcm_ha_dev_queue_next(dev, q, core::ptr::null_mut()) };
+        while let Some(raw) = NonNull::new(cur) {
+            // A command on the list is live until LIO takes it off, which
+            // needs the lock held here.
+            let c = Cmd(raw);
+            if c.mark_aborted(nexuses) {
+                n += 1;
+            }
+            // SAFETY: as above; `cur` is on list `q`.
+            cur = unsafe { b::tcm_ha_dev_queue_next(dev, q, cur) };
+        }
+        // SAFETY: taken above with these flags.
+        unsafe { b::tcm_ha_dev_queue_unlock(dev, q, flags) };
+    }
+    n
+}
+
+/// Whether the backstore ends a command with this CDB through
+/// [`Cmd::complete`] or [`Cmd::respond`] (given what `parse_cdb` chose):
+/// LIO's parser routes reads, writes and SYNCHRONIZE CACHE to our
+/// `exec_cmd_ops`, and `spc::emulation` takes over the SPC commands the
+/// backstore owns (except PR OUT, which must not be aborted by another
+/// nexus's PREEMPT AND ABORT half-way).
+fn completed_by_us(cdb: &[u8]) -> bool {
+    let Some(&code) = cdb.first() else { return false };
+    match code {
+        op::READ_6 | op::READ_10 | 0xA8 | op::READ_16 | op::WRITE_6 | op::WRITE_10 | 0xAA | op::WRITE_16 => true,
+        op::WRITE_VERIFY_10 | op::WRITE_VERIFY_16 | op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => true,
+        op::PERSISTENT_RESERVE_OUT => false,
+        _ => super::spc::emulation(cdb).is_some(),
     }
 }
 
@@ -751,13 +873,23 @@ unsafe extern "C" fn gate(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
     let Some(run) = c.stashed_exec() else { return reason::LUN_COMMUNICATION_FAILURE };
+    let state = if completed_by_us(c.cdb()) { run::OURS } else { run::LIO };
+    c.run_state().store(state as *mut c_void, Ordering::Release);
     let mut isid = [0u8; ISID_LEN];
     let verdict = c.device().inner.scsi.admit(c.nexus(&mut isid).as_ref(), c.cdb());
     let caw = c.cdb().first() == Some(&op::COMPARE_AND_WRITE);
     match verdict {
         Ok(()) if caw && needs_peer(&c) => caw_to_peer(c),
-        // SAFETY: the function LIO's parser chose for this command.
-        Ok(()) => unsafe { run(cmd) },
+        Ok(()) => {
+            // SAFETY: the function LIO's parser chose for this command.
+            let r = unsafe { run(cmd) };
+            if r != reason::NONE {
+                // LIO ends the command with this reason (it is still live:
+                // nothing completed it); an abort mark is dropped.
+                c.end_run();
+            }
+            r
+        }
         Err(done) => {
             if caw {
                 // LIO's callback would release a lock never taken.

@@ -21,7 +21,7 @@ use crate::core_logic::scsi::{
     sense::Sense,
 };
 use crate::forward;
-use crate::scsi::ISID_LEN;
+use crate::scsi::{Aborts, ISID_LEN};
 
 /// The emulation for `cdb`, if the backstore answers it itself.
 pub(crate) fn emulation(cdb: &[u8]) -> Option<ExecFn> {
@@ -195,17 +195,31 @@ unsafe extern "C" fn execute_pr_out(cmd: *mut b::se_cmd) -> b::sense_reason_t {
         };
         match req {
             Some(Ok(o)) => {
-                forward::pr_out(c, o);
+                // LIO executes PR OUT where it may sleep (its own PREEMPT
+                // AND ABORT waits for the aborted commands there too).
+                let done = forward::pr_out(o);
+                // The primary's AbortNexus for this node's nexuses came
+                // before its answer: their commands end first.
+                if done == Completion::Good {
+                    crate::prsync::wait_aborted(c.device(), &Aborts::default());
+                }
+                c.complete(done);
                 return reason::NONE;
             }
             Some(Err(e)) => Some(Err(e)),
             None => None,
         }
     } else {
-        match len {
+        let r = match len {
             0 => Some(scsi.pr_out(key.as_ref(), cdb, &[])),
             _ => c.with_data(len, |p| scsi.pr_out(key.as_ref(), cdb, p)),
-        }
+        };
+        r.map(|r| {
+            r.map(|aborts| {
+                c.device().abort_commands(&aborts.local);
+                crate::prsync::wait_aborted(c.device(), &aborts);
+            })
+        })
     };
     let done = match r {
         None => return reason::OUT_OF_RESOURCES,

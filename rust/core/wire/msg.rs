@@ -28,6 +28,8 @@
 //! | `0x0116` | UaNexus      | 254 | 0: lun_id `u32`, 4: relative target port `u16`, 6: ASC `u8`, 7: ASCQ `u8`, 8: reserved `u16` (0), 10: initiator port (as in PrReg at 20) |
 //! | `0x0117` | UaAll        |   8 | 0: lun_id `u32`, 4: ASC `u8`, 5: ASCQ `u8`, 6: reserved `u16` (0) |
 //! | `0x0118` | ModePages    |  12 | 0: lun_id `u32`, 4: generation `u32`, 8: flags `u8` (bit 0 WCE, others 0), 9: reserved `[u8; 3]` (0) |
+//! | `0x0119` | AbortNexus   | 256 | 0: lun_id `u32`, 4: token `u32`, 8: relative target port `u16`, 10: reserved `u16` (0), 12: initiator port (as in PrReg at 20) |
+//! | `0x011A` | AbortDone    |   8 | 0: lun_id `u32`, 4: token `u32`                      |
 //! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
 //! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
@@ -80,6 +82,13 @@
 //! receiver (a PR unit attention for a registrant logged in there);
 //! `UaAll` for every I_T nexus of the LUN on the receiver (a LUN reset).
 //!
+//! `AbortNexus` (primary to secondary) carries PREEMPT AND ABORT to the
+//! receiver: every command of that I_T nexus it holds for the LUN is
+//! aborted (completed with TASK ABORTED once its IO has ended). The
+//! receiver answers `AbortDone` with the highest token whose commands have
+//! all ended; the primary completes the PR OUT after that (and after its
+//! own aborted commands), so no IO of a preempted nexus lands afterwards.
+//!
 //! `ModePages` carries a LUN's changeable mode parameters (the caching
 //! page's WCE) with their generation, bumped by each MODE SELECT that
 //! changed them. Each side sends it at link up and on change; the higher
@@ -127,6 +136,10 @@ const UA_NEXUS_LEN: usize = 10 + PORT_NAME_LEN;
 const UA_ALL_LEN: usize = 8;
 /// Payload length of [`ModePages`].
 const MODE_PAGES_LEN: usize = 12;
+/// Payload length of [`AbortNexus`].
+const ABORT_NEXUS_LEN: usize = 12 + PORT_NAME_LEN;
+/// Payload length of [`AbortDone`].
+const ABORT_DONE_LEN: usize = 8;
 
 /// Payload length of [`IoReq`].
 const IO_REQ_LEN: usize = 24;
@@ -221,6 +234,10 @@ pub(crate) enum MsgType {
     UaAll = 0x0117,
     /// A LUN's changeable mode parameters.
     ModePages = 0x0118,
+    /// Abort the commands of one I_T nexus (PREEMPT AND ABORT).
+    AbortNexus = 0x0119,
+    /// The aborted commands have ended.
+    AbortDone = 0x011A,
     /// Block IO for the primary to do (proxy mode).
     IoReq = 0x0120,
     /// Data of an IoReq (write) or of its answer (read).
@@ -258,6 +275,8 @@ impl MsgType {
             0x0116 => MsgType::UaNexus,
             0x0117 => MsgType::UaAll,
             0x0118 => MsgType::ModePages,
+            0x0119 => MsgType::AbortNexus,
+            0x011A => MsgType::AbortDone,
             0x0120 => MsgType::IoReq,
             0x0121 => MsgType::IoData,
             0x0122 => MsgType::IoDone,
@@ -295,6 +314,8 @@ impl MsgType {
             MsgType::UaNexus => "UaNexus",
             MsgType::UaAll => "UaAll",
             MsgType::ModePages => "ModePages",
+            MsgType::AbortNexus => "AbortNexus",
+            MsgType::AbortDone => "AbortDone",
             MsgType::IoReq => "IoReq",
             MsgType::IoData => "IoData",
             MsgType::IoDone => "IoDone",
@@ -325,6 +346,8 @@ impl MsgType {
             MsgType::UaNexus => UA_NEXUS_LEN,
             MsgType::UaAll => UA_ALL_LEN,
             MsgType::ModePages => MODE_PAGES_LEN,
+            MsgType::AbortNexus => ABORT_NEXUS_LEN,
+            MsgType::AbortDone => ABORT_DONE_LEN,
             MsgType::IoReq => IO_REQ_LEN,
             MsgType::IoData => return (IO_DATA_HEAD + 1, IO_DATA_HEAD + IO_CHUNK),
             MsgType::IoDone => IO_DONE_LEN,
@@ -800,6 +823,29 @@ pub(crate) struct UaNexus {
     pub(crate) port: PortName,
 }
 
+/// PREEMPT AND ABORT for one I_T nexus of the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AbortNexus {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The sender's number for this abort, echoed by [`AbortDone`];
+    /// increasing per LUN.
+    pub(crate) token: u32,
+    /// Relative target port of the I_T nexus.
+    pub(crate) rel_port: u16,
+    /// The initiator port of the I_T nexus.
+    pub(crate) port: PortName,
+}
+
+/// The commands of every [`AbortNexus`] up to `token` have ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AbortDone {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The highest token answered.
+    pub(crate) token: u32,
+}
+
 /// A LUN's changeable mode parameters, as one node holds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ModePages {
@@ -1101,6 +1147,10 @@ pub(crate) enum Message {
     UaAll(u32, [u8; 2]),
     /// See [`ModePages`].
     ModePages(ModePages),
+    /// See [`AbortNexus`].
+    AbortNexus(AbortNexus),
+    /// See [`AbortDone`].
+    AbortDone(AbortDone),
     /// See [`IoReq`].
     IoReq(IoReq),
     /// See [`IoData`]: only the fields before the data (the data stays in
@@ -1140,6 +1190,8 @@ impl Message {
             Message::UaNexus(_) => MsgType::UaNexus,
             Message::UaAll(..) => MsgType::UaAll,
             Message::ModePages(_) => MsgType::ModePages,
+            Message::AbortNexus(_) => MsgType::AbortNexus,
+            Message::AbortDone(_) => MsgType::AbortDone,
             Message::IoReq(_) => MsgType::IoReq,
             Message::IoData(_) => MsgType::IoData,
             Message::IoDone(_) => MsgType::IoDone,
@@ -1402,6 +1454,32 @@ impl Message {
                 }
                 Message::UaAll(lun_id, asc)
             }
+            MsgType::AbortNexus => {
+                let lun_id = r.u32()?;
+                let token = r.u32()?;
+                let rel_port = r.u16()?;
+                let reserved = r.u16()?;
+                let port = PortName::read(r, ty)?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                if reserved != 0 {
+                    return Some(Err(invalid("reserved", u64::from(reserved))));
+                }
+                let port = match port {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                };
+                Message::AbortNexus(AbortNexus { lun_id, token, rel_port, port })
+            }
+            MsgType::AbortDone => {
+                let lun_id = r.u32()?;
+                let token = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                Message::AbortDone(AbortDone { lun_id, token })
+            }
             MsgType::ModePages => {
                 let lun_id = r.u32()?;
                 let generation = r.u32()?;
@@ -1657,6 +1735,17 @@ impl Message {
                 w.put(asc)?;
                 w.u16(0)
             }
+            Message::AbortNexus(a) => {
+                w.u32(a.lun_id)?;
+                w.u32(a.token)?;
+                w.u16(a.rel_port)?;
+                w.u16(0)?;
+                a.port.write(w)
+            }
+            Message::AbortDone(d) => {
+                w.u32(d.lun_id)?;
+                w.u32(d.token)
+            }
             Message::ModePages(m) => {
                 w.u32(m.lun_id)?;
                 w.u32(m.generation)?;
@@ -1713,7 +1802,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 24] {
+    pub(crate) fn samples() -> [Message; 26] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -1760,6 +1849,8 @@ pub(crate) mod tests {
             Message::OrderReq(order_req()),
             Message::OrderGrant(OrderGrant { tag: 0x0506_0708, lun_id: 7, status: OrderStatus::NotHeld }),
             Message::OrderDone(OrderDone { tag: 0x0506_0708, lun_id: 16383 }),
+            Message::AbortNexus(AbortNexus { lun_id: 7, token: 3, rel_port: 0x21, port: pr_out().port }),
+            Message::AbortDone(AbortDone { lun_id: 7, token: 3 }),
         ]
     }
 
@@ -1828,6 +1919,22 @@ pub(crate) mod tests {
         assert_eq!(field_of(m, 0, &[0, 0, 0x40, 0]), "lun_id");
         assert_eq!(field_of(m, 8, &[3]), "flags");
         assert_eq!(field_of(m, 11, &[1]), "reserved");
+    }
+
+    #[test]
+    fn abort_messages_fields_are_checked() {
+        let (a, d) = (samples()[24], samples()[25]);
+        roundtrip(a);
+        roundtrip(d);
+        assert_eq!(a.msg_type().as_u16(), 0x0119);
+        assert_eq!(d.msg_type().as_u16(), 0x011A);
+        assert_eq!(a.payload_len(), 256);
+        assert_eq!(field_of(a, 0, &[0, 0, 0x40, 0]), "lun_id");
+        assert_eq!(field_of(a, 10, &[1]), "reserved");
+        // The initiator port as in PrReg: name length 0, padding.
+        assert_eq!(field_of(a, 14, &[0, 0]), "name length");
+        assert_eq!(field_of(a, 12 + 4 + 16 + 200, &[1]), "padding");
+        assert_eq!(field_of(d, 0, &[0, 0, 0x40, 0]), "lun_id");
     }
 
     #[test]
