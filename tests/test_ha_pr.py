@@ -251,6 +251,8 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
     assert prout(b, sb, "--register --param-sark=0xb1").rc == 0
     # The victim writes; the other node preempts.
     victim, vsg, vkey, pre, psg, pkey = (b, sb, "b1", a, sa, "a1") if through == "a" else (a, sa, "a1", b, sb, "b1")
+    # Unit attentions from the link coming up are reported first.
+    victim.run(f"for i in 1 2 3 4 5; do sg_turs {vsg} >/dev/null 2>&1 && break; done")
     before = stat(victim, "preempt_aborted")
     cmds = received(victim)
     throttle_writes(a, 64 * 1024)
