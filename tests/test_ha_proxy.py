@@ -13,6 +13,7 @@ import pytest
 
 import lio
 import vm
+from conftest import PATH_A, PATH_B
 from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, switch_roles,
                     wait_map_ios, wait_paths, wait_writes)
 from test_ha_alua import link
@@ -428,6 +429,36 @@ def test_lun_reset_through_the_secondary_with_io_in_flight(px):
     ini.run(f"dd if=/dev/{db} of=/dev/null bs=64k count=16 iflag=direct status=none")
     print(f"\n[proxy] LUN RESET through B with {w1 - w0} forwarded writes done: completed in {took:.2f}s, "
           "nothing left parked, IO through B goes on")
+
+
+# libiscsi across the pair (issue 5): the PR families with both sessions entering
+# through the secondary (every PR OUT forwarded to the primary), and the
+# MultipathIO family with one URL per node.
+PR_FAMILIES = ["ProutRegister", "ProutReserve", "ProutClear", "ProutPreempt",
+               "PrinReadKeys", "PrinServiceactionRange", "PrinReportCapabilities"]
+# Expected failures with the reason (in step with the issue note).
+KNOWN: dict[str, str] = {}
+
+
+def test_libiscsi_across_the_pair(px):
+    """Issue 5's libiscsi runs, in proxy mode: iscsi-test-cu opens each URL
+    with TEST UNIT READY and READ CAPACITY, which a Standby path (mode 0)
+    refuses, so B's path must be active."""
+    from test_libiscsi import run_suite
+    ini = px.ini
+    url = {g: f"iscsi://{p}/{lio.TARGET_IQN}/0" for g, p in (("a", PATH_A), ("b", PATH_B))}
+    results = {}
+    for name, tests, urls in (("PR through B", ",".join(f"SCSI.{f}" for f in PR_FAMILIES),
+                               f"{url['b']} {url['b']}"),
+                              ("MultipathIO A+B", "SCSI.MultipathIO", f"{url['a']} {url['b']}")):
+        counts, failed, out = results[name] = run_suite(ini, tests, urls)
+        print(f"\n[libiscsi] {name}: {counts}")
+        for f in failed:
+            print(f"[libiscsi] FAILED {f}: {KNOWN.get(f, 'unexpected')}")
+    for name, (counts, failed, out) in results.items():
+        assert counts["ran"] >= 1, out[-3000:]
+        unexpected = [f for f in failed if f not in KNOWN]
+        assert not unexpected, (name, unexpected, out[-6000:])
 
 
 def test_planned_switch_under_io_keeps_both_paths_serving(px):
