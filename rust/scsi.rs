@@ -144,6 +144,15 @@ impl State {
     }
 }
 
+/// Removes the first `n` entries of `v` (those just sent).
+fn drop_front<T>(v: &mut KVec<T>, n: usize) {
+    let mut i = 0;
+    v.retain(|_| {
+        i += 1;
+        i > n
+    });
+}
+
 /// Per-device SCSI state of the backstore.
 #[pin_data]
 pub(crate) struct Scsi {
@@ -589,11 +598,7 @@ impl Scsi {
             let ua = UaNexus { lun_id, rel_port: e.rel_port, asc: [sense.asc, sense.ascq], port };
             let _ = out.push(Message::UaNexus(ua), GFP_ATOMIC);
         }
-        let mut i = 0;
-        peer_uas.retain(|_| {
-            i += 1;
-            i > n
-        });
+        drop_front(peer_uas, n);
         // After the unit attentions: REGISTRATIONS PREEMPTED reaches the
         // nexus no later than its aborted commands' status.
         let room = out.capacity().saturating_sub(out.len());
@@ -604,11 +609,7 @@ impl Scsi {
             let a = AbortNexus { lun_id, token: *token, rel_port: e.rel_port, port };
             let _ = out.push(Message::AbortNexus(a), GFP_ATOMIC);
         }
-        let mut i = 0;
-        peer_aborts.retain(|_| {
-            i += 1;
-            i > n
-        });
+        drop_front(peer_aborts, n);
     }
 
     /// Whether unit attentions or aborts wait to be sent to the peer.
