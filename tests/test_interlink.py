@@ -227,7 +227,8 @@ def test_rogue_peer_with_the_key_cannot_harm_the_node(pair):
     authentication, a second Login, a replayed sequence number,
     undecodable messages and frames whose CRC32C trailer does not match (a
     Heartbeat, write data) end the link; messages for LUNs, requests and
-    tags A does not have are refused or ignored with the link kept; proxy
+    tags A does not have are refused or ignored with the link kept (a
+    PREEMPT AND ABORT sent to the primary is refused, yet answered); proxy
     IO is checked (a read, a write read back, write data out of order, a
     read past the end). The real peer links afterwards."""
     a, b = pair
@@ -246,7 +247,7 @@ def test_rogue_peer_with_the_key_cannot_harm_the_node(pair):
         log = a.run("dmesg").out
         assert not res["failed"] and res["ok"] == res["cases"], (res, log[-4000:])
         for reason in ("on an established link", "sequence", "for no waiting IO", "out of order",
-                       "past the end", "frame checksum mismatch"):
+                       "past the end", "frame checksum mismatch", "PREEMPT AND ABORT from the peer"):
             assert reason in log, (reason, log[-4000:])
         setattr_(b, "ha_peer", f"connect {INTERLINK_A}:{PORT}")
         wait_state(a, "online", timeout=30)

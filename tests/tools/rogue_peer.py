@@ -29,6 +29,7 @@ HELLO, AUTH_RESPONSE, AUTH_RESULT, LOGIN, LOGIN_ACK = 0x0001, 0x0002, 0x0003, 0x
 HEARTBEAT, HEARTBEAT_ACK, BYE = 0x0020, 0x0021, 0x0030
 LUN_STATE, PR_END, PR_OUT, PR_OUT_DONE, UA_ALL = 0x0100, 0x0112, 0x0114, 0x0115, 0x0117
 IO_REQ, IO_DATA, IO_DONE = 0x0120, 0x0121, 0x0122
+ABORT_NEXUS, ABORT_DONE = 0x0119, 0x011A
 ANSWER = 1 << 31
 LABEL = b"tcm_ha interlink auth v1"
 
@@ -254,6 +255,13 @@ def cases(lun: int):
     lun_state = struct.pack("<IBBHIQ", 999, 1, 0, 0, 512, 2048) + b"x" * 64 + bytes(32)
     port = struct.pack("<BBH", 5, 0, 3) + bytes(16) + b"ini".ljust(224, b"\0")
     pr_out = struct.pack("<IIHBBQQ", 21, 999, 0x21, 0, 0, 0, 0xab) + port
+
+    def abort(lun_id: int, token: int):
+        # PREEMPT AND ABORT for a nexus of the node's: answered AbortDone
+        # with the token even when refused (a LUN it does not have, or one
+        # it is primary for: only the primary sends these).
+        return alive_after(ABORT_NEXUS, struct.pack("<IIHH", lun_id, token, 0x11, 0) + port,
+                           lambda l: l.expect(ABORT_DONE, 5, lambda p: p == struct.pack("<II", lun_id, token)) is not None)
     return [
         ("replayed_auth_response", closes(AUTH_RESPONSE, os.urandom(32))),
         ("second_hello", closes(HELLO, os.urandom(32) + b"\x02")),
@@ -266,6 +274,10 @@ def cases(lun: int):
         ("ua_for_unknown_lun", alive_after(UA_ALL, struct.pack("<IBBH", 999, 0x29, 0, 0))),
         ("pr_out_for_unknown_lun", alive_after(PR_OUT, pr_out, lambda l: l.expect(
             PR_OUT_DONE, 5, lambda p: struct.unpack_from("<I", p)[0] == 21)[1][8:12] == b"\x02\x02\x04\x0a")),
+        ("abort_for_unknown_lun", abort(999, 7)),
+        ("abort_from_the_secondary", abort(lun, 8)),
+        ("abort_done_for_unknown_lun", alive_after(ABORT_DONE, struct.pack("<II", 999, 9))),
+        ("abort_nexus_bad_reserved", closes(ABORT_NEXUS, struct.pack("<IIHH", lun, 1, 0x11, 1) + port)),
         ("io_done_for_no_request", alive_after(IO_DONE, struct.pack("<IIB3x", 77, lun, 0))),
         ("io_data_for_no_request", alive_after(IO_DATA, io_data(78, 0, b"z" * 512))),
         ("io_read_data_for_no_request", alive_after(IO_DATA, io_data(79 | ANSWER, 0, b"z" * 512))),
