@@ -191,6 +191,7 @@ impl Interlink {
         let mut left = ms;
         while left > 0 && !self.stale(gen) {
             forward::expire();
+            crate::barrier::pump();
             let step = left.min(50);
             sys::sleep_ms(step);
             left -= step;
@@ -576,6 +577,7 @@ impl Interlink {
             // Completed shared-storage IO frees ranges before the
             // queued messages go out.
             crate::serialize::pump();
+            crate::barrier::pump();
             if s.params().is_some() {
                 let r = prs.flush(&mut |m| s.send_when_up(m, sys::now_ms(), &mut tx).map(|_| ()));
                 if let Err(e) = r {

@@ -66,6 +66,8 @@ struct Filling {
     lun_id: u32,
     sector: u64,
     fua: bool,
+    /// An ORDERED task's write (see `crate::barrier`).
+    ordered: bool,
     fill: Fill,
     buf: PageBuf,
     got: usize,
@@ -290,7 +292,7 @@ impl Proxy {
                         return Err(IoStatus::Busy);
                     }
                 };
-                bufio::submit(b, io, q.sector).map_err(|b| {
+                crate::barrier::peer(b, io, q.sector, q.ordered).map_err(|b| {
                     self.held -= b.buf.len();
                     IoStatus::Busy
                 })
@@ -311,7 +313,7 @@ impl Proxy {
                     _ => (q.len, Fill::Write),
                 };
                 let buf = self.buffer(len)?;
-                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, fill, buf, got: 0 };
+                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, ordered: q.ordered, fill, buf, got: 0 };
                 self.filling.push(f, GFP_KERNEL).map_err(|_| {
                     self.held -= len as usize;
                     IoStatus::Busy
@@ -347,7 +349,7 @@ impl Proxy {
             self.reply(f.tag, f.lun_id, IoStatus::Blk(blk::IOERR));
             return;
         }
-        let (tag, lun_id) = (f.tag, f.lun_id);
+        let (tag, lun_id, ordered) = (f.tag, f.lun_id, f.ordered);
         let (op, sectors) = match f.fill {
             Fill::Same(n) => (BufOp::WriteSame(f.fua, n), n),
             Fill::Write => (BufOp::Write(f.fua), (len / 512) as u64),
@@ -372,7 +374,12 @@ impl Proxy {
         };
         let r = lun_io(lun_id, f.sector, sectors).and_then(|(io, _)| {
             let b = BufIo::new(cookie(tag, lun_id), op, f.buf).map_err(|_| IoStatus::Busy)?;
-            bufio::submit(b, io, f.sector).map_err(|_| IoStatus::Busy)
+            match op {
+                // Writes are ordered around ORDERED tasks; WRITE SAME is not.
+                BufOp::Write(_) => crate::barrier::peer(b, io, f.sector, ordered),
+                _ => bufio::submit(b, io, f.sector),
+            }
+            .map_err(|_| IoStatus::Busy)
         });
         if let Err(st) = r {
             self.held -= len;
@@ -533,6 +540,9 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // The peer's IO waiting behind an ORDERED task goes; this node's
+        // runs.
+        crate::barrier::offline();
         // The COMPARE AND WRITE locks of this connection's IO are released
         // here: once the reads holding one have completed, the done list
         // (and with it their locks) is emptied.
