@@ -258,3 +258,13 @@ class Pair:
             lio.clear_ha(g)
             lio.clear_target(g)
             g.run("rmmod tcm_ha", timeout=60)
+
+
+def task(ini, portal: str, attr: str, what: str, lba: int, arg) -> str:
+    """One READ(10) or WRITE(10) with task attribute `attr` through
+    `portal`, from a session of its own (tests/tools/iscsi_task.py: the
+    Linux initiator tags every command SIMPLE); the tool's line."""
+    r = ini.run(f"python3 /mnt/repo/tests/tools/iscsi_task.py {portal} {lio.TARGET_IQN} "
+                f"iqn.2026-12.org.tcm-ha:task {attr} {what} {lba} {arg}", check=False, timeout=120)
+    assert r.rc == 0, r.out
+    return r.out.strip()

@@ -15,7 +15,7 @@ import lio
 import vm
 from conftest import PATH_A, PATH_B
 from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, switch_roles,
-                    wait_map_ios, wait_paths, wait_writes)
+                    task, wait_map_ios, wait_paths, wait_writes)
 from test_ha_alua import link
 
 STATS = "/sys/kernel/config/tcm_ha/stats"
@@ -429,6 +429,62 @@ def test_lun_reset_through_the_secondary_with_io_in_flight(px):
     ini.run(f"dd if=/dev/{db} of=/dev/null bs=64k count=16 iflag=direct status=none")
     print(f"\n[proxy] LUN RESET through B with {w1 - w0} forwarded writes done: completed in {took:.2f}s, "
           "nothing left parked, IO through B goes on")
+
+
+def ordered_read_waits_for_writes(px, writer, wdev: str, reader: str) -> tuple[float, list[float], float]:
+    """Three 128 KiB writes through `writer`'s path (device `wdev` on the
+    initiator), slowed by A's throttled disk, then one ORDERED READ through
+    `reader`'s portal: (start of the read, ends of the writes, end of the
+    read) on the initiator's clock."""
+    ini = px.ini
+    bs = int(ini.run(f"blockdev --getss /dev/{wdev}").out)
+    lba = 200 * 1048576 // bs
+    ini.run("head -c 131072 /dev/urandom > /tmp/ow; rm -f /tmp/owend*")
+    cmds = writer.run("cat /sys/kernel/config/target/iscsi/*/tpgt_1/lun/lun_0/statistics/scsi_tgt_port/in_cmds").out
+    px.a.throttle_writes("shared.raw", 64 * 1024)
+    try:
+        for i in range(3):
+            # WRITE(16), 128 KiB at its own offset.
+            cdb = f"8a 00 {' '.join(f'{b:02x}' for b in (lba + i * 131072 // bs).to_bytes(8, 'big'))} " \
+                  f"{' '.join(f'{b:02x}' for b in (131072 // bs).to_bytes(4, 'big'))} 00 00"
+            ini.run(f"(sg_raw -s 131072 -i /tmp/ow -t 60 /dev/{wdev} {cdb} >/dev/null 2>&1; "
+                    f"date +%s.%N > /tmp/owend{i}) &")
+        # The writer's target has them (it counts commands as they come).
+        deadline = time.time() + 20
+        while sum(map(int, writer.run("cat /sys/kernel/config/target/iscsi/*/tpgt_1/lun/lun_0/statistics/"
+                                      "scsi_tgt_port/in_cmds").out.split())) < sum(map(int, cmds.split())) + 3:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        t0 = float(ini.run("date +%s.%N").out)
+        line = task(ini, PATH_A if reader == "a" else PATH_B, "ordered", "read", lba, 1)
+        t1 = float(ini.run("date +%s.%N").out)
+        assert line.startswith("status 0x00"), line
+    finally:
+        px.a.throttle_writes("shared.raw", 0)
+    ini.run("for i in $(seq 200); do ls /tmp/owend0 /tmp/owend1 /tmp/owend2 >/dev/null 2>&1 && break; "
+            "sleep 0.1; done")
+    ends = [float(ini.run(f"cat /tmp/owend{i}").out) for i in range(3)]
+    return t0, ends, t1
+
+
+def test_ordered_tasks_wait_for_the_other_nodes_io(px):
+    """An ORDERED task runs after every IO the primary had started, the
+    other node's included: an ORDERED READ through A waits for B's writes
+    (which A does for B), and one through B (sent to A marked ORDERED)
+    waits for A's own writes. A's disk is throttled so that the writes take
+    seconds; each write's end on the initiator comes before the read's."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    barriers = {g.name: stat(g, "order_barriers") for g in (a, b)}
+    for writer, wdev, reader in ((b, db, "a"), (a, da, "b")):
+        t0, ends, t1 = ordered_read_waits_for_writes(px, writer, wdev, reader)
+        print(f"\n[proxy] ORDERED READ through {reader.upper()} took {t1 - t0:.2f}s; "
+              f"{writer.name}'s writes ended {max(ends) - t0:.2f}s after it was sent")
+        assert max(ends) <= t1, (t0, ends, t1)
+        assert max(ends) - t0 > 1.0, "the writes were not in flight"
+    # A ran both as barriers; B forwarded one marked ORDERED.
+    grew = {g.name: stat(g, "order_barriers") - barriers[g.name] for g in (a, b)}
+    assert grew == {"nodea": 2, "nodeb": 1}, grew
 
 
 # libiscsi across the pair (issue 5): the PR families with both sessions entering

@@ -16,10 +16,9 @@ import time
 
 import pytest
 
-import lio
 import vm
 from conftest import PATH_A, PATH_B
-from hapair import held, wait_paths
+from hapair import held, task, wait_paths
 from test_ha_proxy import (STATS, caw_race, configured_pair, fio, link_loss_with_io_in_flight, planned_switch_under_io, stat,
                            written_through_one_read_through_the_other)
 
@@ -187,16 +186,6 @@ def test_write_same_and_unmap_are_ordered_across_both_nodes(sh):
     print(f"\n[shared] B asked A for 1 WRITE SAME and 2 UNMAPs (3 orders); {ROUNDS} rounds of 8 WRITE SAMEs "
           f"through B against 8 writes through A: never mixed (A's data last {got.count('aa')}, "
           f"B's {got.count('bb')}; A held back {stat(a, 'order_waits') - waits} IOs)")
-
-
-def task(ini, portal: str, attr: str, what: str, lba: int, arg) -> str:
-    """One READ(10) or WRITE(10) with task attribute `attr` through
-    `portal`, from a session of its own (tests/tools/iscsi_task.py: the
-    Linux initiator tags every command SIMPLE); the tool's line."""
-    r = ini.run(f"python3 /mnt/repo/tests/tools/iscsi_task.py {portal} {lio.TARGET_IQN} "
-                f"iqn.2026-12.org.tcm-ha:task {attr} {what} {lba} {arg}", check=False, timeout=120)
-    assert r.rc == 0, r.out
-    return r.out.strip()
 
 
 def test_ordered_tasks_are_ordered_over_the_whole_lun(sh):

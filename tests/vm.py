@@ -284,6 +284,19 @@ class Guest:
                         break
             return reply
 
+    def throttle_writes(self, image: str, bps: int) -> None:
+        """Limits writes to the guest's drive whose image file name ends
+        with `image` to `bps` bytes per second (0: no limit), through QMP
+        block_set_io_throttle: IO then stays in flight long enough to act
+        on it."""
+        blocks = self.qmp("query-block")["return"]
+        names = [d["device"] for d in blocks
+                 if d.get("inserted", {}).get("file", "").endswith(image)]
+        assert len(names) == 1, blocks
+        r = self.qmp("block_set_io_throttle", device=names[0], bps=0, bps_rd=0, bps_wr=bps,
+                     iops=0, iops_rd=0, iops_wr=0)
+        assert "return" in r, r
+
     def restart(self, accel: str, timeout: float = 600, keep_root: bool = False) -> None:
         """Boots the guest again after its QEMU exited (it runs with
         -no-reboot, so a guest reboot ends QEMU); `keep_root` as for
