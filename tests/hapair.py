@@ -260,6 +260,27 @@ class Pair:
             g.run("rmmod tcm_ha", timeout=60)
 
 
+def writes_in_flight(g: vm.Guest, dev: str) -> int:
+    """Writes `g`'s block device `dev` (e.g. vdc) has in flight."""
+    return int(g.run(f"cat /sys/block/{dev}/inflight").out.split()[1])
+
+
+def wait_in_flight(g: vm.Guest, n: int, dev: str = "", forwarded: bool = False, timeout: float = 20) -> None:
+    """Waits until `g` has at least `n` writes in flight on its block
+    device `dev`, or (`forwarded`) `n` commands waiting for the peer."""
+    deadline = time.time() + timeout
+    while True:
+        if forwarded:
+            out = g.run("cat /sys/kernel/config/tcm_ha/stats").out
+            have = int(re.search(r"^forwarded_waiting: (\d+)$", out, re.M).group(1))
+        else:
+            have = writes_in_flight(g, dev)
+        if have >= n:
+            return
+        assert time.time() < deadline, f"{g.name}: {have} of {n} in flight"
+        time.sleep(0.1)
+
+
 def task(ini, portal: str, attr: str, what: str, lba: int, arg) -> str:
     """One READ(10) or WRITE(10) with task attribute `attr` through
     `portal`, from a session of its own (tests/tools/iscsi_task.py: the

@@ -12,6 +12,7 @@ import pytest
 
 import vm
 from conftest import INTERLINK_A
+from hapair import wait_in_flight
 from test_ha_alua import link, lun_pair, make_lun_pair, wait_rtpg  # noqa: F401 (fixture)
 from test_interlink import PORT, setattr_, wait_state
 
@@ -225,10 +226,6 @@ def in_flight(g: vm.Guest) -> int:
     return int(g.run("pgrep -c -x sg_raw || true").out.strip() or 0)
 
 
-def received(g: vm.Guest) -> int:
-    """Commands LIO received through `g`'s tcm_loop LUN."""
-    out = g.run("cat /sys/kernel/config/target/loopback/*/tpgt_1/lun/lun_*/statistics/scsi_tgt_port/in_cmds").out
-    return sum(int(x) for x in out.split())
 
 
 @pytest.mark.parametrize("through", ["a", "b"])
@@ -249,16 +246,14 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
     # Unit attentions from the link coming up are reported first.
     victim.run(f"for i in 1 2 3 4 5; do sg_turs {vsg} >/dev/null 2>&1 && break; done")
     before = stat(victim, "preempt_aborted")
-    cmds = received(victim)
     throttle_writes(a, 64 * 1024)
     try:
         victim.run(WRITES.format(sg=vsg))
-        # The target has the three writes (then at most a few microseconds
-        # to their execution).
-        deadline = time.time() + 20
-        while received(victim) < cmds + 3:
-            assert time.time() < deadline, victim.run("cat /tmp/w*").out
-            time.sleep(0.1)
+        # All three in flight: B's waiting for A's answer, or A's on its disk.
+        if victim is b:
+            wait_in_flight(b, 3, forwarded=True)
+        else:
+            wait_in_flight(a, 3, "vdb")
         # 384 KiB at 64 KiB/s: the writes take about 6 s, and have just begun.
         t0 = time.time()
         r = prout(pre, psg, f"--preempt-abort --param-rk=0x{pkey} --param-sark=0x{vkey} --prout-type=1")

@@ -15,7 +15,7 @@ import lio
 import vm
 from conftest import PATH_A, PATH_B
 from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, switch_roles,
-                    task, wait_map_ios, wait_paths, wait_writes)
+                    task, wait_in_flight, wait_map_ios, wait_paths, wait_writes)
 from test_ha_alua import link
 
 STATS = "/sys/kernel/config/tcm_ha/stats"
@@ -440,7 +440,6 @@ def ordered_read_waits_for_writes(px, writer, wdev: str, reader: str) -> tuple[f
     bs = int(ini.run(f"blockdev --getss /dev/{wdev}").out)
     lba = 200 * 1048576 // bs
     ini.run("head -c 131072 /dev/urandom > /tmp/ow; rm -f /tmp/owend*")
-    cmds = writer.run("cat /sys/kernel/config/target/iscsi/*/tpgt_1/lun/lun_0/statistics/scsi_tgt_port/in_cmds").out
     px.a.throttle_writes("shared.raw", 64 * 1024)
     try:
         for i in range(3):
@@ -449,12 +448,11 @@ def ordered_read_waits_for_writes(px, writer, wdev: str, reader: str) -> tuple[f
                   f"{' '.join(f'{b:02x}' for b in (131072 // bs).to_bytes(4, 'big'))} 00 00"
             ini.run(f"(sg_raw -s 131072 -i /tmp/ow -t 60 /dev/{wdev} {cdb} >/dev/null 2>&1; "
                     f"date +%s.%N > /tmp/owend{i}) &")
-        # The writer's target has them (it counts commands as they come).
-        deadline = time.time() + 20
-        while sum(map(int, writer.run("cat /sys/kernel/config/target/iscsi/*/tpgt_1/lun/lun_0/statistics/"
-                                      "scsi_tgt_port/in_cmds").out.split())) < sum(map(int, cmds.split())) + 3:
-            assert time.time() < deadline
-            time.sleep(0.1)
+        # All three in flight: B's waiting for A's answer, or A's on its disk.
+        if writer is px.b:
+            wait_in_flight(px.b, 3, forwarded=True)
+        else:
+            wait_in_flight(px.a, 3, "vdc")
         t0 = float(ini.run("date +%s.%N").out)
         line = task(ini, PATH_A if reader == "a" else PATH_B, "ordered", "read", lba, 1)
         t1 = float(ini.run("date +%s.%N").out)
