@@ -301,6 +301,7 @@ impl ThreadBody for Interlink {
         let mut seen_gen = None;
         while !sys::should_stop() {
             refresh_alua();
+            crate::barrier::pump();
             let Ok((gen, peer, key)) = self.snapshot() else {
                 sys::sleep_ms(100);
                 continue;
