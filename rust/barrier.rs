@@ -10,9 +10,10 @@
 //! aside) is counted while it runs, and the IO of an ORDERED task (this
 //! node's, or the peer's: `IoReq::ordered`) is a barrier: it is queued,
 //! runs once nothing counted is running any more, and every read or write
-//! that comes after it waits in the queue until it has completed. Without
-//! a barrier the count is the only cost (an atomic increment and decrement
-//! per IO).
+//! that comes after it waits in the queue until it has completed. The IO
+//! of a HEAD OF QUEUE task (`IoReq::head` from the peer) runs at once, as
+//! LIO runs one, even while a barrier runs. Without a barrier the count is
+//! the only cost (an atomic increment and decrement per IO).
 //!
 //! The barrier spans the node's LUNs (an ORDERED task of one LUN also waits
 //! for the IO of the others): simpler, never less ordered, and ORDERED
@@ -45,6 +46,17 @@ static CLOSED: AtomicU32 = AtomicU32::new(0);
 /// A barrier's IO is running.
 static BARRIER_RUNNING: AtomicBool = AtomicBool::new(false);
 
+/// A task attribute as the barrier treats it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attr {
+    /// SIMPLE (and any other): runs unless a barrier is queued or runs.
+    Simple,
+    /// ORDERED: a barrier.
+    Ordered,
+    /// HEAD OF QUEUE: runs at once.
+    Head,
+}
+
 /// What waits in the queue.
 enum Work {
     /// A read or write of this node's.
@@ -75,11 +87,15 @@ fn active() -> bool {
     NODE.mode() == HaMode::Proxy && NODE.link() == Link::Online
 }
 
-/// Counts an IO about to start; `false` (not counted) when a barrier is
-/// queued or running: the IO must queue.
-fn enter() -> bool {
+/// Counts an IO of `attr` about to start; `false` (not counted) when it
+/// must queue: a barrier's, or another behind a queued or running barrier
+/// (HEAD OF QUEUE never queues).
+fn enter(attr: Attr) -> bool {
+    if attr == Attr::Ordered {
+        return false;
+    }
     RUNNING.fetch_add(1, Ordering::SeqCst);
-    if CLOSED.load(Ordering::SeqCst) == 0 {
+    if attr == Attr::Head || CLOSED.load(Ordering::SeqCst) == 0 {
         return true;
     }
     exit();
@@ -122,8 +138,13 @@ fn room(q: &mut KVec<Item>) -> bool {
 /// up). `Err`: nothing was done, the command is given back (the caller
 /// fails it).
 pub(crate) fn local(c: Cmd, io: IoRef, rw: Rw) -> core::result::Result<(), Cmd> {
-    let ordered = c.ordered() && active();
-    if !ordered && enter() {
+    let attr = match (c.ordered(), c.head_of_queue()) {
+        (true, _) if active() => Attr::Ordered,
+        (_, true) => Attr::Head,
+        _ => Attr::Simple,
+    };
+    let ordered = attr == Attr::Ordered;
+    if enter(attr) {
         return cmd::submit_gated(c, io, rw, Gated::Counted).map_err(|c| {
             exit();
             c
@@ -140,10 +161,11 @@ pub(crate) fn local(c: Cmd, io: IoRef, rw: Rw) -> core::result::Result<(), Cmd> 
 }
 
 /// The peer's IO `b` at `sector` on `io` (proxy mode, this node the
-/// primary; `ordered`: an ORDERED task's): submitted now, or queued as
-/// [`local`] says. `Err`: nothing was done, `b` comes back.
-pub(crate) fn peer(mut b: KBox<BufIo>, io: IoRef, sector: u64, ordered: bool) -> core::result::Result<(), KBox<BufIo>> {
-    if !ordered && enter() {
+/// primary) of a task with `attr`: submitted now, or queued as [`local`]
+/// says. `Err`: nothing was done, `b` comes back.
+pub(crate) fn peer(mut b: KBox<BufIo>, io: IoRef, sector: u64, attr: Attr) -> core::result::Result<(), KBox<BufIo>> {
+    let ordered = attr == Attr::Ordered;
+    if enter(attr) {
         b.gated = Gated::Counted;
         return bufio::submit(b, io, sector).map_err(|mut b| {
             b.gated = Gated::No;

@@ -150,6 +150,13 @@ impl Cmd {
         attr == b::TCM_ORDERED_TAG as core::ffi::c_int
     }
 
+    /// Whether the command is a HEAD OF QUEUE task.
+    pub(crate) fn head_of_queue(&self) -> bool {
+        // SAFETY: set by the fabric before execution.
+        let attr = unsafe { (*self.raw()).sam_task_attr };
+        attr == b::TCM_HEAD_TAG as core::ffi::c_int
+    }
+
     /// `n` logical blocks as 512-byte sectors.
     pub(crate) fn sectors(&self, n: u64) -> u64 {
         // SAFETY: a configured device; the function only reads its block size.
