@@ -485,6 +485,42 @@ def test_ordered_tasks_wait_for_the_other_nodes_io(px):
     assert grew == {"nodea": 2, "nodeb": 1}, grew
 
 
+def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
+    """While the primary runs an ORDERED task's write (sent through B,
+    A's disk throttled to 2 KiB/s so that it takes seconds), a HEAD OF
+    QUEUE read through A runs at once and a SIMPLE read through A waits for
+    the write and reads its data. A's LIO knows nothing of B's ORDERED task:
+    this is A's barrier at work."""
+    a, ini = px.a, px.ini
+    da = px.devs["nodea"]
+    bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
+    lba = 220 * 1048576 // bs
+    ini.run("head -c 8192 /dev/urandom > /tmp/hq; rm -f /tmp/hq.*")
+    new = ini.run("md5sum < /tmp/hq").out.split()[0]
+    tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
+    a.throttle_writes("shared.raw", 2048)
+    try:
+        ini.run(f"({tool.format(portal=PATH_B, who='ord')} ordered write {lba} /tmp/hq > /tmp/hq.ord 2>&1; "
+                "date +%s.%N > /tmp/hq.ordend) &")
+        wait_in_flight(a, 1, "vdc")
+        ini.run(f"({tool.format(portal=PATH_A, who='simple')} simple read {lba} {8192 // bs} > /tmp/hq.simple 2>&1; "
+                "date +%s.%N > /tmp/hq.simpleend) &")
+        head = ini.run(f"{tool.format(portal=PATH_A, who='head')} head read {lba} {8192 // bs}; date +%s.%N",
+                       timeout=120).out.split("\n")
+        ini.run("for i in $(seq 300); do ls /tmp/hq.ordend /tmp/hq.simpleend >/dev/null 2>&1 && break; "
+                "sleep 0.1; done")
+    finally:
+        a.throttle_writes("shared.raw", 0)
+    head_end = float(head[-2] if head[-1] == "" else head[-1])
+    ord_end, simple_end = (float(ini.run(f"cat /tmp/hq.{w}end").out) for w in ("ord", "simple"))
+    simple = ini.run("cat /tmp/hq.simple").out.strip()
+    print(f"\n[proxy] during B's ORDERED write: HEAD OF QUEUE read through A ended {ord_end - head_end:.2f}s "
+          f"before it, SIMPLE read through A {simple_end - ord_end:.2f}s after it")
+    assert ini.run("cat /tmp/hq.ord").out.startswith("status 0x00"), ini.run("cat /tmp/hq.ord").out
+    assert head_end < ord_end, (head, ord_end)
+    assert simple_end >= ord_end and simple == f"status 0x00 md5 {new} bytes 8192", (simple, simple_end, ord_end)
+
+
 # libiscsi across the pair (issue 5): the PR families with both sessions entering
 # through the secondary (every PR OUT forwarded to the primary), and the
 # MultipathIO family with one URL per node.
