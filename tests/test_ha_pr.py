@@ -215,10 +215,11 @@ def stat(g: vm.Guest, name: str) -> int:
 
 
 # Three WRITE(10)s of 128 KiB from one nexus, in the background; each
-# writes its status and end to /tmp/w<i>.
+# writes its status and end to /tmp/w<i>. The subshells let go of the
+# command's output: the guest agent answers once that is closed.
 WRITES = ("head -c 131072 /dev/urandom > /tmp/wdata; "
           "for i in 0 1 2; do (sg_raw -s 131072 -i /tmp/wdata -t 60 {sg} 2a 00 00 00 0$i 00 00 01 00 00 "
-          "> /tmp/w$i 2>&1; echo rc=$? >> /tmp/w$i) & done")
+          "> /tmp/w$i 2>&1; echo rc=$? >> /tmp/w$i) </dev/null >/dev/null 2>&1 & done")
 
 
 def in_flight(g: vm.Guest) -> int:

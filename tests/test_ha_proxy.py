@@ -447,7 +447,7 @@ def ordered_read_waits_for_writes(px, writer, wdev: str, reader: str) -> tuple[f
             cdb = f"8a 00 {' '.join(f'{b:02x}' for b in (lba + i * 131072 // bs).to_bytes(8, 'big'))} " \
                   f"{' '.join(f'{b:02x}' for b in (131072 // bs).to_bytes(4, 'big'))} 00 00"
             ini.run(f"(sg_raw -s 131072 -i /tmp/ow -t 60 /dev/{wdev} {cdb} >/dev/null 2>&1; "
-                    f"date +%s.%N > /tmp/owend{i}) &")
+                    f"date +%s.%N > /tmp/owend{i}) </dev/null >/dev/null 2>&1 &")
         # All three in flight: B's waiting for A's answer, or A's on its disk.
         if writer is px.b:
             wait_in_flight(px.b, 3, forwarded=True)
@@ -501,10 +501,10 @@ def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     a.throttle_writes("shared.raw", 2048)
     try:
         ini.run(f"({tool.format(portal=PATH_B, who='ord')} ordered write {lba} /tmp/hq > /tmp/hq.ord 2>&1; "
-                "date +%s.%N > /tmp/hq.ordend) &")
+                "date +%s.%N > /tmp/hq.ordend) </dev/null >/dev/null 2>&1 &")
         wait_in_flight(a, 1, "vdc")
         ini.run(f"({tool.format(portal=PATH_A, who='simple')} simple read {lba} {8192 // bs} > /tmp/hq.simple 2>&1; "
-                "date +%s.%N > /tmp/hq.simpleend) &")
+                "date +%s.%N > /tmp/hq.simpleend) </dev/null >/dev/null 2>&1 &")
         head = ini.run(f"{tool.format(portal=PATH_A, who='head')} head read {lba} {8192 // bs}; date +%s.%N",
                        timeout=120).out.split("\n")
         ini.run("for i in $(seq 300); do ls /tmp/hq.ordend /tmp/hq.simpleend >/dev/null 2>&1 && break; "
