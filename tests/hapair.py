@@ -260,6 +260,12 @@ class Pair:
             g.run("rmmod tcm_ha", timeout=60)
 
 
+def write_cdb(lba: int, nbytes: int, bs: int) -> str:
+    """An sg_raw WRITE(16) CDB for `nbytes` at `lba` (block size `bs`)."""
+    return f"8a 00 {' '.join(f'{b:02x}' for b in lba.to_bytes(8, 'big'))} " \
+           f"{' '.join(f'{b:02x}' for b in (nbytes // bs).to_bytes(4, 'big'))} 00 00"
+
+
 def writes_in_flight(g: vm.Guest, dev: str) -> int:
     """Writes `g`'s block device `dev` (e.g. vdc) has in flight."""
     return int(g.run(f"cat /sys/block/{dev}/inflight").out.split()[1])

@@ -12,7 +12,7 @@ import pytest
 
 import vm
 from conftest import INTERLINK_A
-from hapair import wait_in_flight
+from hapair import wait_in_flight, write_cdb
 from test_ha_alua import link, lun_pair, make_lun_pair, wait_rtpg  # noqa: F401 (fixture)
 from test_interlink import PORT, setattr_, wait_state
 
@@ -214,12 +214,15 @@ def stat(g: vm.Guest, name: str) -> int:
     return int(m.group(1))
 
 
-# Three WRITE(10)s of 128 KiB from one nexus, in the background; each
-# writes its status and end to /tmp/w<i>. The subshells let go of the
-# command's output: the guest agent answers once that is closed.
-WRITES = ("head -c 131072 /dev/urandom > /tmp/wdata; "
-          "for i in 0 1 2; do (sg_raw -s 131072 -i /tmp/wdata -t 60 {sg} 2a 00 00 00 0$i 00 00 01 00 00 "
-          "> /tmp/w$i 2>&1; echo rc=$? >> /tmp/w$i) </dev/null >/dev/null 2>&1 & done")
+# The writes: A's disk is throttled to 32 KiB/s; a 128 KiB write primes the
+# throttle (QEMU lets it through at once and holds what follows for 4 s), then
+# three 32 KiB WRITE(16)s from one nexus run in the background, each writing
+# its status to /tmp/w<i>. The subshells let go of the command's output: the
+# guest agent answers once that is closed.
+BPS = 32 * 1024
+PRIME = "head -c 131072 /dev/urandom > /tmp/wdata; sg_raw -s 131072 -i /tmp/wdata {sg} " + write_cdb(4096, 131072, 512)
+WRITES = "".join(f"(sg_raw -s 32768 -i /tmp/wdata -t 60 {{sg}} {write_cdb(i * 64, 32768, 512)} "
+                 f"> /tmp/w{i} 2>&1; echo rc=$? >> /tmp/w{i}) </dev/null >/dev/null 2>&1 & " for i in range(3))
 
 
 def in_flight(g: vm.Guest) -> int:
@@ -247,15 +250,16 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
     # Unit attentions from the link coming up are reported first.
     victim.run(f"for i in 1 2 3 4 5; do sg_turs {vsg} >/dev/null 2>&1 && break; done")
     before = stat(victim, "preempt_aborted")
-    throttle_writes(a, 64 * 1024)
+    throttle_writes(a, BPS)
     try:
+        victim.run(PRIME.format(sg=vsg))
         victim.run(WRITES.format(sg=vsg))
         # All three in flight: B's waiting for A's answer, or A's on its disk.
         if victim is b:
             wait_in_flight(b, 3, forwarded=True)
         else:
             wait_in_flight(a, 3, "vdb")
-        # 384 KiB at 64 KiB/s: the writes take about 6 s, and have just begun.
+        # The first of them starts 4 s after the prime, the last 3 s later.
         t0 = time.time()
         r = prout(pre, psg, f"--preempt-abort --param-rk=0x{pkey} --param-sark=0x{vkey} --prout-type=1")
         took = time.time() - t0

@@ -15,7 +15,7 @@ import lio
 import vm
 from conftest import PATH_A, PATH_B
 from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, switch_roles,
-                    task, wait_in_flight, wait_map_ios, wait_paths, wait_writes)
+                    task, wait_in_flight, write_cdb, wait_map_ios, wait_paths, wait_writes)
 from test_ha_alua import link
 
 STATS = "/sys/kernel/config/tcm_ha/stats"
@@ -432,21 +432,21 @@ def test_lun_reset_through_the_secondary_with_io_in_flight(px):
 
 
 def ordered_read_waits_for_writes(px, writer, wdev: str, reader: str) -> tuple[float, list[float], float]:
-    """Three 128 KiB writes through `writer`'s path (device `wdev` on the
-    initiator), slowed by A's throttled disk, then one ORDERED READ through
-    `reader`'s portal: (start of the read, ends of the writes, end of the
-    read) on the initiator's clock."""
+    """Three 32 KiB writes through `writer`'s path (device `wdev` on the
+    initiator), held by A's throttled disk (32 KiB/s, primed with 128 KiB:
+    the first starts 4 s later, the last 3 s after it), then one ORDERED
+    READ through `reader`'s portal: (start of the read, ends of the writes,
+    end of the read) on the initiator's clock."""
     ini = px.ini
     bs = int(ini.run(f"blockdev --getss /dev/{wdev}").out)
     lba = 200 * 1048576 // bs
     ini.run("head -c 131072 /dev/urandom > /tmp/ow; rm -f /tmp/owend*")
-    px.a.throttle_writes("shared.raw", 64 * 1024)
+    px.a.throttle_writes("shared.raw", 32 * 1024)
     try:
+        ini.run(f"sg_raw -s 131072 -i /tmp/ow /dev/{wdev} {write_cdb(lba + 1048576 // bs, 131072, bs)}")
         for i in range(3):
-            # WRITE(16), 128 KiB at its own offset.
-            cdb = f"8a 00 {' '.join(f'{b:02x}' for b in (lba + i * 131072 // bs).to_bytes(8, 'big'))} " \
-                  f"{' '.join(f'{b:02x}' for b in (131072 // bs).to_bytes(4, 'big'))} 00 00"
-            ini.run(f"(sg_raw -s 131072 -i /tmp/ow -t 60 /dev/{wdev} {cdb} >/dev/null 2>&1; "
+            cdb = write_cdb(lba + i * 32768 // bs, 32768, bs)
+            ini.run(f"(sg_raw -s 32768 -i /tmp/ow -t 60 /dev/{wdev} {cdb} >/dev/null 2>&1; "
                     f"date +%s.%N > /tmp/owend{i}) </dev/null >/dev/null 2>&1 &")
         # All three in flight: B's waiting for A's answer, or A's on its disk.
         if writer is px.b:
@@ -487,7 +487,7 @@ def test_ordered_tasks_wait_for_the_other_nodes_io(px):
 
 def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     """While the primary runs an ORDERED task's write (sent through B,
-    A's disk throttled to 2 KiB/s so that it takes seconds), a HEAD OF
+    A's disk throttled to 2 KiB/s and primed so that it waits 12 s), a HEAD OF
     QUEUE read through A runs at once and a SIMPLE read through A waits for
     the write and reads its data. A's LIO knows nothing of B's ORDERED task:
     this is A's barrier at work."""
@@ -500,6 +500,9 @@ def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
     a.throttle_writes("shared.raw", 2048)
     try:
+        # 24 KiB through A first: B's ORDERED write then waits 12 s for A's disk.
+        ini.run(f"head -c 24576 /dev/urandom > /tmp/hq.prime; "
+                f"sg_raw -s 24576 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 24576, bs)}")
         ini.run(f"({tool.format(portal=PATH_B, who='ord')} ordered write {lba} /tmp/hq > /tmp/hq.ord 2>&1; "
                 "date +%s.%N > /tmp/hq.ordend) </dev/null >/dev/null 2>&1 &")
         wait_in_flight(a, 1, "vdc")

@@ -288,7 +288,10 @@ class Guest:
         """Limits writes to the guest's drive whose image file name ends
         with `image` to `bps` bytes per second (0: no limit), through QMP
         block_set_io_throttle: IO then stays in flight long enough to act
-        on it."""
+        on it. QEMU's bucket starts empty: the first write after this goes
+        through at once and the next ones wait until the bucket has drained
+        it, so a test that needs its writes held writes `bps * seconds`
+        bytes first (see hapair.write_cdb)."""
         blocks = self.qmp("query-block")["return"]
         names = [d["device"] for d in blocks
                  if d.get("inserted", {}).get("file", "").endswith(image)]
