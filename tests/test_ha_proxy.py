@@ -443,6 +443,8 @@ def ordered_read_waits_for_writes(px, writer, wdev: str, reader: str) -> tuple[f
     ini.run("head -c 131072 /dev/urandom > /tmp/ow; rm -f /tmp/owend*")
     px.a.throttle_writes("shared.raw", 32 * 1024)
     try:
+        # Unit attentions from earlier tests are reported first.
+        ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{wdev} >/dev/null 2>&1 && break; done")
         ini.run(f"sg_raw -s 131072 -i /tmp/ow /dev/{wdev} {write_cdb(lba + 1048576 // bs, 131072, bs)}")
         for i in range(3):
             cdb = write_cdb(lba + i * 32768 // bs, 32768, bs)
@@ -501,6 +503,7 @@ def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     a.throttle_writes("shared.raw", 2048)
     try:
         # 24 KiB through A first: B's ORDERED write then waits 12 s for A's disk.
+        ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
         ini.run(f"head -c 24576 /dev/urandom > /tmp/hq.prime; "
                 f"sg_raw -s 24576 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 24576, bs)}")
         ini.run(f"({tool.format(portal=PATH_B, who='ord')} ordered write {lba} /tmp/hq > /tmp/hq.ord 2>&1; "
