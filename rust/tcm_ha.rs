@@ -10,7 +10,6 @@
 use kernel::prelude::*;
 
 mod backend;
-mod barrier;
 mod configfs;
 mod forward;
 mod link;
@@ -75,7 +74,6 @@ impl kernel::InPlaceModule for TcmHa {
         lio::init_registry();
         forward::init();
         serialize::init();
-        barrier::init();
         let shared = link::new_interlink();
         try_pin_init!(TcmHa {
             _link <- {
