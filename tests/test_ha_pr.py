@@ -214,14 +214,14 @@ def stat(g: vm.Guest, name: str) -> int:
     return int(m.group(1))
 
 
-# The writes: A's disk is throttled to 32 KiB/s; a 128 KiB write primes the
-# throttle (QEMU lets it through at once and holds what follows for 4 s), then
-# three 32 KiB WRITE(16)s from one nexus run in the background, each writing
+# The writes: A's disk is throttled to 16 KiB/s; a 128 KiB write primes the
+# throttle (QEMU lets it through at once and holds what follows for 8 s), then
+# three 16 KiB WRITE(16)s from one nexus run in the background, each writing
 # its status to /tmp/w<i>. The subshells let go of the command's output: the
 # guest agent answers once that is closed.
-BPS = 32 * 1024
+BPS = 16 * 1024
 PRIME = "head -c 131072 /dev/urandom > /tmp/wdata; sg_raw -s 131072 -i /tmp/wdata {sg} " + write_cdb(4096, 131072, 512)
-WRITES = "".join(f"(sg_raw -s 32768 -i /tmp/wdata -t 60 {{sg}} {write_cdb(i * 64, 32768, 512)} "
+WRITES = "".join(f"(sg_raw -s 16384 -i /tmp/wdata -t 60 {{sg}} {write_cdb(i * 64, 16384, 512)} "
                  f"> /tmp/w{i} 2>&1; echo rc=$? >> /tmp/w{i}) </dev/null >/dev/null 2>&1 & " for i in range(3))
 
 
@@ -262,7 +262,7 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
             wait_in_flight(b, 3, forwarded=True)
         else:
             wait_in_flight(a, 3, "vdb")
-        # The first of them starts 4 s after the prime, the last 3 s later.
+        # The first of them starts 8 s after the prime, the last 2 s later.
         t0 = time.time()
         r = prout(pre, psg, f"--preempt-abort --param-rk=0x{pkey} --param-sark=0x{vkey} --prout-type=5")
         took = time.time() - t0
