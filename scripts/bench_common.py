@@ -48,7 +48,9 @@ def splats(bed: vm.Bed, tag: str) -> bool:
 
 def trio_bed(tag: str) -> tuple[vm.Bed, str]:
     """The three-guest bed (not started) with its logs under
-    tests/out/bench-<tag>-<time>, and the accelerator to start it with."""
+    tests/out/bench-<tag>-<time>, and the accelerator to start it with.
+    The nodes boot without kmemleak and lockdep's proving (boot
+    parameters of the same kernel), as a production kernel runs."""
     bed = vm.Bed(vm.REPO / "tests" / "out" / (f"bench-{tag}-" + time.strftime("%Y%m%d-%H%M%S")))
-    build_trio(bed)
+    build_trio(bed, debug=False)
     return bed, vm.probe_accel()

@@ -52,8 +52,12 @@ PATH_A, PATH_A_INI = "198.51.100.1", "198.51.100.100"
 PATH_B, PATH_B_INI = "203.0.113.2", "203.0.113.100"
 
 
-def build_trio(bed: vm.Bed, disk_mb: int = 256) -> None:
-    a, b, i = bed.guest("nodea"), bed.guest("nodeb"), bed.guest("initiator", mem_mb=768, debug=False)
+def build_trio(bed: vm.Bed, disk_mb: int = 256, debug: bool = True) -> None:
+    """The three guests and their links; `debug` False boots the nodes
+    without kmemleak and lockdep's proving too (the benchmarks: what a
+    production kernel runs; the initiator never has them)."""
+    a, b = bed.guest("nodea", debug=debug), bed.guest("nodeb", debug=debug)
+    i = bed.guest("initiator", mem_mb=768, debug=False)
     bed.link(a, f"{INTERLINK_A}/24", b, f"{INTERLINK_B}/24")
     bed.link(i, f"{PATH_A_INI}/24", a, f"{PATH_A}/24")
     bed.link(i, f"{PATH_B_INI}/24", b, f"{PATH_B}/24")
