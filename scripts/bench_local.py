@@ -51,7 +51,7 @@ def main() -> int:
     # Without kmemleak and lockdep's proving (boot parameters of the same
     # kernel), as a production kernel runs: both tax every allocation and
     # lock, and the two backends do not take the same number of either.
-    g = bed.guest("nodea", debug=False)
+    g = bed.guest("nodea", kmemleak=False, lockdep=False)
     g.add_disk(256, "disk1")
     g.add_disk(256, "disk2")
     print(f"[bench-local] booting one node ({accel}, kmemleak and lockdep proving off); {ROUNDS} rounds x {len(JOBS)} jobs x "

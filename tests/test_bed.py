@@ -30,6 +30,19 @@ def test_agent_reports_exit_status_and_output(trio):
     assert big == "x" * 300000 + "\nend\n"
 
 
+def test_debug_checks_as_configured(trio):
+    """The nodes run kmemleak (their leak scans are real) and lockdep's
+    proving as the run asks (make check-full only); the initiator runs
+    neither (boot parameters; see conftest.build_trio)."""
+    for g in trio.guests.values():
+        r = g.run("cat /sys/kernel/debug/kmemleak > /dev/null 2>&1; echo $?; "
+                  "cat /sys/module/lockdep/parameters/prove_locking")
+        leak_rc, prove = r.out.split()
+        assert (leak_rc == "0", prove != "0") == (g.kmemleak, g.lockdep), (g.name, r.out)
+    assert trio.guests["nodea"].kmemleak and not trio.guests["initiator"].kmemleak
+    assert trio.guests["nodea"].lockdep == vm.FULL
+
+
 def test_splat_detection_sees_a_warning():
     text = ("[   12.3] ------------[ cut here ]------------\n"
             "[   12.3] WARNING: CPU: 0 PID: 1 at drivers/x.c:1 f+0x1/0x2\n")

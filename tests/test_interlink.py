@@ -305,6 +305,8 @@ def test_rmmod_closes_the_link_and_never_hangs(pair):
     wait_state(b, "connecting", timeout=5)
 
 
+@pytest.mark.skipif(not vm.FULL, reason="reboots node B (~4 min with the leak scan of its new boot): "
+                    "make check-full")
 def test_reboot_closes_the_link_first(pair, accel):
     """The reboot notifier says Bye before the system goes down: the peer
     sees a clean close, not a dead peer 1.5 s later."""

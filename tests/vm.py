@@ -88,11 +88,13 @@ class Guest:
     name: str
     rundir: Path
     mem_mb: int = 1024
-    # False for a guest that runs none of tcm_ha's code (the initiator): it
-    # boots without kmemleak and lockdep's proving (boot parameters, same
-    # kernel), which cost it half its boot time and CPU the nodes share
-    # under TCG, and it is left out of the leak scans.
-    debug: bool = True
+    # The kernel's debug checks, switched off by boot parameters of the
+    # same kernel: kmemleak (off: left out of the leak scans too) and
+    # lockdep's proving of lock order. Under TCG they cost a guest most of
+    # its CPU: kmemleak alone half its boot time. Off for the initiator,
+    # which runs none of tcm_ha's code (see conftest.build_trio).
+    kmemleak: bool = True
+    lockdep: bool = True
     nics: list[Nic] = field(default_factory=list)
     disks: list[Path] = field(default_factory=list)
     # Images attached to more than one guest (locking off: the guests share it).
@@ -136,8 +138,10 @@ class Guest:
         cmdline = (f"root=/dev/vda rw console=ttyS0 loglevel=5 net.ifnames=0 panic=1 "
                    f"systemd.show_status=0 th.name={self.name} kfence.sample_interval=100 "
                    f"kunit.filter_glob=tcm_ha*")
-        if not self.debug:
-            cmdline += " kmemleak=off lockdep.prove_locking=0"
+        if not self.kmemleak:
+            cmdline += " kmemleak=off"
+        if not self.lockdep:
+            cmdline += " lockdep.prove_locking=0"
         args = ["qemu-system-x86_64", "-name", f"tcm_ha-{self.name}", "-nodefaults",
                 "-display", "none", "-no-reboot", "-m", str(self.mem_mb), "-smp", "1",
                 "-kernel", str(kernel), "-append", cmdline,
@@ -249,8 +253,8 @@ class Guest:
         """Scans twice (kmemleak reports an object only once its checksum is
         stable across two scans) and returns the leak reports, minus objects
         allocated by the boot CPU before init (known false positives).
-        Nothing for a guest booted without kmemleak (`debug` False)."""
-        if not self.debug:
+        Nothing for a guest booted without kmemleak."""
+        if not self.kmemleak:
             return ""
         self.run("echo scan > /sys/kernel/debug/kmemleak; echo scan > /sys/kernel/debug/kmemleak",
                  timeout=600, check=False)
@@ -434,7 +438,7 @@ class Bed:
         def prepare(g: Guest) -> float:
             t = g.wait_ready(timeout)
             g.configure_network()
-            if leak_baseline and g.debug:
+            if leak_baseline and g.kmemleak:
                 # Forget what kmemleak finds from boot; tests scan for their own leaks.
                 g.kmemleak_scan()
                 g.run("echo clear > /sys/kernel/debug/kmemleak", check=False)
