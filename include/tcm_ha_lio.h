@@ -34,6 +34,7 @@ unsigned int tcm_ha_dev_queue_cnt(struct se_device *dev);
 unsigned long tcm_ha_dev_queue_lock(struct se_device *dev, unsigned int q);
 void tcm_ha_dev_queue_unlock(struct se_device *dev, unsigned int q, unsigned long flags);
 struct se_cmd *tcm_ha_dev_queue_next(struct se_device *dev, unsigned int q, struct se_cmd *cmd);
+bool tcm_ha_cmd_abort_silently(struct se_cmd *cmd);
 
 /* rust/helpers.c: the interlink's socket options, kthread_run() and HMAC. */
 struct socket;

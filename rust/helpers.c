@@ -57,6 +57,27 @@ struct se_cmd *tcm_ha_dev_queue_next(struct se_device *dev, unsigned int q, stru
 	return next == head ? NULL : list_entry(next, struct se_cmd, state_list);
 }
 
+/*
+ * TAS 0: an aborted command ends without status. Marks @cmd aborted as a
+ * task management function does (CMD_T_ABORTED without CMD_T_TAS), so that
+ * target_complete_cmd() hands it to LIO's abort handling, which releases it
+ * through the fabric's aborted_task() instead of sending a status. False if
+ * LIO already completes or stops it (the caller then sends TASK ABORTED).
+ */
+bool tcm_ha_cmd_abort_silently(struct se_cmd *cmd)
+{
+	unsigned long flags;
+	bool marked = false;
+
+	spin_lock_irqsave(&cmd->t_state_lock, flags);
+	if (!(cmd->transport_state & (CMD_T_COMPLETE | CMD_T_FABRIC_STOP | CMD_T_ABORTED))) {
+		cmd->transport_state |= CMD_T_ABORTED;
+		marked = true;
+	}
+	spin_unlock_irqrestore(&cmd->t_state_lock, flags);
+	return marked;
+}
+
 #include <linux/blkdev.h>
 
 sector_t tcm_ha_bdev_nr_sectors(struct file *bdev_file)

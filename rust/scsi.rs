@@ -625,17 +625,25 @@ impl Scsi {
     /// through `rel_port` (a local one), or with `None` for every local
     /// nexus of the LUN.
     pub(crate) fn ua_from_peer(&self, nexus: Option<(&PortName, u16)>, asc: [u8; 2]) {
+        match nexus {
+            None => {
+                let sense = Sense::unit_attention(asc[0], asc[1]);
+                let mut st = self.state.lock();
+                st.nexus.iter_mut().filter(|e| !e.remote).for_each(|e| e.ua.push(sense));
+            }
+            Some((port, rel_port)) => self.ua_local(port, rel_port, asc),
+        }
+    }
+
+    /// Establishes a unit attention for the local nexus of `port` through
+    /// `rel_port`.
+    pub(crate) fn ua_local(&self, port: &PortName, rel_port: u16, asc: [u8; 2]) {
         let sense = Sense::unit_attention(asc[0], asc[1]);
         let mut st = self.state.lock();
-        match nexus {
-            None => st.nexus.iter_mut().filter(|e| !e.remote).for_each(|e| e.ua.push(sense)),
-            Some((port, rel_port)) => {
-                let k = NexusKey { proto: port.proto, initiator: port.name(), isid: port.isid(), rel_port };
-                if let Some(id) = st.nexus_id(&k, false) {
-                    if let Some(e) = st.entry(id) {
-                        e.ua.push(sense);
-                    }
-                }
+        let k = NexusKey { proto: port.proto, initiator: port.name(), isid: port.isid(), rel_port };
+        if let Some(id) = st.nexus_id(&k, false) {
+            if let Some(e) = st.entry(id) {
+                e.ua.push(sense);
             }
         }
     }

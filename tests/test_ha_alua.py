@@ -57,8 +57,9 @@ def lun_pair(trio):
     yield from make_lun_pair(trio, 0)
 
 
-def make_lun_pair(trio, mode: int):
-    """lun_pair's body, for `ha_mode` `mode`."""
+def make_lun_pair(trio, mode: int, attrib: dict[str, str] | None = None):
+    """lun_pair's body, for `ha_mode` `mode`; `attrib`: device attributes
+    (attrib/<name>) set on both nodes before the LUN is exported."""
     a, b = trio.guests["nodea"], trio.guests["nodeb"]
     sgs = {}
     for g, ha_id, role, rtpi, wwn in ((a, 1, "primary", 0x11, "5001405000000aa0"),
@@ -70,6 +71,8 @@ def make_lun_pair(trio, mode: int):
         setattr_(g, "ha_role", role)
         setattr_(g, "ha_key", KEY)
         d = lio.create_ha(g, control=f"dev=/dev/vdb,lun_id={LUN_ID}", serial=SERIAL)
+        for name, value in (attrib or {}).items():
+            g.run(f"echo {value} > {d}/attrib/{name}")
         sgs[g.name] = (lio.loopback_lun(g, d, wwn, wwn[:-1] + "1", rtpi=rtpi, sg=True), d)
     try:
         yield a, b, sgs["nodea"], sgs["nodeb"]

@@ -240,7 +240,29 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
     then A's own writes preempted through B (the PR OUT forwarded to A).
     A's backing device is throttled so that the writes are still in flight
     when the PR OUT comes."""
-    a, b, (sa, _), (sb, _) = proxy_pair
+    preempt_and_abort(proxy_pair, through, tas=True)
+
+
+@pytest.fixture
+def proxy_pair_tas0(trio):
+    """proxy_pair with TAS 0 on both nodes' devices (LIO takes the
+    attribute only before the device is exported)."""
+    yield from make_lun_pair(trio, 2, attrib={"emulate_tas": "0"})
+
+
+def test_preempt_and_abort_with_tas_0_aborts_silently(proxy_pair_tas0):
+    """With TAS 0 (SPC-4 control mode page) the aborted commands end
+    without any status and their nexus gets COMMANDS CLEARED BY ANOTHER
+    INITIATOR: B's writes (done by A for B) preempted through A. Through
+    tcm_loop a command ended without status is completed to the initiator
+    as it stands (tcm_loop cannot report an abort), so the check is that no
+    TASK ABORTED status came, the node counted the silent ends, and the
+    attention came; an iSCSI initiator would time the commands out."""
+    preempt_and_abort(proxy_pair_tas0, "a", tas=False)
+
+
+def preempt_and_abort(pair, through: str, tas: bool):
+    a, b, (sa, _), (sb, _) = pair
     link(a, b)
     wait_rtpg(b, sb, {0x2: ("active/optimized", [0x11]), 0x3: ("active/non-optimized", [0x21])})
     assert prout(a, sa, "--register --param-sark=0xa1").rc == 0
@@ -253,6 +275,7 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
     # Unit attentions from the link coming up are reported first.
     victim.run(f"for i in 1 2 3 4 5; do sg_turs {vsg} >/dev/null 2>&1 && break; done")
     before = stat(victim, "preempt_aborted")
+    silent = stat(victim, "preempt_aborted_silently")
     throttle_writes(a, BPS)
     try:
         victim.run(PRIME.format(sg=vsg))
@@ -273,11 +296,26 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
         throttle_writes(a, 0)
     victim.run("for i in $(seq 100); do pgrep -x sg_raw >/dev/null || break; sleep 0.1; done")
     outs = victim.run("cat /tmp/w0 /tmp/w1 /tmp/w2").out
-    print(f"\n[ha-pr] PREEMPT AND ABORT through {through.upper()} took {took:.2f}s; "
-          f"{victim.name}'s writes: {outs.lower().count('task aborted')} aborted")
+    silently = stat(victim, "preempt_aborted_silently") - silent
+    print(f"\n[ha-pr] PREEMPT AND ABORT through {through.upper()}{'' if tas else ' with TAS 0'} took "
+          f"{took:.2f}s; {victim.name}'s writes: {outs.lower().count('task aborted')} ended TASK ABORTED, "
+          f"{silently} without status")
     assert left == 0, f"{left} writes still running after the PR OUT\n" + outs
-    assert outs.lower().count("task aborted") == 3, outs
     assert stat(victim, "preempt_aborted") - before == 3
+    assert outs.lower().count("task aborted") == (3 if tas else 0), outs
+    assert silently == (0 if tas else 3), outs
+    if not tas:
+        # Both attentions reach the victim's nexus, in the order the node
+        # established them (the preemption's and the aborts' come from A
+        # in separate messages).
+        seen = []
+        for _ in range(5):
+            r = victim.run(f"sg_turs -v {vsg} 2>&1", check=False)
+            if r.rc == 0:
+                break
+            seen.append(r.out)
+        text = "\n".join(seen).lower()
+        assert "registrations preempted" in text and "commands cleared by another initiator" in text, text
     # The preempted nexus is no longer registered; the holder's key is.
     kp, _ = keys(pre, psg)
     assert kp == [pkey], kp
@@ -289,7 +327,7 @@ def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
     r = victim.run(write, check=False)
     if "Registrations preempted" in r.out:
         r = victim.run(write, check=False)
-    else:
+    elif tas:
         assert "Parameters changed" in victim.run("dmesg").out, r.out
     # Unregistered now, it meets the reservation on either path.
     assert r.rc != 0 and "reservation conflict" in r.out.lower(), r.out

@@ -335,19 +335,17 @@ impl Cmd {
     }
 
     /// Marks the command aborted if the backstore is executing it for the
-    /// I_T nexus of one of `nexuses` (initiator port, relative target port).
-    fn mark_aborted(&self, nexuses: &[(PortName, u16)]) -> bool {
+    /// I_T nexus of one of `nexuses` (initiator port, relative target port);
+    /// the index of that nexus.
+    fn mark_aborted(&self, nexuses: &[(PortName, u16)]) -> Option<usize> {
         if self.run_state().load(Ordering::Acquire) as usize != run::OURS {
-            return false;
+            return None;
         }
         let mut isid = [0u8; ISID_LEN];
-        let Some(k) = self.nexus(&mut isid) else { return false };
-        let hit = nexuses.iter().any(|(p, rel_port)| {
+        let k = self.nexus(&mut isid)?;
+        let hit = nexuses.iter().position(|(p, rel_port)| {
             *rel_port == k.rel_port && p.proto == k.proto && p.name() == k.initiator && p.isid() == k.isid
-        });
-        if !hit {
-            return false;
-        }
+        })?;
         // Counted first: the command may end as soon as it is marked.
         let d = self.device();
         d.abort_begin();
@@ -357,8 +355,9 @@ impl Cmd {
             .is_ok();
         if !marked {
             d.abort_undo();
+            return None;
         }
-        marked
+        Some(hit)
     }
 
     /// Runs an emulation that writes data-in into the command's buffer;
@@ -380,7 +379,7 @@ impl Cmd {
                 reason::NONE
             }
             Some(Ok(_)) if self.end_run() => {
-                self.complete_status(b::sam_status_SAM_STAT_TASK_ABORTED);
+                self.complete_aborted();
                 reason::NONE
             }
             Some(Ok(d)) => {
@@ -397,7 +396,7 @@ impl Cmd {
     /// enforces.
     pub(crate) fn complete(self, c: Completion) {
         if self.end_run() {
-            return self.complete_status(b::sam_status_SAM_STAT_TASK_ABORTED);
+            return self.complete_aborted();
         }
         let status = match c {
             Completion::Good => b::sam_status_SAM_STAT_GOOD,
@@ -414,6 +413,26 @@ impl Cmd {
         self.complete_status(status);
     }
 
+    /// Ends a command PREEMPT AND ABORT aborted: with TASK ABORTED when
+    /// the device's TAS attribute is set (the default), otherwise without
+    /// any status (SPC-4 control mode page, TAS 0): LIO's abort handling
+    /// releases it through the fabric, and the nexus has been given a
+    /// COMMANDS CLEARED BY ANOTHER INITIATOR unit attention
+    /// (`Device::abort_commands`).
+    fn complete_aborted(self) {
+        let (_, tas) = self.fua_and_tas();
+        if !tas {
+            // SAFETY: the command is live and not yet completed; the helper
+            // takes its state lock.
+            let marked = unsafe { b::tcm_ha_cmd_abort_silently(self.raw()) };
+            if marked {
+                super::PREEMPT_SILENT.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // With the mark, LIO sends no status (it sees CMD_T_ABORTED).
+        self.complete_status(b::sam_status_SAM_STAT_TASK_ABORTED);
+    }
+
     fn complete_status(self, status: b::sam_status) {
         // SAFETY: the command is live and completed exactly once here.
         unsafe { b::target_complete_cmd(self.raw(), status as u8) };
@@ -421,9 +440,12 @@ impl Cmd {
 }
 
 /// Marks aborted the commands of `nexuses` (see [`Cmd::mark_aborted`])
-/// among those LIO is executing for `dev`; how many.
-pub(crate) fn abort_commands(dev: *mut b::se_device, nexuses: &[(PortName, u16)]) -> u32 {
+/// among those LIO is executing for `dev`; how many, and which of the
+/// first 64 nexuses had any (bit i for `nexuses[i]`; every bit from 64 on
+/// is folded into bit 63).
+pub(crate) fn abort_commands(dev: *mut b::se_device, nexuses: &[(PortName, u16)]) -> (u32, u64) {
     let mut n = 0;
+    let mut hit = 0u64;
     // SAFETY: `dev` is a configured device of ours (the caller's).
     let queues = unsafe { b::tcm_ha_dev_queue_cnt(dev) };
     for q in 0..queues {
@@ -435,8 +457,9 @@ pub(crate) fn abort_commands(dev: *mut b::se_device, nexuses: &[(PortName, u16)]
             // A command on the list is live until LIO takes it off, which
             // needs the lock held here.
             let c = Cmd(raw);
-            if c.mark_aborted(nexuses) {
+            if let Some(i) = c.mark_aborted(nexuses) {
                 n += 1;
+                hit |= 1u64 << i.min(63);
             }
             // SAFETY: as above; `cur` is on list `q`.
             cur = unsafe { b::tcm_ha_dev_queue_next(dev, q, cur) };
@@ -444,7 +467,7 @@ pub(crate) fn abort_commands(dev: *mut b::se_device, nexuses: &[(PortName, u16)]
         // SAFETY: taken above with these flags.
         unsafe { b::tcm_ha_dev_queue_unlock(dev, q, flags) };
     }
-    n
+    (n, hit)
 }
 
 /// Whether the backstore ends a command with this CDB through
