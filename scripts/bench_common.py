@@ -52,5 +52,5 @@ def trio_bed(tag: str) -> tuple[vm.Bed, str]:
     The nodes boot without kmemleak and lockdep's proving (boot
     parameters of the same kernel), as a production kernel runs."""
     bed = vm.Bed(vm.REPO / "tests" / "out" / (f"bench-{tag}-" + time.strftime("%Y%m%d-%H%M%S")))
-    build_trio(bed, kmemleak=False, lockdep=False)
+    build_trio(bed, a_checks=(False, False), b_checks=(False, False))
     return bed, vm.probe_accel()
