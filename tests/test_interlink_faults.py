@@ -22,7 +22,7 @@ receives it (a protocol error in its dmesg, then the link drops on both
 nodes and comes back); a delay below the dead-peer timeout must not break
 the link; a peer that stops reading must not wedge the other node nor eat
 its memory; repeated cuts must all recover; fio ends with no IO or verify
-error. TCM_HA_FLAPS (default 3 in make check, 6 in check-full; issue 8 asks for 100:
+error. TCM_HA_FLAPS (default 6 in check-full, none in make check; issue 8 asks for 100:
 TCM_HA_FLAPS=100 make vm-test T=test_link_flaps) sets the number of cuts;
 TCM_HA_FAULTS=all injects each fault in both directions (make check: each
 class once). TCM_HA_FAULT_SEED repeats a run's random choices (the proxy's offsets and
@@ -56,7 +56,9 @@ CTL = "/tmp/linkfault.sock"
 LOG = "/tmp/linkfault.log"
 PID = "/tmp/linkfault.pid"
 STATS = f"{NODE}/stats"
-FLAPS = int(os.environ.get("TCM_HA_FLAPS", "6" if vm.FULL else "3"))
+# make check leaves the flaps to check-full (the `cut` fault above is one
+# cut under IO); TCM_HA_FLAPS=N runs them in any run.
+FLAPS = int(os.environ.get("TCM_HA_FLAPS", "6" if vm.FULL else "0"))
 ALL_MODES = os.environ.get("TCM_HA_FAULT_MODES") == "all"
 # The stats counter of B's IOs that crossed the link, per mode (none in 0).
 THROUGH_B = {2: "proxied_to_peer", 1: "order_requests", 0: None}
@@ -417,6 +419,7 @@ def test_stalled_peer_does_not_wedge_the_sender(fx):
     assert lost["nodea"] <= 64 and lost["nodeb"] <= 64, lost
 
 
+@pytest.mark.skipif(FLAPS == 0, reason="make check-full (or TCM_HA_FLAPS=N)")
 @pytest.mark.parametrize("fx", [pytest.param(2, id="mode2")], indirect=True)
 def test_link_flaps(fx):
     """TCM_HA_FLAPS cuts of the connection at random moments under IO: the
