@@ -290,7 +290,7 @@ impl Device {
 
     /// The device's TAS attribute (`attrib/emulate_tas`, 1 by default):
     /// whether commands aborted for another nexus end with TASK ABORTED.
-    fn tas(&self) -> bool {
+    pub(crate) fn tas(&self) -> bool {
         // SAFETY: an attribute of the configured device, changed only
         // through configfs (a racing read sees the old or the new value).
         unsafe { *ptr::addr_of!(self.se_dev.dev_attrib.emulate_tas) }

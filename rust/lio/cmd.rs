@@ -420,8 +420,7 @@ impl Cmd {
     /// COMMANDS CLEARED BY ANOTHER INITIATOR unit attention
     /// (`Device::abort_commands`).
     fn complete_aborted(self) {
-        let (_, tas) = self.fua_and_tas();
-        if !tas {
+        if !self.device().tas() {
             // SAFETY: the command is live and not yet completed; the helper
             // takes its state lock.
             let marked = unsafe { b::tcm_ha_cmd_abort_silently(self.raw()) };
