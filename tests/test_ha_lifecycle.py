@@ -10,7 +10,8 @@
   configure, link, IO through both nodes, unconfigure, rmmod on both
   nodes. Each cycle's data must read back through the other node; the
   nodes' MemAvailable must not drift, and the module's end runs the
-  kmemleak scan of both nodes (conftest)."""
+  kmemleak scan of both nodes (conftest; in check-full, where the trio
+  runs kmemleak)."""
 import os
 import statistics
 import time

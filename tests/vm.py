@@ -138,6 +138,10 @@ class Guest:
         cmdline = (f"root=/dev/vda rw console=ttyS0 loglevel=5 net.ifnames=0 panic=1 "
                    f"systemd.show_status=0 th.name={self.name} kfence.sample_interval=100 "
                    f"kunit.filter_glob=tcm_ha*")
+        # The guests are throwaway test machines: no CPU-bug mitigations.
+        # Under TCG the retpolines and return thunks cost a guest a third
+        # of its 4k IOPS (measured 106 with, 157 without, all checks on).
+        cmdline += " mitigations=off"
         if not self.kmemleak:
             cmdline += " kmemleak=off"
         if not self.lockdep:
@@ -231,10 +235,17 @@ class Guest:
         while True:
             try:
                 if self._request("true", 5)["rc"] == 0:
-                    return time.time() - t0
+                    break
             except GuestError:
                 if time.time() > deadline or not self.alive():
                     raise GuestError(f"{self.name}: not ready after {timeout}s\n{self.console_tail()}")
+        took = time.time() - t0
+        if self.kmemleak:
+            # kmemleak's own thread scans all memory 60 s after boot and then
+            # every 10 min, minutes of CPU each under TCG; the tests scan
+            # when they want a verdict (kmemleak_scan), so it is stopped.
+            self.run("echo scan=off > /sys/kernel/debug/kmemleak", timeout=600, check=False)
+        return took
 
     def run(self, cmd: str, timeout: float = 120, check: bool = True) -> Result:
         r = self._request(cmd, timeout)
