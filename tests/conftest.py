@@ -70,6 +70,11 @@ def build_trio(bed: vm.Bed, disk_mb: int = 256, a_checks: tuple[bool, bool] = (T
     bed.shared_disk(disk_mb, a, b)
 
 
+# Tests that make check leaves to make check-full, for CI's time (the list
+# is in Documentation/testing.rst, "Running").
+full_only = pytest.mark.skipif(not vm.FULL, reason="make check-full (CI time)")
+
+
 # Modules after which the single node had to be booted afresh (in the summary).
 _reboots: list[str] = []
 # Succeeds when no LIO object is left: no backstore HBA (core/ has only

@@ -14,6 +14,7 @@ import vm
 from conftest import INTERLINK_A
 from test_interlink import KEY, PORT, setattr_, wait_state
 from test_scsi import ua_count
+from conftest import full_only
 
 SERIAL = "9b1f0c2e-55aa-4c1e-8d33-77e0a1b2c3d4"
 LUN_ID = 7
@@ -143,6 +144,7 @@ def test_mismatched_copy_is_not_used(lun_pair):
         wait_info(g, d, "the peer's copy differs (size, block size or serial): not used")
 
 
+@full_only
 def test_lun_of_another_size_is_not_used(lun_pair):
     """B's copy of the LUN on a device half the size of A's (a loop device
     over the first 128 MiB of B's /dev/vdb, same serial): both nodes report

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import lio
+from conftest import full_only
 from hapair import (Pair, fio_running, finish_fio, held, setattr_, start_fio, switch_roles, wait_paths,
                     wait_writes, writes)
 
@@ -58,6 +59,7 @@ def test_multipath_follows_a_planned_role_switch_under_io(mp):
     assert "Asymmetric access state changed" in ini.run("dmesg").out
 
 
+@full_only
 def test_power_off_of_the_primary_then_promotion_under_io(mp):
     a, b, ini, devs, mpath = mp
     da, db = devs["nodea"], devs["nodeb"]

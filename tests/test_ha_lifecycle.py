@@ -23,6 +23,7 @@ from test_ha_alua import link
 from test_ha_proxy import stat
 from test_interlink import setattr_
 from test_interlink_faults import mem_available
+from conftest import full_only
 
 CYCLES = int(os.environ.get("TCM_HA_CYCLES", "3" if vm.FULL else "1"))
 # The fio of hapair without the inline verification (its reads would fail
@@ -109,6 +110,7 @@ def one_cycle(a: vm.Guest, b: vm.Guest, n: int) -> None:
         assert not loaded(g), f"cycle {n}: tcm_ha still loaded on {g.name}"
 
 
+@full_only
 def test_load_configure_link_io_unload_cycles(trio):
     a, b = trio.guests["nodea"], trio.guests["nodeb"]
     # A first cycle outside the count warms the page cache and slabs.

@@ -15,6 +15,7 @@ from conftest import INTERLINK_A
 from hapair import wait_in_flight, write_cdb
 from test_ha_alua import link, lun_pair, make_lun_pair, wait_rtpg  # noqa: F401 (fixture)
 from test_interlink import PORT, setattr_, wait_state
+from conftest import full_only
 
 INI_A = "5001405000000aa1"
 INI_B = "5001405000000bb1"
@@ -89,6 +90,7 @@ def test_pr_is_cluster_wide(lun_pair):
     assert "PR snapshot ignored" not in a.run("dmesg").out + b.run("dmesg").out
 
 
+@full_only
 def test_pr_survives_link_flap_and_role_switch(lun_pair):
     """B keeps the last state while unlinked and gets what changed at link
     up; after a planned switch B is primary with the same state and A
@@ -162,6 +164,7 @@ def test_unit_attentions_reach_the_other_node(lun_pair):
     assert "Bus device reset" not in probe(b, sb).out
 
 
+@full_only
 def test_auto_failover_promotes_the_secondary_and_keeps_pr(lun_pair):
     """With failover=auto, B makes itself primary when A freezes (dead
     peer), with A's PR state; A coming back primary is split brain (both
@@ -232,7 +235,7 @@ def in_flight(g: vm.Guest) -> int:
 
 
 
-@pytest.mark.parametrize("through", ["a", "b"])
+@pytest.mark.parametrize("through", ["a", pytest.param("b", marks=full_only)])
 def test_preempt_and_abort_aborts_commands_on_both_nodes(proxy_pair, through):
     """PREEMPT AND ABORT ends the preempted nexus's commands with TASK
     ABORTED before the PR OUT completes, on whichever node they run:

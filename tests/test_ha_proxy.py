@@ -18,6 +18,7 @@ from conftest import PATH_A, PATH_B
 from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, switch_roles,
                     wait_map_ios, wait_paths, wait_writes)
 from test_ha_alua import link
+from conftest import full_only
 
 STATS = "/sys/kernel/config/tcm_ha/stats"
 
@@ -111,6 +112,7 @@ def test_data_moves_through_the_secondary(px):
     assert stat(b, "proxied_to_peer") - out_b == stat(a, "proxied_for_peer") - in_a
 
 
+@full_only
 def test_both_paths_at_once_multibus(px):
     a, b, ini = px.a, px.b, px.ini
     da, db = px.devs["nodea"], px.devs["nodeb"]
@@ -186,6 +188,7 @@ def discards(g, dev: str = "vdc") -> int:
     return int(g.run(f"cat /sys/block/{dev}/stat").out.split()[11])
 
 
+@full_only
 def test_unmap_and_write_same_through_the_secondary(px):
     """UNMAP and WRITE SAME (of a pattern, of zeroes, with UNMAP) received
     by B are done by A on its device: A's discard count grows, and what A
@@ -465,6 +468,7 @@ def test_libiscsi_across_the_pair(px):
         assert not unexpected, (name, unexpected, out[-6000:])
 
 
+@full_only
 def test_planned_switch_under_io_keeps_both_paths_serving(px):
     planned_switch_under_io(px, "proxy")
 

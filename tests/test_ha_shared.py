@@ -17,7 +17,7 @@ import time
 import pytest
 
 import vm
-from conftest import PATH_A, PATH_B
+from conftest import PATH_A, PATH_B, full_only
 from hapair import held, task, wait_paths
 from test_ha_proxy import (STATS, caw_race, configured_pair, fio, link_loss_with_io_in_flight, planned_switch_under_io, stat,
                            written_through_one_read_through_the_other)
@@ -137,6 +137,7 @@ def requests(g, dev: str) -> int:
     return int(f[0]) + int(f[4])
 
 
+@full_only
 def test_write_same_and_unmap_are_ordered_across_both_nodes(sh):
     """WRITE SAME and UNMAP received by B run on B's own device under an
     order of A's, like B's reads and writes: B asks A once per WRITE SAME
@@ -237,6 +238,7 @@ def test_compare_and_write_race_across_both_nodes(sh):
     assert re.search(r"^order_waiting: 0$", sh.b.run(f"cat {STATS}").out, re.M)
 
 
+@full_only
 def test_planned_switch_under_io_keeps_both_paths_serving(sh):
     planned_switch_under_io(sh, "shared")
     # B now orders: IO through A (now secondary) asks B.

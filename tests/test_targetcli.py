@@ -9,6 +9,7 @@ import pytest
 
 import lio
 import vm
+from conftest import full_only
 
 # make check runs this module on the single node without kmemleak and
 # lockdep's proving (conftest._single_fast): its time goes to userspace
@@ -70,7 +71,7 @@ def create_disk0(g: vm.Guest, extra: str = "lun_id=1 ha_role=primary") -> str:
     return dirs[0]
 
 
-@pytest.mark.skipif(not vm.FULL, reason="make check-full (CI time; targetcli-ha starts python under TCG)")
+@full_only
 def test_installed_in_the_image(node):
     """The image carries the package and both commands, and they run with
     the distribution's python3 (no source tree on the path)."""
@@ -129,7 +130,7 @@ def test_bad_values_create_nothing(tnode):
     assert re.search(r"o- ha \.+ \[Storage Objects: 0\]", tcli(g, "ls").out)
 
 
-@pytest.mark.skipif(not vm.FULL, reason="make check-full (CI time; targetcli-ha starts python under TCG)")
+@full_only
 def test_refused_by_the_module_is_rolled_back(tnode):
     """A failure after the configfs directory exists (the module cannot open
     a device another `ha` object holds) removes the half-made object and its
@@ -252,7 +253,7 @@ def test_delete_and_stock_targetcli(tnode):
     assert r.rc != 0 and "No storage object named disk0." in r.out + r.err, r
 
 
-@pytest.mark.skipif(not vm.FULL, reason="make check-full (CI time; targetcli-ha starts python under TCG)")
+@full_only
 def test_targetctl_ha_round_trip(tnode):
     g = tnode
     create_disk0(g, "lun_id=3")
