@@ -244,6 +244,10 @@ fn park_and_wait(lun_id: u32, msg: impl FnOnce(u32) -> Message, io: Option<IoWai
 /// Hands the block IO of `cmd` to the primary (proxy mode): `op` at
 /// 512-byte `sector` on the data of `sg` (none for a flush).
 pub(crate) fn io(cmd: Cmd, lun_id: u32, op: IoOp, fua: bool, sector: u64, sg: Option<DataSg>) {
+    let (ordered, head) = (cmd.ordered(), cmd.head_of_queue());
+    if ordered {
+        crate::serialize::ORDER_BARRIERS.fetch_add(1, Ordering::Relaxed);
+    }
     let len = sg.as_ref().map_or(0, DataSg::len);
     let Ok(len32) = u32::try_from(len) else {
         cmd.complete(Completion::Check(Sense::INVALID_FIELD_IN_CDB));
@@ -276,7 +280,7 @@ pub(crate) fn io(cmd: Cmd, lun_id: u32, op: IoOp, fua: bool, sector: u64, sg: Op
     }
     let sg = if op == IoOp::Read { sg } else { None };
     let wait = IoWait { op, sg, buf: rbuf, len };
-    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len: len32 });
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, ordered, head, sector, len: len32 });
     park(Owner::Cmd(cmd), lun_id, req, data, Some(wait), IO_ANSWER_MS);
 }
 
@@ -296,7 +300,7 @@ pub(crate) fn write_same(cmd: Cmd, lun_id: u32, fua: bool, sector: u64, sectors:
         return;
     }
     let wait = IoWait { op, sg: None, buf: KVVec::new(), len };
-    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len: n });
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, ordered: false, head: false, sector, len: n });
     park(Owner::Cmd(cmd), lun_id, req, data, Some(wait), IO_ANSWER_MS);
 }
 
@@ -310,7 +314,7 @@ pub(crate) fn compare_and_write(cmd: Cmd, lun_id: u32, fua: bool, sector: u64, l
     }
     let op = IoOp::CompareAndWrite;
     let wait = IoWait { op, sg: None, buf: KVVec::new(), len: data.len() };
-    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, sector, len });
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op, fua, ordered: false, head: false, sector, len });
     park(Owner::Cmd(cmd), lun_id, req, data, Some(wait), IO_ANSWER_MS);
 }
 
@@ -324,7 +328,7 @@ pub(crate) fn discard(lun_id: u32, sector: u64, sectors: u64) -> Completion {
         return Completion::Check(Sense::INVALID_FIELD_IN_CDB);
     };
     let wait = IoWait { op: IoOp::Discard, sg: None, buf: KVVec::new(), len: 0 };
-    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op: IoOp::Discard, fua: false, sector, len: n });
+    let req = move |tag| Message::IoReq(IoReq { tag, lun_id, op: IoOp::Discard, fua: false, ordered: false, head: false, sector, len: n });
     park_and_wait(lun_id, req, Some(wait), IO_ANSWER_MS)
 }
 

@@ -191,6 +191,7 @@ impl Interlink {
         let mut left = ms;
         while left > 0 && !self.stale(gen) {
             forward::expire();
+            crate::barrier::pump();
             let step = left.min(50);
             sys::sleep_ms(step);
             left -= step;
@@ -300,6 +301,7 @@ impl ThreadBody for Interlink {
         let mut seen_gen = None;
         while !sys::should_stop() {
             refresh_alua();
+            crate::barrier::pump();
             let Ok((gen, peer, key)) = self.snapshot() else {
                 sys::sleep_ms(100);
                 continue;
@@ -576,6 +578,7 @@ impl Interlink {
             // Completed shared-storage IO frees ranges before the
             // queued messages go out.
             crate::serialize::pump();
+            crate::barrier::pump();
             if s.params().is_some() {
                 let r = prs.flush(&mut |m| s.send_when_up(m, sys::now_ms(), &mut tx).map(|_| ()));
                 if let Err(e) = r {

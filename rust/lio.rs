@@ -352,6 +352,9 @@ impl Device {
         let start = crate::sys::now_ms();
         let mut warn_at = start + 5000;
         while count.load(Ordering::SeqCst) != 0 {
+            // Reads and writes queued behind an ORDERED task (proxy mode)
+            // hold uses too; the interlink thread may be the one waiting.
+            crate::barrier::pump();
             crate::sys::sleep_ms(1);
             let now = crate::sys::now_ms();
             if now >= warn_at {

@@ -33,6 +33,7 @@ use crate::core_logic::scsi::alua::HaMode;
 use crate::core_logic::link::{LinkError, Session, Tx};
 use crate::core_logic::scsi::io::blk;
 use crate::core_logic::wire::msg::{IoData, IoDone, IoOp, IoReq, IoStatus, Message, IO_CHUNK};
+use crate::barrier::Attr;
 use crate::lio::CawLock;
 use crate::forward::{self, Outgoing, ANSWER_BIT};
 use crate::lio::{
@@ -66,6 +67,8 @@ struct Filling {
     lun_id: u32,
     sector: u64,
     fua: bool,
+    /// Its task's attribute (see `crate::barrier`).
+    attr: Attr,
     fill: Fill,
     buf: PageBuf,
     got: usize,
@@ -290,7 +293,7 @@ impl Proxy {
                         return Err(IoStatus::Busy);
                     }
                 };
-                bufio::submit(b, io, q.sector).map_err(|b| {
+                crate::barrier::peer(b, io, q.sector, attr(q)).map_err(|b| {
                     self.held -= b.buf.len();
                     IoStatus::Busy
                 })
@@ -311,7 +314,7 @@ impl Proxy {
                     _ => (q.len, Fill::Write),
                 };
                 let buf = self.buffer(len)?;
-                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, fill, buf, got: 0 };
+                let f = Filling { tag: q.tag, lun_id: q.lun_id, sector: q.sector, fua: q.fua, attr: attr(q), fill, buf, got: 0 };
                 self.filling.push(f, GFP_KERNEL).map_err(|_| {
                     self.held -= len as usize;
                     IoStatus::Busy
@@ -347,7 +350,7 @@ impl Proxy {
             self.reply(f.tag, f.lun_id, IoStatus::Blk(blk::IOERR));
             return;
         }
-        let (tag, lun_id) = (f.tag, f.lun_id);
+        let (tag, lun_id, attr) = (f.tag, f.lun_id, f.attr);
         let (op, sectors) = match f.fill {
             Fill::Same(n) => (BufOp::WriteSame(f.fua, n), n),
             Fill::Write => (BufOp::Write(f.fua), (len / 512) as u64),
@@ -372,7 +375,12 @@ impl Proxy {
         };
         let r = lun_io(lun_id, f.sector, sectors).and_then(|(io, _)| {
             let b = BufIo::new(cookie(tag, lun_id), op, f.buf).map_err(|_| IoStatus::Busy)?;
-            bufio::submit(b, io, f.sector).map_err(|_| IoStatus::Busy)
+            match op {
+                // Writes are ordered around ORDERED tasks; WRITE SAME is not.
+                BufOp::Write(_) => crate::barrier::peer(b, io, f.sector, attr),
+                _ => bufio::submit(b, io, f.sector),
+            }
+            .map_err(|_| IoStatus::Busy)
         });
         if let Err(st) = r {
             self.held -= len;
@@ -533,11 +541,23 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // The peer's IO waiting behind an ORDERED task goes; this node's
+        // runs.
+        crate::barrier::offline();
         // The COMPARE AND WRITE locks of this connection's IO are released
         // here: once the reads holding one have completed, the done list
         // (and with it their locks) is emptied.
         bufio::wait_holding();
         bufio::drain();
+    }
+}
+
+/// The task attribute of the peer's IO `q`.
+fn attr(q: &IoReq) -> Attr {
+    match (q.ordered, q.head) {
+        (true, _) => Attr::Ordered,
+        (_, true) => Attr::Head,
+        _ => Attr::Simple,
     }
 }
 

@@ -10,6 +10,7 @@
 use kernel::prelude::*;
 
 mod backend;
+mod barrier;
 mod configfs;
 mod forward;
 mod link;
@@ -74,6 +75,7 @@ impl kernel::InPlaceModule for TcmHa {
         lio::init_registry();
         forward::init();
         serialize::init();
+        barrier::init();
         let shared = link::new_interlink();
         try_pin_init!(TcmHa {
             _link <- {

@@ -16,7 +16,7 @@ import lio
 import vm
 from conftest import PATH_A, PATH_B
 from hapair import (Pair, finish_fio, fio_running, held, map_ios, setattr_, start_fio, switch_roles,
-                    wait_map_ios, wait_paths, wait_writes)
+                    task, wait_in_flight, write_cdb, wait_map_ios, wait_paths, wait_writes)
 from test_ha_alua import link
 from conftest import full_only
 
@@ -433,6 +433,102 @@ def test_lun_reset_through_the_secondary_with_io_in_flight(px):
     ini.run(f"dd if=/dev/{db} of=/dev/null bs=64k count=16 iflag=direct status=none")
     print(f"\n[proxy] LUN RESET through B with {w1 - w0} forwarded writes done: completed in {took:.2f}s, "
           "nothing left parked, IO through B goes on")
+
+
+def ordered_read_waits_for_writes(px, writer, wdev: str, reader: str) -> tuple[float, list[float], float]:
+    """Three 32 KiB writes through `writer`'s path (device `wdev` on the
+    initiator), held by A's throttled disk (32 KiB/s, primed with 128 KiB:
+    the first starts 4 s later, the last 3 s after it), then one ORDERED
+    READ through `reader`'s portal: (start of the read, ends of the writes,
+    end of the read) on the initiator's clock."""
+    ini = px.ini
+    bs = int(ini.run(f"blockdev --getss /dev/{wdev}").out)
+    lba = 200 * 1048576 // bs
+    ini.run("head -c 131072 /dev/urandom > /tmp/ow; rm -f /tmp/owend*")
+    px.a.throttle_writes("shared.raw", 32 * 1024)
+    try:
+        # Unit attentions from earlier tests are reported first.
+        ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{wdev} >/dev/null 2>&1 && break; done")
+        ini.run(f"sg_raw -s 131072 -i /tmp/ow /dev/{wdev} {write_cdb(lba + 1048576 // bs, 131072, bs)}")
+        for i in range(3):
+            cdb = write_cdb(lba + i * 32768 // bs, 32768, bs)
+            ini.run(f"(sg_raw -s 32768 -i /tmp/ow -t 60 /dev/{wdev} {cdb} >/dev/null 2>&1; "
+                    f"date +%s.%N > /tmp/owend{i}) </dev/null >/dev/null 2>&1 &")
+        # All three in flight: B's waiting for A's answer, or A's on its disk.
+        if writer is px.b:
+            wait_in_flight(px.b, 3, forwarded=True)
+        else:
+            wait_in_flight(px.a, 3, "vdc")
+        t0 = float(ini.run("date +%s.%N").out)
+        line = task(ini, PATH_A if reader == "a" else PATH_B, "ordered", "read", lba, 1)
+        t1 = float(ini.run("date +%s.%N").out)
+        assert line.startswith("status 0x00"), line
+    finally:
+        px.a.throttle_writes("shared.raw", 0)
+    ini.run("for i in $(seq 200); do ls /tmp/owend0 /tmp/owend1 /tmp/owend2 >/dev/null 2>&1 && break; "
+            "sleep 0.1; done")
+    ends = [float(ini.run(f"cat /tmp/owend{i}").out) for i in range(3)]
+    return t0, ends, t1
+
+
+def test_ordered_tasks_wait_for_the_other_nodes_io(px):
+    """An ORDERED task runs after every IO the primary had started, the
+    other node's included: an ORDERED READ through A waits for B's writes
+    (which A does for B), and one through B (sent to A marked ORDERED)
+    waits for A's own writes. A's disk is throttled so that the writes take
+    seconds; each write's end on the initiator comes before the read's."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    barriers = {g.name: stat(g, "order_barriers") for g in (a, b)}
+    for writer, wdev, reader in ((b, db, "a"), (a, da, "b")):
+        t0, ends, t1 = ordered_read_waits_for_writes(px, writer, wdev, reader)
+        print(f"\n[proxy] ORDERED READ through {reader.upper()} took {t1 - t0:.2f}s; "
+              f"{writer.name}'s writes ended {max(ends) - t0:.2f}s after it was sent")
+        assert max(ends) <= t1, (t0, ends, t1)
+        assert max(ends) - t0 > 1.0, "the writes were not in flight"
+    # A ran both as barriers; B forwarded one marked ORDERED.
+    grew = {g.name: stat(g, "order_barriers") - barriers[g.name] for g in (a, b)}
+    assert grew == {"nodea": 2, "nodeb": 1}, grew
+
+
+def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
+    """While the primary runs an ORDERED task's write (sent through B,
+    A's disk throttled to 2 KiB/s and primed so that it waits 12 s), a HEAD OF
+    QUEUE read through A runs at once and a SIMPLE read through A waits for
+    the write and reads its data. A's LIO knows nothing of B's ORDERED task:
+    this is A's barrier at work."""
+    a, ini = px.a, px.ini
+    da = px.devs["nodea"]
+    bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
+    lba = 220 * 1048576 // bs
+    ini.run("head -c 8192 /dev/urandom > /tmp/hq; rm -f /tmp/hq.*")
+    new = ini.run("md5sum < /tmp/hq").out.split()[0]
+    tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
+    a.throttle_writes("shared.raw", 2048)
+    try:
+        # 24 KiB through A first: B's ORDERED write then waits 12 s for A's disk.
+        ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
+        ini.run(f"head -c 24576 /dev/urandom > /tmp/hq.prime; "
+                f"sg_raw -s 24576 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 24576, bs)}")
+        ini.run(f"({tool.format(portal=PATH_B, who='ord')} ordered write {lba} /tmp/hq > /tmp/hq.ord 2>&1; "
+                "date +%s.%N > /tmp/hq.ordend) </dev/null >/dev/null 2>&1 &")
+        wait_in_flight(a, 1, "vdc")
+        ini.run(f"({tool.format(portal=PATH_A, who='simple')} simple read {lba} {8192 // bs} > /tmp/hq.simple 2>&1; "
+                "date +%s.%N > /tmp/hq.simpleend) </dev/null >/dev/null 2>&1 &")
+        head = ini.run(f"{tool.format(portal=PATH_A, who='head')} head read {lba} {8192 // bs}; date +%s.%N",
+                       timeout=120).out.split("\n")
+        ini.run("for i in $(seq 300); do ls /tmp/hq.ordend /tmp/hq.simpleend >/dev/null 2>&1 && break; "
+                "sleep 0.1; done")
+    finally:
+        a.throttle_writes("shared.raw", 0)
+    head_end = float(head[-2] if head[-1] == "" else head[-1])
+    ord_end, simple_end = (float(ini.run(f"cat /tmp/hq.{w}end").out) for w in ("ord", "simple"))
+    simple = ini.run("cat /tmp/hq.simple").out.strip()
+    print(f"\n[proxy] during B's ORDERED write: HEAD OF QUEUE read through A ended {ord_end - head_end:.2f}s "
+          f"before it, SIMPLE read through A {simple_end - ord_end:.2f}s after it")
+    assert ini.run("cat /tmp/hq.ord").out.startswith("status 0x00"), ini.run("cat /tmp/hq.ord").out
+    assert head_end < ord_end, (head, ord_end)
+    assert simple_end >= ord_end and simple == f"status 0x00 md5 {new} bytes 8192", (simple, simple_end, ord_end)
 
 
 # libiscsi across the pair (issue 5): the PR families with both sessions entering

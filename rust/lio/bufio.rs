@@ -115,6 +115,17 @@ pub(crate) enum BufOp {
     WriteSame(bool, u64),
 }
 
+/// How a [`BufIo`] counts for `crate::barrier` (proxy mode, ORDERED tasks).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gated {
+    /// Not counted.
+    No,
+    /// Counted while it runs.
+    Counted,
+    /// The IO of an ORDERED task.
+    Barrier,
+}
+
 /// One block IO on a [`PageBuf`], identified by the caller's `cookie`.
 pub(crate) struct BufIo {
     /// The caller's identification of the IO.
@@ -132,6 +143,8 @@ pub(crate) struct BufIo {
     pub(crate) hold: Option<CawLock>,
     /// Counted in [`HOLDING`] from submission to completion.
     counted: bool,
+    /// Its count in `crate::barrier`, ended at completion.
+    pub(crate) gated: Gated,
     /// Done-list link.
     next: *mut BufIo,
 }
@@ -145,7 +158,7 @@ impl BufIo {
     /// An IO not yet submitted.
     pub(crate) fn new(cookie: u64, op: BufOp, buf: PageBuf) -> Result<KBox<BufIo>> {
         Ok(KBox::new(
-            BufIo { cookie, op, buf, status: 0, io: None, hold: None, counted: false, next: ptr::null_mut() },
+            BufIo { cookie, op, buf, status: 0, io: None, hold: None, counted: false, gated: Gated::No, next: ptr::null_mut() },
             GFP_KERNEL,
         )?)
     }
@@ -184,22 +197,44 @@ unsafe extern "C" fn buf_io_done(bio: *mut kb::bio) {
     let hold = if b.op == BufOp::CawRead { None } else { b.hold.take() };
     drop(hold);
     let counted = b.counted;
+    let gated = b.gated;
     // Ended last, after the push: once it ends, the backing device may be
     // closed and the module unloaded.
     let io = b.io.take();
+    // SAFETY: ours until pushed (see above).
+    unsafe { push_done(p) };
+    if counted {
+        HOLDING.fetch_sub(1, Ordering::AcqRel);
+    }
+    crate::barrier::ended(gated);
+    crate::sys::link_kick();
+    drop(io);
+}
+
+/// Puts `b`, not submitted, on the done list with block status `status`,
+/// as if it had completed so (the interlink thread answers it).
+pub(crate) fn fail(mut b: KBox<BufIo>, status: u8) {
+    b.status = status;
+    // SAFETY: leaked just now, so only ours.
+    unsafe { push_done(KBox::into_raw(b)) };
+    crate::sys::link_kick();
+}
+
+/// Pushes `p` onto the done list.
+///
+/// # Safety
+/// `p` must be a `BufIo` leaked from a `KBox`, owned by the caller, and on
+/// no list.
+unsafe fn push_done(p: *mut BufIo) {
     let mut head = DONE.load(Ordering::Acquire);
     loop {
-        b.next = head;
+        // SAFETY: the caller owns `p` until the exchange below succeeds.
+        unsafe { (*p).next = head };
         match DONE.compare_exchange_weak(head, p, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => break,
             Err(h) => head = h,
         }
     }
-    if counted {
-        HOLDING.fetch_sub(1, Ordering::AcqRel);
-    }
-    crate::sys::link_kick();
-    drop(io);
 }
 
 /// Frees what is left on the done list (at unload, once no IO is in flight).
@@ -286,15 +321,8 @@ fn requeue(mut p: *mut BufIo) {
     while !p.is_null() {
         // SAFETY: `p` is an entry of a list taken by `take_done`.
         let next = unsafe { (*p).next };
-        let mut head = DONE.load(Ordering::Acquire);
-        loop {
-            // SAFETY: as above; the entry is ours until pushed.
-            unsafe { (*p).next = head };
-            match DONE.compare_exchange_weak(head, p, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(h) => head = h,
-            }
-        }
+        // SAFETY: as above; the entry is ours until pushed.
+        unsafe { push_done(p) };
         p = next;
     }
 }

@@ -16,6 +16,7 @@ use kernel::{bindings as kb, prelude::*};
 
 use super::bindings as b;
 use super::bio;
+use super::bufio::Gated;
 use super::ticket::{self, Ticket};
 use super::{Device, IoRef};
 use crate::core_logic::scsi::{
@@ -147,6 +148,13 @@ impl Cmd {
         // SAFETY: set by the fabric before execution.
         let attr = unsafe { (*self.raw()).sam_task_attr };
         attr == b::TCM_ORDERED_TAG as core::ffi::c_int
+    }
+
+    /// Whether the command is a HEAD OF QUEUE task.
+    pub(crate) fn head_of_queue(&self) -> bool {
+        // SAFETY: set by the fabric before execution.
+        let attr = unsafe { (*self.raw()).sam_task_attr };
+        attr == b::TCM_HEAD_TAG as core::ffi::c_int
     }
 
     /// `n` logical blocks as 512-byte sectors.
@@ -591,6 +599,38 @@ pub(crate) unsafe fn submit_rw(
     io.bdev().submit(sector, opf, u64::from(rw.nents), segs, private, end_io)
 }
 
+/// Submits read or write `rw` of `c` on `io` counted as `gated` by
+/// `crate::barrier` (the count ends at completion). `Err`: nothing was
+/// submitted, the command comes back uncompleted.
+pub(crate) fn submit_gated(c: Cmd, io: IoRef, rw: Rw, gated: Gated) -> core::result::Result<(), Cmd> {
+    let end_io: unsafe extern "C" fn(*mut kb::bio) = match gated {
+        Gated::No => rw_done,
+        Gated::Counted => rw_done_counted,
+        Gated::Barrier => rw_done_barrier,
+    };
+    let raw = c.raw();
+    // SAFETY: `c` is live and uncompleted; the completion completes it.
+    match unsafe { submit_rw(raw, &io, &rw, raw.cast(), end_io) } {
+        Ok(()) => {
+            io.keep();
+            Ok(())
+        }
+        Err(_) => Err(c),
+    }
+}
+
+unsafe extern "C" fn rw_done_counted(bio: *mut kb::bio) {
+    // SAFETY: as `rw_done`, whose contract is this one's.
+    unsafe { rw_done(bio) };
+    crate::barrier::ended(Gated::Counted);
+}
+
+unsafe extern "C" fn rw_done_barrier(bio: *mut kb::bio) {
+    // SAFETY: as `rw_done`, whose contract is this one's.
+    unsafe { rw_done(bio) };
+    crate::barrier::ended(Gated::Barrier);
+}
+
 /// Completion of the data bios of one command.
 unsafe extern "C" fn rw_done(bio: *mut kb::bio) {
     // SAFETY: the block layer calls this once for our last bio.
@@ -641,6 +681,13 @@ unsafe extern "C" fn execute_rw(
             Ok(r) => return r,
             Err((_, i, r)) => (io, rw) = (i, r),
         }
+    } else if NODE.mode() == HaMode::Proxy && nents != 0 {
+        // This node does the IO of both: ORDERED tasks of either node are
+        // ordered against the other's IO here.
+        return match crate::barrier::local(c, io, rw) {
+            Ok(()) => reason::NONE,
+            Err(_) => reason::LUN_BUSY,
+        };
     }
     // SAFETY: LIO's live command, completed by `rw_done`.
     let r = unsafe { submit_rw(cmd, &io, &rw, cmd.cast(), rw_done) };

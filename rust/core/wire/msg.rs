@@ -30,7 +30,7 @@
 //! | `0x0118` | ModePages    |  12 | 0: lun_id `u32`, 4: generation `u32`, 8: flags `u8` (bit 0 WCE, others 0), 9: reserved `[u8; 3]` (0) |
 //! | `0x0119` | AbortNexus   | 256 | 0: lun_id `u32`, 4: token `u32`, 8: relative target port `u16`, 10: reserved `u16` (0), 12: initiator port (as in PrReg at 20) |
 //! | `0x011A` | AbortDone    |   8 | 0: lun_id `u32`, 4: token `u32`                      |
-//! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
+//! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, bit 1 ORDERED task, bit 2 HEAD OF QUEUE task: read and write only, not both; others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
 //! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
 //! | `0x0130` | OrderReq     |  24 | 0: tag `u32` (bit 31 clear), 4: lun_id `u32`, 8: access `u8` (1 read, 2 write, 3 all: an ORDERED task), 9: reserved `[u8; 3]` (0), 12: first 512-byte sector `u64` (0 for all), 20: sectors `u32` (1..=2^23, ≤ 4 GiB; 0 for all) |
@@ -900,6 +900,13 @@ pub(crate) struct IoReq {
     pub(crate) op: IoOp,
     /// Forced unit access (writes).
     pub(crate) fua: bool,
+    /// The IO of an ORDERED task (reads and writes): the primary runs it
+    /// after every IO it had started and before any it receives or starts
+    /// later.
+    pub(crate) ordered: bool,
+    /// The IO of a HEAD OF QUEUE task (reads and writes): the primary runs
+    /// it at once, even while an ORDERED task's IO runs.
+    pub(crate) head: bool,
     /// First 512-byte sector.
     pub(crate) sector: u64,
     /// Bytes to move (read, write; 0 for a flush), or sectors in the range
@@ -1517,7 +1524,9 @@ impl Message {
                     7 => IoOp::CompareAndWrite,
                     v => return Some(Err(invalid("op", u64::from(v)))),
                 };
-                if flags & !1 != 0 {
+                let (ordered, head) = (flags & 2 != 0, flags & 4 != 0);
+                let attr_ok = !(ordered || head) || (!(ordered && head) && matches!(op, IoOp::Read | IoOp::Write));
+                if flags & !7 != 0 || !attr_ok {
                     return Some(Err(invalid("flags", u64::from(flags))));
                 }
                 if reserved != 0 {
@@ -1532,7 +1541,7 @@ impl Message {
                 if !len_ok {
                     return Some(Err(invalid("length", u64::from(len))));
                 }
-                let q = IoReq { tag, lun_id, op, fua: flags & 1 != 0, sector, len };
+                let q = IoReq { tag, lun_id, op, fua: flags & 1 != 0, ordered, head, sector, len };
                 if sector.checked_add(q.sectors()).is_none_or(|end| end > MAX_SECTOR) {
                     return Some(Err(invalid("sector", sector)));
                 }
@@ -1756,7 +1765,7 @@ impl Message {
                 w.u32(q.tag)?;
                 w.u32(q.lun_id)?;
                 w.u8(q.op as u8)?;
-                w.u8(u8::from(q.fua))?;
+                w.u8(u8::from(q.fua) | u8::from(q.ordered) << 1 | u8::from(q.head) << 2)?;
                 w.u16(0)?;
                 w.u64(q.sector)?;
                 w.u32(q.len)
@@ -1859,7 +1868,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn io_req() -> IoReq {
-        IoReq { tag: 0x0102_0304, lun_id: 7, op: IoOp::Write, fua: true, sector: 0x1_0000_0000, len: 1 << 20 }
+        IoReq { tag: 0x0102_0304, lun_id: 7, op: IoOp::Write, fua: true, ordered: false, head: false, sector: 0x1_0000_0000, len: 1 << 20 }
     }
 
     #[test]
@@ -1868,7 +1877,15 @@ pub(crate) mod tests {
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
         assert_eq!(field_of(m, 8, &[0]), "op");
         assert_eq!(field_of(m, 8, &[8]), "op");
-        assert_eq!(field_of(m, 9, &[2]), "flags");
+        assert_eq!(field_of(m, 9, &[8]), "flags");
+        // ORDERED and HEAD OF QUEUE: reads and writes only, one of them.
+        roundtrip(Message::IoReq(IoReq { ordered: true, ..io_req() }));
+        roundtrip(Message::IoReq(IoReq { op: IoOp::Read, fua: false, ordered: true, ..io_req() }));
+        roundtrip(Message::IoReq(IoReq { op: IoOp::Read, fua: false, head: true, ..io_req() }));
+        assert_eq!(field_of(m, 9, &[7]), "flags");
+        let flush = Message::IoReq(IoReq { op: IoOp::Flush, fua: false, len: 0, ..io_req() });
+        assert_eq!(field_of(flush, 9, &[2]), "flags");
+        assert_eq!(field_of(flush, 9, &[4]), "flags");
         assert_eq!(field_of(m, 10, &[1]), "reserved");
         // Not a multiple of 512, zero, over 8 MiB.
         assert_eq!(field_of(m, 20, &[1, 2, 0, 0]), "length");
