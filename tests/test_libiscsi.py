@@ -53,12 +53,16 @@ def iscsi_ha(node):
         node.run("rmmod tcm_ha")
 
 
-def run_suite(g: vm.Guest, tests: str, urls: str = f"{URL} {URL}") -> tuple[dict, list[str], str]:
+def run_suite(g: vm.Guest, tests: str, urls: str = f"{URL} {URL}",
+              limit: int = 0) -> tuple[dict, list[str], str]:
     """Runs iscsi-test-cu (two initiator names; `urls`: the URL and the
     second one the MultipathIO tests use); returns the counts, the failed
-    tests and the output."""
-    r = g.run(f"iscsi-test-cu -d -i {INI1} -I {INI2} --test={tests} {urls} 2>&1",
-              timeout=3000, check=False)
+    tests and the output. With `limit`, a run still going after `limit`
+    seconds is killed and fails the test with what it printed so far."""
+    wrap = f"timeout -k 10 {limit} stdbuf -oL " if limit else ""
+    r = g.run(f"{wrap}iscsi-test-cu -d -i {INI1} -I {INI2} --test={tests} {urls} 2>&1",
+              timeout=(limit + 60) if limit else 3000, check=False)
+    assert r.rc not in (124, 137), f"iscsi-test-cu --test={tests} had not ended after {limit} s:\n" + r.out[-3000:]
     m = re.search(r"^\s*tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", r.out, re.M)
     assert m, r.out[-3000:]
     counts = dict(zip(("total", "ran", "passed", "failed", "inactive"), map(int, m.groups())))
