@@ -54,13 +54,13 @@ def iscsi_ha(node):
 
 
 def run_suite(g: vm.Guest, tests: str, urls: str = f"{URL} {URL}",
-              limit: int = 0) -> tuple[dict, list[str], str]:
+              limit: int = 0, verbose: bool = False) -> tuple[dict, list[str], str]:
     """Runs iscsi-test-cu (two initiator names; `urls`: the URL and the
     second one the MultipathIO tests use); returns the counts, the failed
-    tests and the output. With `limit`, a run still going after `limit`
+    tests and the output (`verbose`: with each test's log lines). With `limit`, a run still going after `limit`
     seconds is killed and fails the test with what it printed so far."""
     wrap = f"timeout -k 10 {limit} stdbuf -oL " if limit else ""
-    r = g.run(f"{wrap}iscsi-test-cu -d -i {INI1} -I {INI2} --test={tests} {urls} 2>&1",
+    r = g.run(f"{wrap}iscsi-test-cu -d {'-V ' if verbose else ''}-i {INI1} -I {INI2} --test={tests} {urls} 2>&1",
               timeout=(limit + 60) if limit else 3000, check=False)
     assert r.rc not in (124, 137), f"iscsi-test-cu --test={tests} had not ended after {limit} s:\n" + r.out[-3000:]
     m = re.search(r"^\s*tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", r.out, re.M)
