@@ -268,3 +268,11 @@ pub(crate) fn offline() {
     drop(dropped);
     pump();
 }
+
+/// Gives back the queue's buffer at unload (the thread has stopped and no
+/// device is left, so nothing is queued; anything that were would be freed
+/// with it).
+pub(crate) fn drain() {
+    let q = core::mem::take(&mut *QUEUE.lock());
+    drop(q);
+}

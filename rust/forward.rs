@@ -155,6 +155,7 @@ fn release() {
     // The peer's IO done here that the interlink thread did not answer.
     crate::lio::bufio::drain();
     crate::serialize::drain();
+    crate::barrier::drain();
 }
 
 /// The link came up (`true`) or went down (`false`; what is parked fails).

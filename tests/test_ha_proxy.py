@@ -493,7 +493,7 @@ def test_ordered_tasks_wait_for_the_other_nodes_io(px):
 
 def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     """While the primary runs an ORDERED task's write (sent through B,
-    A's disk throttled to 2 KiB/s and primed so that it waits 12 s), a HEAD OF
+    A's disk throttled to 2 KiB/s and primed so that it waits 24 s), a HEAD OF
     QUEUE read through A runs at once and a SIMPLE read through A waits for
     the write and reads its data. A's LIO knows nothing of B's ORDERED task:
     this is A's barrier at work."""
@@ -506,26 +506,30 @@ def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
     a.throttle_writes("shared.raw", 2048)
     try:
-        # 24 KiB through A first: B's ORDERED write then waits 12 s for A's disk.
+        # 48 KiB through A first: B's ORDERED write then waits 24 s for A's disk.
         ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
-        ini.run(f"head -c 24576 /dev/urandom > /tmp/hq.prime; "
-                f"sg_raw -s 24576 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 24576, bs)}")
+        ini.run(f"head -c 49152 /dev/urandom > /tmp/hq.prime; "
+                f"sg_raw -s 49152 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 49152, bs)}")
+        t_prime = float(ini.run("date +%s.%N").out)
         ini.run(f"({tool.format(portal=PATH_B, who='ord')} ordered write {lba} /tmp/hq > /tmp/hq.ord 2>&1; "
                 "date +%s.%N > /tmp/hq.ordend) </dev/null >/dev/null 2>&1 &")
         wait_in_flight(a, 1, "vdc")
         ini.run(f"({tool.format(portal=PATH_A, who='simple')} simple read {lba} {8192 // bs} > /tmp/hq.simple 2>&1; "
                 "date +%s.%N > /tmp/hq.simpleend) </dev/null >/dev/null 2>&1 &")
-        head = ini.run(f"{tool.format(portal=PATH_A, who='head')} head read {lba} {8192 // bs}; date +%s.%N",
-                       timeout=120).out.split("\n")
-        ini.run("for i in $(seq 300); do ls /tmp/hq.ordend /tmp/hq.simpleend >/dev/null 2>&1 && break; "
+        head = ini.run(f"date +%s.%N; {tool.format(portal=PATH_A, who='head')} head read {lba} {8192 // bs}; "
+                       "date +%s.%N", timeout=120).out.split("\n")
+        ini.run("for i in $(seq 600); do ls /tmp/hq.ordend /tmp/hq.simpleend >/dev/null 2>&1 && break; "
                 "sleep 0.1; done")
     finally:
         a.throttle_writes("shared.raw", 0)
-    head_end = float(head[-2] if head[-1] == "" else head[-1])
+    head = [x for x in head if x]
+    head_start, head_end = float(head[0]), float(head[-1])
     ord_end, simple_end = (float(ini.run(f"cat /tmp/hq.{w}end").out) for w in ("ord", "simple"))
     simple = ini.run("cat /tmp/hq.simple").out.strip()
-    print(f"\n[proxy] during B's ORDERED write: HEAD OF QUEUE read through A ended {ord_end - head_end:.2f}s "
-          f"before it, SIMPLE read through A {simple_end - ord_end:.2f}s after it")
+    print(f"\n[proxy] during B's ORDERED write (ended {ord_end - t_prime:.2f}s after the prime): HEAD OF QUEUE "
+          f"read through A sent {head_start - t_prime:.2f}s after the prime, took {head_end - head_start:.2f}s, "
+          f"ended {ord_end - head_end:.2f}s before the write; SIMPLE read through A ended "
+          f"{simple_end - ord_end:.2f}s after it")
     assert ini.run("cat /tmp/hq.ord").out.startswith("status 0x00"), ini.run("cat /tmp/hq.ord").out
     assert head_end < ord_end, (head, ord_end)
     assert simple_end >= ord_end and simple == f"status 0x00 md5 {new} bytes 8192", (simple, simple_end, ord_end)

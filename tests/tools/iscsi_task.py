@@ -32,7 +32,7 @@ def pad(b: bytes) -> bytes:
 class Session:
     def __init__(self, portal: str, target: str, initiator: str):
         host, _, port = portal.partition(":")
-        self.s = socket.create_connection((host, int(port or 3260)), timeout=20)
+        self.s = socket.create_connection((host, int(port or 3260)), timeout=60)
         self.itt, self.cmdsn, self.expstatsn = 1, 1, 0
         keys = {"InitiatorName": initiator, "SessionType": "Normal", "TargetName": target,
                 "HeaderDigest": "None", "DataDigest": "None", "ImmediateData": "Yes",
