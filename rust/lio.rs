@@ -712,14 +712,29 @@ unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     crate::core_logic::scsi::io::last_lba(sectors, bs)
 }
 
+/// How long a LUN RESET waits for the peer to establish its unit
+/// attention (ms).
+const RESET_SYNC_MS: u64 = 2000;
+
 /// Task management seen by LIO for the device: a LUN RESET's unit
 /// attention is also due on the peer node's nexuses (LIO establishes it for
-/// this node's).
+/// this node's). The reset completes only once the peer has established it
+/// (or after [`RESET_SYNC_MS`]), so that a command the initiator sends
+/// through the peer after the reset's response sees it. LIO's TMR work
+/// calls this in process context, holding no lock.
 unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table, _aborted: *mut kernel::bindings::list_head) {
     if tmr == b::tcm_tmreq_table_TMR_LUN_RESET {
         // SAFETY: LIO passes a configured device from `alloc_device`.
         let d = unsafe { Device::from_se_dev(dev) };
-        d.inner.scsi.note_reset();
+        if d.inner.scsi.note_reset() && !crate::link::sync_peer(RESET_SYNC_MS) && ratelimit() {
+            let online = crate::configfs::NODE.link() == crate::core_logic::scsi::alua::Link::Online;
+            pr_warn!(
+                "LUN {}: LUN RESET: the peer did not confirm its unit attention within {} ms (link {})\n",
+                d.inner.scsi.lun_id(),
+                RESET_SYNC_MS,
+                if online { "online" } else { "not online" }
+            );
+        }
     }
 }
 

@@ -569,13 +569,15 @@ impl Scsi {
     }
 
     /// Notes a LUN RESET executed here (LIO's TMR): the peer establishes its
-    /// unit attention for its nexuses.
-    pub(crate) fn note_reset(&self) {
+    /// unit attention for its nexuses. Whether one is queued for the peer.
+    pub(crate) fn note_reset(&self) -> bool {
         // Only while the peer has the LUN: a later link up must not
         // deliver a stale attention.
-        if self.peer_role.load(Ordering::Relaxed) != 0 {
-            self.reset.store(true, Ordering::Release);
+        if self.peer_role.load(Ordering::Relaxed) == 0 {
+            return false;
         }
+        self.reset.store(true, Ordering::Release);
+        true
     }
 
     /// Moves the unit attentions due at the peer into `out` (cleared first;
