@@ -493,10 +493,13 @@ def test_ordered_tasks_wait_for_the_other_nodes_io(px):
 
 def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     """While the primary runs an ORDERED task's write (sent through B,
-    A's disk throttled to 2 KiB/s and primed so that it waits 24 s), a HEAD OF
-    QUEUE read through A runs at once and a SIMPLE read through A waits for
-    the write and reads its data. A's LIO knows nothing of B's ORDERED task:
-    this is A's barrier at work."""
+    A's disk throttled to 2 KiB/s and primed so that it waits about 8 s,
+    well within B's 15 s wait for A's answer), a HEAD OF QUEUE read
+    through A runs at once and a SIMPLE read through A waits for the write
+    and reads its data. A's LIO knows nothing of B's ORDERED task: this is
+    A's barrier at work. The three commands come from iscsi_task.py
+    sessions logged in beforehand (TASK_GO), so that only the commands are
+    timed."""
     a, ini = px.a, px.ini
     da = px.devs["nodea"]
     bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
@@ -504,35 +507,36 @@ def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     ini.run("head -c 8192 /dev/urandom > /tmp/hq; rm -f /tmp/hq.*")
     new = ini.run("md5sum < /tmp/hq").out.split()[0]
     tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
+    for who, portal, what in (("ord", PATH_B, f"ordered write {lba} /tmp/hq"),
+                              ("simple", PATH_A, f"simple read {lba} {8192 // bs}"),
+                              ("head", PATH_A, f"head read {lba} {8192 // bs}")):
+        ini.run(f"(TASK_GO=/tmp/hq.go.{who} {tool.format(portal=portal, who=who)} {what} > /tmp/hq.{who} 2>&1; "
+                f"date +%s.%N > /tmp/hq.{who}end) </dev/null >/dev/null 2>&1 &")
+    ready = "ls /tmp/hq.go.ord.ready /tmp/hq.go.simple.ready /tmp/hq.go.head.ready >/dev/null 2>&1"
+    ini.run(f"for i in $(seq 600); do {ready} && break; sleep 0.1; done; {ready}", timeout=120)
+    ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
     a.throttle_writes("shared.raw", 2048)
     try:
-        # 48 KiB through A first: B's ORDERED write then waits 24 s for A's disk.
-        ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
-        ini.run(f"head -c 49152 /dev/urandom > /tmp/hq.prime; "
-                f"sg_raw -s 49152 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 49152, bs)}")
-        t_prime = float(ini.run("date +%s.%N").out)
-        ini.run(f"({tool.format(portal=PATH_B, who='ord')} ordered write {lba} /tmp/hq > /tmp/hq.ord 2>&1; "
-                "date +%s.%N > /tmp/hq.ordend) </dev/null >/dev/null 2>&1 &")
+        # 16 KiB through A first: B's ORDERED write then waits 8 s for A's disk.
+        ini.run(f"head -c 16384 /dev/urandom > /tmp/hq.prime; "
+                f"sg_raw -s 16384 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 16384, bs)}")
+        t_prime = float(ini.run("date +%s.%N; touch /tmp/hq.go.ord").out)
         wait_in_flight(a, 1, "vdc")
-        ini.run(f"({tool.format(portal=PATH_A, who='simple')} simple read {lba} {8192 // bs} > /tmp/hq.simple 2>&1; "
-                "date +%s.%N > /tmp/hq.simpleend) </dev/null >/dev/null 2>&1 &")
-        head = ini.run(f"date +%s.%N; {tool.format(portal=PATH_A, who='head')} head read {lba} {8192 // bs}; "
-                       "date +%s.%N", timeout=120).out.split("\n")
-        ini.run("for i in $(seq 600); do ls /tmp/hq.ordend /tmp/hq.simpleend >/dev/null 2>&1 && break; "
-                "sleep 0.1; done")
+        t_go = float(ini.run("date +%s.%N; touch /tmp/hq.go.simple; touch /tmp/hq.go.head").out)
+        done = "ls /tmp/hq.ordend /tmp/hq.simpleend /tmp/hq.headend >/dev/null 2>&1"
+        ini.run(f"for i in $(seq 600); do {done} && break; sleep 0.1; done", timeout=120)
     finally:
         a.throttle_writes("shared.raw", 0)
-    head = [x for x in head if x]
-    head_start, head_end = float(head[0]), float(head[-1])
-    ord_end, simple_end = (float(ini.run(f"cat /tmp/hq.{w}end").out) for w in ("ord", "simple"))
-    simple = ini.run("cat /tmp/hq.simple").out.strip()
-    print(f"\n[proxy] during B's ORDERED write (ended {ord_end - t_prime:.2f}s after the prime): HEAD OF QUEUE "
-          f"read through A sent {head_start - t_prime:.2f}s after the prime, took {head_end - head_start:.2f}s, "
-          f"ended {ord_end - head_end:.2f}s before the write; SIMPLE read through A ended "
-          f"{simple_end - ord_end:.2f}s after it")
-    assert ini.run("cat /tmp/hq.ord").out.startswith("status 0x00"), ini.run("cat /tmp/hq.ord").out
-    assert head_end < ord_end, (head, ord_end)
-    assert simple_end >= ord_end and simple == f"status 0x00 md5 {new} bytes 8192", (simple, simple_end, ord_end)
+    ord_end, simple_end, head_end = (float(ini.run(f"cat /tmp/hq.{w}end").out) for w in ("ord", "simple", "head"))
+    out = {w: ini.run(f"cat /tmp/hq.{w}").out.strip() for w in ("ord", "simple", "head")}
+    print(f"\n[proxy] B's ORDERED write ended {ord_end - t_prime:.2f}s after the prime; sent "
+          f"{t_go - t_prime:.2f}s after the prime, the HEAD OF QUEUE read through A ended {head_end - t_go:.2f}s "
+          f"later ({ord_end - head_end:.2f}s before the write), the SIMPLE one {simple_end - ord_end:.2f}s after "
+          f"the write")
+    assert out["ord"].startswith("status 0x00"), out
+    assert out["head"].startswith("status 0x00"), out
+    assert head_end < ord_end, (out, head_end, ord_end)
+    assert simple_end >= ord_end and out["simple"] == f"status 0x00 md5 {new} bytes 8192", (out, simple_end, ord_end)
 
 
 # libiscsi across the pair (issue 5): the PR families with both sessions entering

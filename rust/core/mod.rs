@@ -16,4 +16,4 @@ pub(crate) mod wire;
 /// a version 1 peer's first frame is refused by its header's version.
 /// Version 3 added OrderReq access 3 (an ORDERED task's IO, the whole LUN)
 /// and ranges up to 2^23 sectors (WRITE SAME and UNMAP are ordered too).
-pub(crate) const PROTOCOL_VERSION: u16 = 4;
+pub(crate) const PROTOCOL_VERSION: u16 = 5;

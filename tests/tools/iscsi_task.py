@@ -13,11 +13,18 @@ line: `status 0x00 md5 <md5 of the data read or written> bytes N`, or
 go as immediate data (up to the target's MaxRecvDataSegmentLength,
 8 KiB by default in LIO). Exit status 0 on GOOD, 1 otherwise,
 2 on a protocol error. Framing per RFC 7143; nothing else is supported.
+
+With TASK_GO=FILE in the environment the tool creates FILE.ready once it
+is logged in (and has read the capacity) and sends the command only once
+FILE exists (at most 120 s later): a test then times the command alone,
+not Python's start and the login.
 """
 import hashlib
+import os
 import socket
 import struct
 import sys
+import time
 
 ATTRS = {"simple": 1, "ordered": 2, "head": 3}
 BHS = 48
@@ -133,6 +140,14 @@ def main(argv: list[str]) -> int:
         print(f"status 0x{st:02x} sense {sense.hex()}")
         return 1
     bs = struct.unpack_from(">I", cap, 4)[0]
+    go = os.environ.get("TASK_GO")
+    if go:
+        open(go + ".ready", "w").close()
+        deadline = time.time() + 120
+        while not os.path.exists(go):
+            if time.time() > deadline:
+                raise RuntimeError(f"{go} did not appear within 120 s")
+            time.sleep(0.01)
     if what == "read":
         blocks = int(argv[7])
         cdb, payload, read_len = struct.pack(">BBIBHB", 0x28, 0, int(lba), 0, blocks, 0), b"", blocks * bs
