@@ -50,6 +50,17 @@ direction carries (a connection's, whichever is current or next):
                         an RST); new connections are accepted
   refuse on|off         close every new connection at once (current ones
                         stay): with `cut`, keeps the link down
+  flaps N MIN MAX [F]   N link flaps in the background: wait until a
+                        connection is up (it has carried F frames each
+                        way, default 5: past the interlink's handshake),
+                        keep it MIN..MAX ms (uniform), cut it; after the
+                        last cut, wait until one is up again. Each flap is
+                        logged with the time the link took to come back
+                        (`flap I of N: up again after S s`), the end as
+                        `flaps end: ...`; stats show
+                        flaps=DONE/N and flapping=yes|no|failed. A link
+                        not up within 30 s fails the run. `flaps stop`
+                        ends it.
   stats                 counters: connections, bytes forwarded each way,
                         faults applied, faults still queued (pending)
   quit                  stop the proxy
@@ -99,6 +110,7 @@ CHUNK = 65536
 QUEUE_CHUNKS = 64          # per direction and connection: bounds the proxy's memory
 POLL = 0.05
 CONNECT_TIMEOUT = 3.0
+FLAP_RECOVERY_S = 30.0
 
 
 def now_text() -> str:
@@ -458,6 +470,11 @@ class Proxy:
         self.conns: dict[int, Conn] = {}
         self.connecting: set[int] = set()   # accepted, the target not connected yet
         self.cuts = 0                       # `cut` commands so far
+        self.flap_plan = 0                  # flaps asked for by the last `flaps`
+        self.flap_done = 0                  # of them, cut and up again
+        self.flap_state = "no"
+        self.flap_stop = threading.Event()
+        self.flap_recovery = FLAP_RECOVERY_S
         self.counters = collections.Counter()
         self.stopping = threading.Event()
         self.lsock = socket.create_server(listen, family=socket.AF_INET6 if ":" in listen[0] else socket.AF_INET)
@@ -584,6 +601,47 @@ class Proxy:
         for c in conns:
             c.close("cut" + (" (RST)" if rst else ""), rst=rst)
         return len(conns) + connecting
+
+    def up_conn(self, frames: int, timeout: float) -> "Conn | None":
+        """The first connection that has carried `frames` frames each way,
+        within `timeout` seconds (None: none, or told to stop)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.flap_stop.is_set() and not self.stopping.is_set():
+            with self.lock:
+                for c in self.conns.values():
+                    if not c.closed and min(p.frames for p in c.pipes) >= frames:
+                        return c
+            time.sleep(POLL / 5)
+        return None
+
+    def flapper(self, n: int, lo: int, hi: int, frames: int) -> None:
+        t_cut = None
+        for i in range(n + 1):
+            c = self.up_conn(frames, self.flap_recovery)
+            if c is None:
+                with self.lock:
+                    stopped = self.flap_stop.is_set() or self.stopping.is_set()
+                    self.flap_state = "no" if stopped else "failed"
+                self.log(f"flaps end: {self.flap_done} of {n} done, " +
+                         ("stopped" if stopped else f"{'flap ' + str(i) if i else 'the first link'}: no connection "
+                          f"up (carrying {frames} frames each way) within {self.flap_recovery:g}s"))
+                return
+            if t_cut is not None:
+                with self.lock:
+                    self.flap_done = i
+                self.log(f"flap {i} of {n}: up again after {time.monotonic() - t_cut:.2f} s (conn {c.num})")
+            if i == n:
+                break
+            if self.flap_stop.wait(self.rnd.uniform(lo, hi) / 1000.0):
+                continue  # up_conn sees the stop
+            with self.lock:
+                self.counters["cuts"] += 1
+            t_cut = time.monotonic()
+            self.log(f"flap {i + 1} of {n}: cut conn {c.num} after {frames}+ frames each way: "
+                     f"{self.cut(False)} connections")
+        with self.lock:
+            self.flap_state = "no"
+        self.log(f"flaps end: {n} of {n} done")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -740,13 +798,31 @@ class Proxy:
             if cmd == "stats":
                 nargs(0, 0)
                 return "ok " + self.stats()
+            if cmd == "flaps":
+                nargs(1, 4)
+                if args == ["stop"]:
+                    self.flap_stop.set()
+                    return "ok stopping the flaps"
+                nargs(3, 4)
+                n, lo, hi = number(args[0]), number(args[1]), number(args[2])
+                frames = number(args[3]) if len(args) == 4 else 5
+                if lo > hi or n == 0 or frames == 0:
+                    raise ValueError("flaps: expected N > 0, MIN <= MAX, F > 0")
+                if self.flap_state == "yes":
+                    raise ValueError("flaps: already flapping (flaps stop first)")
+                self.flap_stop = threading.Event()
+                self.flap_plan, self.flap_done, self.flap_state = n, 0, "yes"
+                threading.Thread(target=self.flapper, args=(n, lo, hi, frames), daemon=True,
+                                 name="flapper").start()
+                return f"ok flapping {n} times, up {lo}..{hi} ms each"
             if cmd == "quit":
                 nargs(0, 0)
                 self.stop()
                 return "ok quitting"
             if cmd == "help":
                 return "ok pass|delay [DIR] MS|drop DIR N|drop DIR frame|dup DIR [frame]|truncate DIR N|" \
-                       "corrupt DIR [any|header|payload]|reorder DIR|stall DIR|unstall [DIR]|cut [rst]|refuse on|off|stats|quit"
+                       "corrupt DIR [any|header|payload]|reorder DIR|stall DIR|unstall [DIR]|cut [rst]|refuse on|off|" \
+                       "flaps N MIN MAX [F]|flaps stop|stats|quit"
         if cmd == "cut":
             nargs(0, 1)
             if args and args[0] != "rst":
@@ -767,7 +843,8 @@ class Proxy:
                 f"{self.dirs[1]}={c[self.dirs[1]]} faults={c['faults']} pending={pending} {kinds} "
                 f"cuts={c['cuts']} stalls={c['stalls']} stalled={'+'.join(sorted(self.stalled)) or '-'} "
                 f"delay={self.delay[self.dirs[0]]},{self.delay[self.dirs[1]]} "
-                f"refuse={'on' if self.refuse else 'off'}")
+                f"refuse={'on' if self.refuse else 'off'} flaps={self.flap_done}/{self.flap_plan} "
+                f"flapping={self.flap_state}")
 
 
 def control(path: str, line: str, timeout: float = 10.0) -> str:
@@ -1231,6 +1308,90 @@ class SelfTest:
         for x in (c, s, c2, s2):
             x.close()
 
+    def t_flaps(self) -> None:
+        """A client that reconnects at once and a target that answers, each
+        sending 6 frames per connection: 3 flaps, each up again."""
+        stop = threading.Event()
+        accepted = []
+
+        def talk(x: socket.socket, tag: bytes) -> None:
+            with x:
+                try:
+                    for k in range(6):
+                        x.sendall(self.frame(0x121, tag, k))
+                    x.settimeout(0.1)
+                    while not stop.is_set():
+                        try:
+                            if not x.recv(65536):
+                                return
+                        except socket.timeout:
+                            pass
+                except OSError:
+                    pass
+
+        def client() -> None:
+            while not stop.is_set():
+                try:
+                    c = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=3)
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                talk(c, b"c")
+
+        def target() -> None:
+            while not stop.is_set():
+                try:
+                    s, _ = self.target.accept()
+                except socket.timeout:
+                    continue
+                accepted.append(s)
+                threading.Thread(target=talk, args=(s, b"t"), daemon=True).start()
+
+        self.target.settimeout(0.1)
+        threads = [threading.Thread(target=f, daemon=True) for f in (client, target)]
+        for t in threads:
+            t.start()
+        try:
+            for bad in ("flaps", "flaps 0 1 2", "flaps 2 9 1", "flaps 1 1 1 0", "flaps x 1 2", "flaps 1 2 3 4 5"):
+                r = control(self.proxy.control_path, bad)
+                assert r.startswith("err"), (bad, r)
+            n0 = self.logbuf.getvalue().count(" up again after ")
+            r = self.ctl("flaps 3 20 60")
+            assert r == "ok flapping 3 times, up 20..60 ms each", r
+            assert control(self.proxy.control_path, "flaps 1 1 1").startswith("err"), "a second run at once"
+            deadline = time.monotonic() + 15
+            while (st := self.stats())["flapping"] == "yes":
+                assert time.monotonic() < deadline, st
+                time.sleep(0.02)
+            assert st["flapping"] == "no" and st["flaps"] == "3/3", st
+            assert self.logbuf.getvalue().count(" up again after ") - n0 == 3, self.logbuf.getvalue()[-1500:]
+            assert len(accepted) == 4, len(accepted)
+            # A link that never carries enough frames fails the run.
+            self.proxy.flap_recovery = 0.5
+            self.ctl("flaps 1 10 10 100")
+            deadline = time.monotonic() + 5
+            while (st := self.stats())["flapping"] == "yes":
+                assert time.monotonic() < deadline, st
+                time.sleep(0.02)
+            assert st["flapping"] == "failed" and st["flaps"] == "0/1", st
+            # `flaps stop` ends a run.
+            self.proxy.flap_recovery = FLAP_RECOVERY_S
+            self.ctl("flaps 50 2000 2000")
+            time.sleep(0.2)
+            self.ctl("flaps stop")
+            deadline = time.monotonic() + 5
+            while (st := self.stats())["flapping"] == "yes":
+                assert time.monotonic() < deadline, st
+                time.sleep(0.02)
+            assert st["flapping"] == "no" and st["flaps"] == "0/50", st
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(3)
+            self.target.settimeout(3)
+            self.proxy.flap_recovery = FLAP_RECOVERY_S
+            self.proxy.cut(False)
+
     def t_refuse(self) -> None:
         c, s = self.pair()
         self.ctl("refuse on")
@@ -1360,7 +1521,8 @@ class SelfTest:
     def run(self) -> int:
         t0 = time.monotonic()
         for name in ("pass", "delay", "drop_bytes", "dup_chunk", "truncate", "corrupt_chunk", "frames",
-                     "frame_split", "corrupt_frames", "random_chunking", "unframed", "stall", "reorder", "cut", "refuse",
+                     "frame_split", "corrupt_frames", "random_chunking", "unframed", "stall", "reorder", "cut", "flaps",
+                     "refuse",
                      "peer_reset", "bad_commands", "stats", "unreachable", "cli"):
             self.check(name, getattr(self, f"t_{name}"))
         self.proxy.stop()
