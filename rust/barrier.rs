@@ -143,41 +143,53 @@ pub(crate) fn local(c: Cmd, io: IoRef, rw: Rw) -> core::result::Result<(), Cmd> 
         (_, true) => Attr::Head,
         _ => Attr::Simple,
     };
-    let ordered = attr == Attr::Ordered;
-    if enter(attr) {
-        return cmd::submit_gated(c, io, rw, Gated::Counted).map_err(|c| {
-            exit();
-            c
-        });
-    }
-    let mut q = QUEUE.lock();
-    if !room(&mut q) {
-        return Err(c);
-    }
-    push(&mut q, ordered, Work::Local(c, io, rw));
-    drop(q);
-    sys::link_kick();
-    Ok(())
+    run_or_queue(
+        attr,
+        (c, io, rw),
+        |(c, io, rw)| cmd::submit_gated(c, io, rw, Gated::Counted),
+        |(c, _, _)| c,
+        |(c, io, rw)| Work::Local(c, io, rw),
+    )
 }
 
 /// The peer's IO `b` at `sector` on `io` (proxy mode, this node the
 /// primary) of a task with `attr`: submitted now, or queued as [`local`]
 /// says. `Err`: nothing was done, `b` comes back.
-pub(crate) fn peer(mut b: KBox<BufIo>, io: IoRef, sector: u64, attr: Attr) -> core::result::Result<(), KBox<BufIo>> {
-    let ordered = attr == Attr::Ordered;
+pub(crate) fn peer(b: KBox<BufIo>, io: IoRef, sector: u64, attr: Attr) -> core::result::Result<(), KBox<BufIo>> {
+    run_or_queue(
+        attr,
+        (b, io, sector),
+        |(mut b, io, sector)| {
+            b.gated = Gated::Counted;
+            bufio::submit(b, io, sector).map_err(|mut b| {
+                b.gated = Gated::No;
+                b
+            })
+        },
+        |(b, _, _)| b,
+        |(b, io, sector)| Work::Peer(b, io, sector),
+    )
+}
+
+/// An IO of `attr`, `item`: counted and started by `submit` when nothing
+/// holds it back, otherwise put in the queue as `work` makes it. `Err`
+/// (from `submit`, or `give_back` when the queue has no room): nothing was
+/// done.
+fn run_or_queue<T, E>(
+    attr: Attr,
+    item: T,
+    submit: impl FnOnce(T) -> core::result::Result<(), E>,
+    give_back: impl FnOnce(T) -> E,
+    work: impl FnOnce(T) -> Work,
+) -> core::result::Result<(), E> {
     if enter(attr) {
-        b.gated = Gated::Counted;
-        return bufio::submit(b, io, sector).map_err(|mut b| {
-            b.gated = Gated::No;
-            exit();
-            b
-        });
+        return submit(item).inspect_err(|_| exit());
     }
     let mut q = QUEUE.lock();
     if !room(&mut q) {
-        return Err(b);
+        return Err(give_back(item));
     }
-    push(&mut q, ordered, Work::Peer(b, io, sector));
+    push(&mut q, attr == Attr::Ordered, work(item));
     drop(q);
     sys::link_kick();
     Ok(())
