@@ -281,6 +281,27 @@ pub(crate) fn offline() {
     pump();
 }
 
+/// The peer's IO named `cookie` (see `crate::proxy`), taken out of the
+/// queue if it waits there (its command was aborted on the peer); what
+/// waited behind it as a barrier may run. The interlink thread.
+pub(crate) fn take_peer(cookie: u64) -> Option<KBox<BufIo>> {
+    let taken = {
+        let mut q = QUEUE.lock();
+        let i = q.iter().position(|it| matches!(&it.work, Work::Peer(b, ..) if b.cookie == cookie))?;
+        let it = q.remove(i).ok()?;
+        if it.ordered {
+            CLOSED.fetch_sub(1, Ordering::SeqCst);
+        }
+        it
+    };
+    pump();
+    match taken.work {
+        // The use of the device ends here.
+        Work::Peer(b, _io, _) => Some(b),
+        Work::Local(..) => None,
+    }
+}
+
 /// Gives back the queue's buffer at unload (the thread has stopped and no
 /// device is left, so nothing is queued; anything that were would be freed
 /// with it).

@@ -333,7 +333,7 @@ impl AttributeOperations<6> for Node {
         show_fmt(
             page,
             fmt!(
-                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\nproxied_to_peer: {}\nproxied_for_peer: {}\norder_requests: {}\norder_waits: {}\norder_waiting: {}\norder_barriers: {}\npreempt_aborted: {}\npreempt_aborted_silently: {}\n",
+                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\nproxied_to_peer: {}\nproxied_for_peer: {}\naborts_to_peer: {}\naborted_for_peer: {}\norder_requests: {}\norder_waits: {}\norder_waiting: {}\norder_barriers: {}\npreempt_aborted: {}\npreempt_aborted_silently: {}\n",
                 NODE.devices(),
                 n(&s.link_ups),
                 n(&s.link_drops),
@@ -345,6 +345,8 @@ impl AttributeOperations<6> for Node {
                 crate::forward::parked(),
                 crate::forward::PROXIED_OUT.load(Ordering::Relaxed),
                 crate::forward::PROXIED_IN.load(Ordering::Relaxed),
+                crate::forward::ABORTS_TO_PEER.load(Ordering::Relaxed),
+                crate::forward::ABORTED_FOR_PEER.load(Ordering::Relaxed),
                 crate::serialize::ORDER_ASKED.load(Ordering::Relaxed),
                 crate::serialize::ORDER_WAITED.load(Ordering::Relaxed),
                 crate::serialize::waiting(),

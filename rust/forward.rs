@@ -32,7 +32,7 @@ use crate::core_logic::scsi::{
     sense::Sense,
 };
 use crate::core_logic::scsi::io;
-use crate::core_logic::wire::msg::{IoData, IoDone, IoOp, IoReq, IoStatus, Message, PortName, PrOut, PrOutDone};
+use crate::core_logic::wire::msg::{IoAbort, IoData, IoDone, IoOp, IoReq, IoStatus, Message, PortName, PrOut, PrOutDone};
 use crate::scsi::NexusKey;
 use crate::lio::cmd::{Cmd, DataSg};
 use crate::sys;
@@ -52,6 +52,10 @@ const IO_ANSWER_MS: u64 = 15000;
 pub(crate) static PROXIED_OUT: AtomicU64 = AtomicU64::new(0);
 /// IOs this node did for the peer (proxy mode, primary).
 pub(crate) static PROXIED_IN: AtomicU64 = AtomicU64::new(0);
+/// IoAborts this node sent for its forwarded IO (ABORT TASK, LUN RESET).
+pub(crate) static ABORTS_TO_PEER: AtomicU64 = AtomicU64::new(0);
+/// The peer's IOs this node dropped on its IoAbort before they ran.
+pub(crate) static ABORTED_FOR_PEER: AtomicU64 = AtomicU64::new(0);
 
 /// Bit 31 of an IoData tag: read data answering one of our IoReqs.
 pub(crate) const ANSWER_BIT: u32 = 1 << 31;
@@ -412,7 +416,9 @@ pub(crate) fn io_done(d: &IoDone) -> bool {
         IoStatus::Ok => Completion::Good,
         IoStatus::Blk(v) => io::from_blk_status(v, write),
         IoStatus::NotHeld => Completion::Check(Sense::ALUA_TRANSITIONING),
-        IoStatus::Busy => Completion::Busy,
+        // LIO aborted the command (the IoAbort's cause): the status is not
+        // sent; BUSY otherwise, the initiator retries.
+        IoStatus::Busy | IoStatus::Aborted => Completion::Busy,
         // MISCOMPARE, with the offset of the first differing byte in
         // INFORMATION (SBC-4 §5.3), as LIO reports its own.
         IoStatus::Miscompare(off) if w.op == IoOp::CompareAndWrite => {
@@ -424,6 +430,26 @@ pub(crate) fn io_done(d: &IoDone) -> bool {
         }
     };
     owner.finish(c);
+    true
+}
+
+/// LIO aborted `cmd` (ABORT TASK, LUN RESET): if its IO was handed to
+/// the peer, tells the peer (IoAbort), which drops the IO if it has not
+/// started; the command stays parked until the answer (IoDone) or the
+/// usual limits end it, so it never completes while the peer may still
+/// write. Whether it was one of ours.
+pub(crate) fn abort(cmd: *mut crate::lio::bindings::se_cmd) -> bool {
+    let found = {
+        let f = FORWARD.lock();
+        f.parked
+            .iter()
+            .find(|p| p.io.is_some() && matches!(&p.owner, Owner::Cmd(c) if c.as_raw() == cmd))
+            .map(|p| (p.tag, p.lun_id))
+    };
+    let Some((tag, lun_id)) = found else { return false };
+    if queue(Message::IoAbort(IoAbort { tag, lun_id })) {
+        ABORTS_TO_PEER.fetch_add(1, Ordering::Relaxed);
+    }
     true
 }
 

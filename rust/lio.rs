@@ -712,17 +712,52 @@ unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     crate::core_logic::scsi::io::last_lba(sectors, bs)
 }
 
+/// Runs `f` on each command of LIO's list `head`, whose entries are the
+/// commands' `state_list` links.
+///
+/// # Safety
+/// `head` must be a valid list of live commands linked that way, not
+/// changed during the call.
+unsafe fn for_each_listed_cmd(head: *mut kernel::bindings::list_head, mut f: impl FnMut(*mut b::se_cmd)) {
+    let off = core::mem::offset_of!(b::se_cmd, state_list);
+    // SAFETY: per this function's contract, every link but `head` is the
+    // `state_list` of a live command, so stepping back by its offset gives
+    // the command.
+    unsafe {
+        let mut p = (*head).next;
+        while !p.is_null() && p != head {
+            f(p.cast::<u8>().sub(off).cast::<b::se_cmd>());
+            p = (*p).next;
+        }
+    }
+}
+
 /// How long a LUN RESET waits for the peer to establish its unit
 /// attention (ms).
 const RESET_SYNC_MS: u64 = 2000;
 
-/// Task management seen by LIO for the device: a LUN RESET's unit
+/// Task management seen by LIO for the device: the commands it aborts
+/// (ABORT TASK, LUN RESET) whose IO waits on the peer are aborted there
+/// too (`crate::forward::abort`); a LUN RESET's unit
 /// attention is also due on the peer node's nexuses (LIO establishes it for
 /// this node's). The reset completes only once the peer has established it
 /// (or after [`RESET_SYNC_MS`]), so that a command the initiator sends
 /// through the peer after the reset's response sees it. LIO's TMR work
 /// calls this in process context, holding no lock.
-unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table, _aborted: *mut kernel::bindings::list_head) {
+unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table, aborted: *mut kernel::bindings::list_head) {
+    if matches!(
+        tmr,
+        b::tcm_tmreq_table_TMR_ABORT_TASK | b::tcm_tmreq_table_TMR_LUN_RESET | b::tcm_tmreq_table_TMR_LUN_RESET_PRO
+    ) && !aborted.is_null()
+    {
+        // In proxy mode the IO of an aborted command may wait on the
+        // primary: it is told, so that what has not started there is
+        // dropped (the command still ends only with the primary's answer).
+        // SAFETY: LIO's list of the commands it aborts, linked through
+        // `state_list`; it holds a reference to each until they end, after
+        // this call.
+        unsafe { for_each_listed_cmd(aborted, |c| _ = crate::forward::abort(c)) };
+    }
     if tmr == b::tcm_tmreq_table_TMR_LUN_RESET {
         // SAFETY: LIO passes a configured device from `alloc_device`.
         let d = unsafe { Device::from_se_dev(dev) };

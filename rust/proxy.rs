@@ -229,12 +229,33 @@ impl Proxy {
                 }
             }
             Message::IoData(d) => self.write_data(d, data),
+            Message::IoAbort(a) => self.abort(a.tag, a.lun_id),
             Message::IoDone(d) => {
                 if !forward::io_done(d) && lio::ratelimit() {
                     pr_warn!("LUN {}: answer for no waiting IO (tag {}): ignored\n", d.lun_id, d.tag);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The peer aborted the command of its IoReq `tag`: the IO is dropped
+    /// and answered aborted if it has not started here (it waits behind an
+    /// ORDERED task, or for the COMPARE AND WRITE lock); otherwise its
+    /// answer comes when it completes.
+    fn abort(&mut self, tag: u32, lun_id: u32) {
+        if let Some(i) = self.caws.iter().position(|c| !c.reading && c.tag == tag && c.lun_id == lun_id) {
+            self.caw_end(i, IoStatus::Aborted);
+        } else if let Some(b) = crate::barrier::take_peer(cookie(tag, lun_id)) {
+            self.held = self.held.saturating_sub(b.buf.len());
+            drop(b);
+            self.reply(tag, lun_id, IoStatus::Aborted);
+        } else {
+            return;
+        }
+        forward::ABORTED_FOR_PEER.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        if lio::ratelimit() {
+            pr_info!("LUN {}: the peer aborted its IO (tag {}) before it ran here: dropped\n", lun_id, tag);
         }
     }
 

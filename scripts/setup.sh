@@ -163,7 +163,17 @@ step_rootfs() {
 }
 
 step_image() {
+	# debootstrap (network and dpkg, ~2 min) runs beside the kernel build
+	# (CPU) on a cold machine.
+	local rootfs_pid=""
+	if [ ! -e "$(guest_rootfs_dir)/.tcm_ha-done" ]; then
+		step_rootfs &
+		rootfs_pid=$!
+	fi
 	step_kernel
+	if [ -n "$rootfs_pid" ]; then
+		wait "$rootfs_pid" || die "the guest root file system step failed (see above)"
+	fi
 	step_rootfs
 	local img rootfs kb
 	img=$(guest_image); rootfs=$(guest_rootfs_dir); kb=$(kbuild_dir)

@@ -65,7 +65,7 @@ direction carries (a connection's, whichever is current or next):
                         faults applied, faults still queued (pending)
   quit                  stop the proxy
 
-Frames are the interlink's (Documentation/protocol.rst, version 5): a
+Frames are the interlink's (Documentation/protocol.rst, version 6): a
 24-byte header (magic "tcHA", payload length u32 at offset 12, sequence u64
 at 16), the payload, and a 4-byte trailer, the CRC32C of header and payload.
 So a receiver detects a changed byte anywhere in a frame (a changed length

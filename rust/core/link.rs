@@ -355,6 +355,7 @@ impl<'k, M: Mac> Session<'k, M> {
             | Message::IoReq(_)
             | Message::IoData(_)
             | Message::IoDone(_)
+            | Message::IoAbort(_)
             | Message::OrderReq(_)
             | Message::OrderGrant(_)
             | Message::OrderDone(_) => inbox(msg, data),

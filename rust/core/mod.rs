@@ -16,4 +16,6 @@ pub(crate) mod wire;
 /// a version 1 peer's first frame is refused by its header's version.
 /// Version 3 added OrderReq access 3 (an ORDERED task's IO, the whole LUN)
 /// and ranges up to 2^23 sectors (WRITE SAME and UNMAP are ordered too).
-pub(crate) const PROTOCOL_VERSION: u16 = 5;
+/// Version 6 added IoAbort (an aborted command's IO the primary has not
+/// started is dropped) and IoDone status 0x83 (aborted).
+pub(crate) const PROTOCOL_VERSION: u16 = 6;

@@ -19,7 +19,7 @@ import time
 from wirecrc import crc32c
 
 MAGIC = b"tcHA"
-VERSION = 5
+VERSION = 6
 HEADER = 24
 HELLO, AUTH_RESPONSE, LOGIN, LUN_STATE = 0x0001, 0x0002, 0x0010, 0x0100
 HELLO_LEN = HEADER + 33 + 4

@@ -572,14 +572,14 @@ mod tests {
         assert!(e.to_string().contains("unsupported protocol version"));
         // A version 1 peer's frame (no trailer) is refused by its header
         // alone, before a trailer is waited for.
-        assert_eq!(PROTOCOL_VERSION, 5);
+        assert_eq!(PROTOCOL_VERSION, 6);
         let mut v1 = heartbeat_frame();
         v1[4..6].copy_from_slice(&1u16.to_le_bytes());
         let e = split_frame(&v1[..HEADER_LEN + 8]).unwrap_err();
-        assert_eq!(e, WireError::UnsupportedVersion { got: 1, supported: 5 });
+        assert_eq!(e, WireError::UnsupportedVersion { got: 1, supported: 6 });
         assert_eq!(
             std::format!("{e}"),
-            "unsupported protocol version 1 in frame header (this node speaks 5)"
+            "unsupported protocol version 1 in frame header (this node speaks 6)"
         );
     }
 

@@ -32,7 +32,8 @@
 //! | `0x011A` | AbortDone    |   8 | 0: lun_id `u32`, 4: token `u32`                      |
 //! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, bit 1 ORDERED task, bit 2 HEAD OF QUEUE task: read and write only, not both; others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
-//! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
+//! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare, 0x83 aborted before it ran), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
+//! | `0x0123` | IoAbort      |   8 | 0: tag `u32`, 4: lun_id `u32`                        |
 //! | `0x0130` | OrderReq     |  24 | 0: tag `u32` (bit 31 clear), 4: lun_id `u32`, 8: access `u8` (1 read, 2 write, 3 all: an ORDERED task), 9: reserved `[u8; 3]` (0), 12: first 512-byte sector `u64` (0 for all), 20: sectors `u32` (1..=2^23, ≤ 4 GiB; 0 for all) |
 //! | `0x0131` | OrderGrant   |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 go, 0x80 not held here, 0x81 busy), 9: reserved `[u8; 3]` (0) |
 //! | `0x0132` | OrderDone    |   8 | 0: tag `u32`, 4: lun_id `u32`                        |
@@ -157,6 +158,8 @@ pub(crate) const MAX_CAW_BYTES: u32 = 64 * 1024;
 const MAX_SECTOR: u64 = u64::MAX >> 9;
 /// Payload length of [`IoDone`].
 const IO_DONE_LEN: usize = 12;
+/// Payload length of [`IoAbort`].
+const IO_ABORT_LEN: usize = 8;
 
 /// Payload length of [`OrderReq`].
 const ORDER_REQ_LEN: usize = 24;
@@ -244,6 +247,8 @@ pub(crate) enum MsgType {
     IoData = 0x0121,
     /// The end of an IoReq.
     IoDone = 0x0122,
+    /// The command of an IoReq was aborted (ABORT TASK, LUN RESET).
+    IoAbort = 0x0123,
     /// Leave to run one block IO on shared storage (serialize-only mode).
     OrderReq = 0x0130,
     /// The primary's answer to an OrderReq.
@@ -280,6 +285,7 @@ impl MsgType {
             0x0120 => MsgType::IoReq,
             0x0121 => MsgType::IoData,
             0x0122 => MsgType::IoDone,
+            0x0123 => MsgType::IoAbort,
             0x0130 => MsgType::OrderReq,
             0x0131 => MsgType::OrderGrant,
             0x0132 => MsgType::OrderDone,
@@ -319,6 +325,7 @@ impl MsgType {
             MsgType::IoReq => "IoReq",
             MsgType::IoData => "IoData",
             MsgType::IoDone => "IoDone",
+            MsgType::IoAbort => "IoAbort",
             MsgType::OrderReq => "OrderReq",
             MsgType::OrderGrant => "OrderGrant",
             MsgType::OrderDone => "OrderDone",
@@ -351,6 +358,7 @@ impl MsgType {
             MsgType::IoReq => IO_REQ_LEN,
             MsgType::IoData => return (IO_DATA_HEAD + 1, IO_DATA_HEAD + IO_CHUNK),
             MsgType::IoDone => IO_DONE_LEN,
+            MsgType::IoAbort => IO_ABORT_LEN,
             MsgType::OrderReq => ORDER_REQ_LEN,
             MsgType::OrderGrant => ORDER_GRANT_LEN,
             MsgType::OrderDone => ORDER_DONE_LEN,
@@ -968,6 +976,8 @@ pub(crate) enum IoStatus {
     /// Compare and write: the data differ, first at this byte offset
     /// (< [`MAX_CAW_BYTES`]); nothing was written.
     Miscompare(u32),
+    /// An [`IoAbort`] reached it before it ran: nothing was done.
+    Aborted,
 }
 
 impl IoStatus {
@@ -978,6 +988,7 @@ impl IoStatus {
             IoStatus::NotHeld => 0x80,
             IoStatus::Busy => 0x81,
             IoStatus::Miscompare(_) => 0x82,
+            IoStatus::Aborted => 0x83,
         }
     }
 
@@ -998,6 +1009,7 @@ impl IoStatus {
             1..=63 => IoStatus::Blk(c),
             0x80 => IoStatus::NotHeld,
             0x81 => IoStatus::Busy,
+            0x83 => IoStatus::Aborted,
             0x82 => {
                 let off = u32::from_le_bytes([detail[0], detail[1], detail[2], 0]);
                 if off >= MAX_CAW_BYTES {
@@ -1023,6 +1035,19 @@ pub(crate) struct IoDone {
     pub(crate) lun_id: u32,
     /// The outcome.
     pub(crate) status: IoStatus,
+}
+
+/// The command of the sender's [`IoReq`] `tag` was aborted (ABORT TASK,
+/// LUN RESET): if its IO has not started on the receiver (it waits behind
+/// an ORDERED task or for the COMPARE AND WRITE lock), it is dropped and
+/// answered [`IoStatus::Aborted`]; otherwise its [`IoDone`] comes as it
+/// would have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoAbort {
+    /// The IoReq's tag.
+    pub(crate) tag: u32,
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
 }
 
 /// Leave the secondary asks of the primary to run one block IO on the
@@ -1166,6 +1191,8 @@ pub(crate) enum Message {
     IoData(IoData),
     /// See [`IoDone`].
     IoDone(IoDone),
+    /// See [`IoAbort`].
+    IoAbort(IoAbort),
     /// See [`OrderReq`].
     OrderReq(OrderReq),
     /// See [`OrderGrant`].
@@ -1202,6 +1229,7 @@ impl Message {
             Message::IoReq(_) => MsgType::IoReq,
             Message::IoData(_) => MsgType::IoData,
             Message::IoDone(_) => MsgType::IoDone,
+            Message::IoAbort(_) => MsgType::IoAbort,
             Message::OrderReq(_) => MsgType::OrderReq,
             Message::OrderGrant(_) => MsgType::OrderGrant,
             Message::OrderDone(_) => MsgType::OrderDone,
@@ -1573,6 +1601,14 @@ impl Message {
                 };
                 Message::IoDone(IoDone { tag, lun_id, status })
             }
+            MsgType::IoAbort => {
+                let tag = r.u32()?;
+                let lun_id = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                Message::IoAbort(IoAbort { tag, lun_id })
+            }
             MsgType::OrderReq => {
                 let tag = r.u32()?;
                 let lun_id = r.u32()?;
@@ -1780,6 +1816,10 @@ impl Message {
                 w.u8(d.status.code())?;
                 w.put(&d.status.detail())
             }
+            Message::IoAbort(a) => {
+                w.u32(a.tag)?;
+                w.u32(a.lun_id)
+            }
             Message::OrderReq(q) => {
                 w.u32(q.tag)?;
                 w.u32(q.lun_id)?;
@@ -1811,7 +1851,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 26] {
+    pub(crate) fn samples() -> [Message; 27] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -1860,6 +1900,7 @@ pub(crate) mod tests {
             Message::OrderDone(OrderDone { tag: 0x0506_0708, lun_id: 16383 }),
             Message::AbortNexus(AbortNexus { lun_id: 7, token: 3, rel_port: 0x21, port: pr_out().port }),
             Message::AbortDone(AbortDone { lun_id: 7, token: 3 }),
+            Message::IoAbort(IoAbort { tag: 0x0102_0304, lun_id: 7 }),
         ]
     }
 
@@ -1956,11 +1997,11 @@ pub(crate) mod tests {
 
     #[test]
     fn io_done_statuses() {
-        for st in [IoStatus::Ok, IoStatus::Blk(1), IoStatus::Blk(63), IoStatus::NotHeld, IoStatus::Busy, IoStatus::Miscompare(0), IoStatus::Miscompare(MAX_CAW_BYTES - 1)] {
+        for st in [IoStatus::Ok, IoStatus::Blk(1), IoStatus::Blk(63), IoStatus::NotHeld, IoStatus::Busy, IoStatus::Miscompare(0), IoStatus::Miscompare(MAX_CAW_BYTES - 1), IoStatus::Aborted] {
             roundtrip(Message::IoDone(IoDone { tag: 1, lun_id: 2, status: st }));
         }
         let m = samples()[19];
-        for bad in [64u8, 0x7f, 0x83, 0xff] {
+        for bad in [64u8, 0x7f, 0x84, 0xff] {
             assert_eq!(field_of(m, 8, &[bad]), "status");
         }
         assert_eq!(field_of(m, 10, &[1]), "reserved");
@@ -1972,6 +2013,21 @@ pub(crate) mod tests {
         assert_eq!(field_of(mis, 9, &[0, 0, 1]), "offset");
         roundtrip(Message::IoDone(IoDone { tag: 1, lun_id: 2, status: IoStatus::Miscompare(0xffff) }));
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
+    }
+
+    #[test]
+    fn io_abort_is_checked() {
+        let m = Message::IoAbort(IoAbort { tag: u32::MAX, lun_id: MAX_LUN_ID });
+        roundtrip(m);
+        assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(MsgType::IoAbort.payload_bounds(), (8, 8));
+        assert_eq!(MsgType::from_u16(0x0123), Some(MsgType::IoAbort));
+        let aborted = Message::IoDone(IoDone { tag: 1, lun_id: 2, status: IoStatus::Aborted });
+        let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
+        let n = aborted.encode_payload(&mut buf).unwrap();
+        assert_eq!(&buf[8..n], &[0x83, 0, 0, 0]);
+        // An aborted answer carries no offset.
+        assert_eq!(field_of(aborted, 9, &[1]), "reserved");
     }
 
     #[test]
@@ -2356,7 +2412,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_type_numbers() {
-        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x0113, 0x0123, 0x012f, 0x0133, 0x01ff, 0x0300, 0xffff] {
+        for v in [0u16, 4, 0x000f, 0x0013, 0x0102, 0x0113, 0x0124, 0x012f, 0x0133, 0x01ff, 0x0300, 0xffff] {
             assert_eq!(MsgType::from_u16(v), None, "{v:#x}");
         }
     }
