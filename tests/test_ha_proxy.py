@@ -544,6 +544,59 @@ def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     assert simple_end > head_end, (out, simple_end, head_end)
 
 
+
+def test_abort_task_through_the_secondary_reaches_the_primary(px):
+    """ABORT TASK through B for a write B handed to A while A holds it
+    behind an ORDERED task (an ORDERED write through A, A's disk throttled
+    to 2 KiB/s and primed so that it takes about 8 s): B tells A
+    (IoAbort), A drops the write before it runs and answers it aborted,
+    the abort completes within seconds, long before the ORDERED write, and
+    the aborted write's data never reaches the medium. Without IoAbort the
+    abort would wait for A to do the write."""
+    a, b, ini = px.a, px.b, px.ini
+    da = px.devs["nodea"]
+    bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
+    lba, lba_ord = 200 * 1048576 // bs, 204 * 1048576 // bs
+    ini.run("rm -f /tmp/ab.*; for f in old new ord; do head -c 8192 /dev/urandom > /tmp/ab.$f; done")
+    old, new = (ini.run(f"md5sum < /tmp/ab.{f}").out.split()[0] for f in ("old", "new"))
+    ini.run(f"dd if=/tmp/ab.old of=/dev/{da} bs=8192 seek={lba * bs // 8192} oflag=direct status=none")
+    tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
+    for who, portal, env, what in (("ord", PATH_A, "", f"ordered write {lba_ord} /tmp/ab.ord"),
+                                   ("ab", PATH_B, "TASK_ABORT=2 ", f"simple write {lba} /tmp/ab.new")):
+        ini.run(f"({env}TASK_GO=/tmp/ab.go.{who} {tool.format(portal=portal, who=who)} {what} > /tmp/ab.{who} 2>&1; "
+                f"date +%s.%N > /tmp/ab.{who}end) </dev/null >/dev/null 2>&1 &")
+    ready = "ls /tmp/ab.go.ord.ready /tmp/ab.go.ab.ready >/dev/null 2>&1"
+    ini.run(f"for i in $(seq 600); do {ready} && break; sleep 0.1; done; {ready}", timeout=120)
+    ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
+    before = {g.name: (stat(g, "aborts_to_peer"), stat(g, "aborted_for_peer")) for g in (a, b)}
+    a.throttle_writes("shared.raw", 2048)
+    try:
+        ini.run(f"head -c 16384 /dev/urandom > /tmp/ab.prime; "
+                f"sg_raw -s 16384 -i /tmp/ab.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 16384, bs)}")
+        t_prime = float(ini.run("date +%s.%N; touch /tmp/ab.go.ord").out)
+        wait_in_flight(a, 1, "vdc")
+        ini.run("touch /tmp/ab.go.ab")
+        done = "ls /tmp/ab.ordend /tmp/ab.abend >/dev/null 2>&1"
+        ini.run(f"for i in $(seq 600); do {done} && break; sleep 0.1; done; {done}", timeout=120)
+    finally:
+        a.throttle_writes("shared.raw", 0)
+    ord_end, ab_end = (float(ini.run(f"cat /tmp/ab.{w}end").out) for w in ("ord", "ab"))
+    out = {w: ini.run(f"cat /tmp/ab.{w}").out.strip() for w in ("ord", "ab")}
+    after = {g.name: (stat(g, "aborts_to_peer"), stat(g, "aborted_for_peer")) for g in (a, b)}
+    got = ini.run(f"dd if=/dev/{da} bs=8192 skip={lba * bs // 8192} count=1 iflag=direct status=none | md5sum").out.split()[0]
+    print(f"\n[proxy] ABORT TASK through B of a write A held behind an ORDERED task: {out['ab']}; it ended "
+          f"{ab_end - t_prime:.2f}s after the prime, the ORDERED write {ord_end - t_prime:.2f}s; "
+          f"the aborted data is {'NOT ' if got != new else ''}absent from the medium")
+    assert out["ord"].startswith("status 0x00"), out
+    m = re.match(r"tmf 0x00 after ([\d.]+)s; command: (.*)$", out["ab"])
+    assert m, (out, b.run("dmesg | tail -20").out, a.run("dmesg | tail -20").out)
+    # No status for the aborted command itself (ABORT TASK from its own nexus).
+    assert m.group(2) == "none", out
+    assert float(m.group(1)) < 4 and ab_end < ord_end, (out, ab_end, ord_end)
+    assert after["nodeb"][0] - before["nodeb"][0] == 1, (before, after)
+    assert after["nodea"][1] - before["nodea"][1] == 1, (before, after, a.run("dmesg | tail -20").out)
+    assert got == old and got != new, "the aborted write reached the medium"
+
 # libiscsi across the pair (issue 5): the PR families with both sessions entering
 # through the secondary (every PR OUT forwarded to the primary), and the
 # MultipathIO family with one URL per node.

@@ -18,6 +18,12 @@ With TASK_GO=FILE in the environment the tool creates FILE.ready once it
 is logged in (and has read the capacity) and sends the command only once
 FILE exists (at most 120 s later): a test then times the command alone,
 not Python's start and the login.
+
+With TASK_ABORT=SECS the tool sends an ABORT TASK for the command SECS
+seconds after it, and prints `tmf 0xRR after S.SSs; command: none` (or
+the command's own status line, had it ended first or been answered
+anyway); exit status 0 when the abort's response is FUNCTION COMPLETE
+(0x00).
 """
 import hashlib
 import os
@@ -92,6 +98,11 @@ class Session:
 
     def command(self, attr: int, cdb: bytes, read_len: int = 0, write: bytes = b""):
         """Sends one command to LUN 0; (status, data read, sense)."""
+        self.send(attr, cdb, read_len, write)
+        return self.wait(read_len)
+
+    def send(self, attr: int, cdb: bytes, read_len: int = 0, write: bytes = b"") -> tuple[int, int]:
+        """Sends one command to LUN 0; its (ITT, CmdSN)."""
         self.itt += 1
         flags = 0x80 | attr | (0x40 if read_len else 0) | (0x20 if write else 0)
         xfer = read_len or len(write)
@@ -99,6 +110,10 @@ class Session:
                           b"\0" * 8, self.itt, xfer, self.cmdsn, self.expstatsn, cdb.ljust(16, b"\0"))
         self.cmdsn += 1
         self.s.sendall(hdr + pad(write))
+        return self.itt, self.cmdsn - 1
+
+    def wait(self, read_len: int = 0):
+        """The answer to the command just sent: (status, data read, sense)."""
         got = bytearray(read_len)
         while True:
             op, rflags, h, data = self.recv()
@@ -116,6 +131,40 @@ class Session:
                 continue
             else:
                 raise RuntimeError(f"unexpected opcode 0x{op:02x}")
+
+    def abort_task(self, itt: int, cmdsn: int, linger: float = 1.0):
+        """ABORT TASK for the command (ITT, CmdSN), as an immediate
+        request: (the response code, seconds it took, the command's
+        (status, sense) if it was answered before or up to `linger`
+        seconds after the abort's response, else None)."""
+        self.itt += 1
+        hdr = struct.pack(">BBH B3s 8s I I I I I I 8s", 0x42, 0x81, 0, 0, b"\0\0\0", b"\0" * 8, self.itt, itt,
+                          self.cmdsn, self.expstatsn, cmdsn, 0, b"")
+        t0 = time.monotonic()
+        self.s.sendall(hdr)
+        response, took, answered = None, 0.0, None
+        self.s.settimeout(60)
+        while True:
+            try:
+                op, _, h, data = self.recv()
+            except socket.timeout:
+                if response is None:
+                    raise RuntimeError("no response to the ABORT TASK within 60 s")
+                break
+            if op == 0x22 and struct.unpack_from(">I", h, 16)[0] == self.itt:
+                self.expstatsn = struct.unpack_from(">I", h, 24)[0] + 1
+                response, took = h[2], time.monotonic() - t0
+                self.s.settimeout(linger)
+            elif op == 0x21 and struct.unpack_from(">I", h, 16)[0] == itt:
+                self.expstatsn = struct.unpack_from(">I", h, 24)[0] + 1
+                sense = data[2:2 + struct.unpack_from(">H", data, 0)[0]] if len(data) >= 2 else b""
+                answered = (h[3], sense)
+            elif op in (0x20, 0x25):
+                continue
+            else:
+                raise RuntimeError(f"unexpected opcode 0x{op:02x}")
+        self.s.settimeout(60)
+        return response, took, answered
 
     def logout(self):
         self.itt += 1
@@ -155,6 +204,15 @@ def main(argv: list[str]) -> int:
         payload = open(argv[7], "rb").read()
         blocks = len(payload) // bs
         cdb, read_len = struct.pack(">BBIBHB", 0x2A, 0, int(lba), 0, blocks, 0), 0
+    abort = os.environ.get("TASK_ABORT")
+    if abort:
+        itt, cmdsn = s.send(ATTRS[attr], cdb, read_len, payload)
+        time.sleep(float(abort))
+        response, took, answered = s.abort_task(itt, cmdsn)
+        s.logout()
+        cmd = "none" if answered is None else f"status 0x{answered[0]:02x} sense {answered[1][:14].hex()}"
+        print(f"tmf 0x{response:02x} after {took:.2f}s; command: {cmd}")
+        return 0 if response == 0 else 1
     for _ in range(5):
         st, data, sense = s.command(ATTRS[attr], cdb, read_len, payload)
         if not (st == 0x02 and len(sense) > 2 and sense[2] & 0xF == 6):
