@@ -491,6 +491,42 @@ def test_ordered_tasks_wait_for_the_other_nodes_io(px):
     assert grew == {"nodea": 2, "nodeb": 1}, grew
 
 
+def start_tasks(ini, prefix: str, tasks) -> None:
+    """Starts iscsi_task.py sessions in the background, one per
+    (name, portal, environment, command) of `tasks`, each logged in and
+    waiting for the file PREFIX.go.NAME before it sends its command (see
+    TASK_GO); its line goes to PREFIX.NAME and the time it ended to
+    PREFIX.NAMEend. Returns once all are logged in."""
+    tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
+    for who, portal, env, what in tasks:
+        ini.run(f"({env} TASK_GO={prefix}.go.{who} {tool.format(portal=portal, who=who)} {what} > {prefix}.{who} 2>&1; "
+                f"date +%s.%N > {prefix}.{who}end) </dev/null >/dev/null 2>&1 &")
+    ready = "ls " + " ".join(f"{prefix}.go.{t[0]}.ready" for t in tasks) + " >/dev/null 2>&1"
+    ini.run(f"for i in $(seq 600); do {ready} && break; sleep 0.1; done; {ready}", timeout=120)
+
+
+def behind_a_held_write(px, prefix: str, lba: int, bs: int, first: str, then: list[str]) -> tuple[float, float]:
+    """With A's disk throttled to 2 KiB/s and primed with 16 KiB through A
+    (1 MiB past `lba`), so that A's next write waits about 8 s: releases
+    the task `first` of `start_tasks`, waits until A has a write in flight,
+    releases those of `then`, and waits until all have ended. The times
+    `first` and `then` were released."""
+    a, ini, da = px.a, px.ini, px.devs["nodea"]
+    ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
+    a.throttle_writes("shared.raw", 2048)
+    try:
+        ini.run(f"head -c 16384 /dev/urandom > {prefix}.prime; "
+                f"sg_raw -s 16384 -i {prefix}.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 16384, bs)}")
+        t_first = float(ini.run(f"date +%s.%N; touch {prefix}.go.{first}").out)
+        wait_in_flight(a, 1, "vdc")
+        t_then = float(ini.run("date +%s.%N; " + "; ".join(f"touch {prefix}.go.{w}" for w in then)).out)
+        done = "ls " + " ".join(f"{prefix}.{w}end" for w in [first] + then) + " >/dev/null 2>&1"
+        ini.run(f"for i in $(seq 600); do {done} && break; sleep 0.1; done; {done}", timeout=120)
+    finally:
+        a.throttle_writes("shared.raw", 0)
+    return t_first, t_then
+
+
 def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     """While the primary runs an ORDERED task's write (sent through B,
     A's disk throttled to 2 KiB/s and primed so that it waits about 8 s,
@@ -500,33 +536,17 @@ def test_head_of_queue_passes_an_ordered_task_simple_waits(px):
     A's barrier at work. The three commands come from iscsi_task.py
     sessions logged in beforehand (TASK_GO), so that only the commands are
     timed."""
-    a, ini = px.a, px.ini
+    ini = px.ini
     da = px.devs["nodea"]
     bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
     lba = 220 * 1048576 // bs
     ini.run("head -c 8192 /dev/urandom > /tmp/hq; rm -f /tmp/hq.*")
     new = ini.run("md5sum < /tmp/hq").out.split()[0]
-    tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
-    for who, portal, what in (("ord", PATH_B, f"ordered write {lba} /tmp/hq"),
-                              ("simple", PATH_A, f"simple read {lba} {8192 // bs}"),
-                              ("head", PATH_A, f"head read {lba} {8192 // bs}")):
-        ini.run(f"(TASK_GO=/tmp/hq.go.{who} {tool.format(portal=portal, who=who)} {what} > /tmp/hq.{who} 2>&1; "
-                f"date +%s.%N > /tmp/hq.{who}end) </dev/null >/dev/null 2>&1 &")
-    ready = "ls /tmp/hq.go.ord.ready /tmp/hq.go.simple.ready /tmp/hq.go.head.ready >/dev/null 2>&1"
-    ini.run(f"for i in $(seq 600); do {ready} && break; sleep 0.1; done; {ready}", timeout=120)
-    ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
-    a.throttle_writes("shared.raw", 2048)
-    try:
-        # 16 KiB through A first: B's ORDERED write then waits 8 s for A's disk.
-        ini.run(f"head -c 16384 /dev/urandom > /tmp/hq.prime; "
-                f"sg_raw -s 16384 -i /tmp/hq.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 16384, bs)}")
-        t_prime = float(ini.run("date +%s.%N; touch /tmp/hq.go.ord").out)
-        wait_in_flight(a, 1, "vdc")
-        t_go = float(ini.run("date +%s.%N; touch /tmp/hq.go.simple; touch /tmp/hq.go.head").out)
-        done = "ls /tmp/hq.ordend /tmp/hq.simpleend /tmp/hq.headend >/dev/null 2>&1"
-        ini.run(f"for i in $(seq 600); do {done} && break; sleep 0.1; done", timeout=120)
-    finally:
-        a.throttle_writes("shared.raw", 0)
+    start_tasks(ini, "/tmp/hq", (("ord", PATH_B, "", f"ordered write {lba} /tmp/hq"),
+                                 ("simple", PATH_A, "", f"simple read {lba} {8192 // bs}"),
+                                 ("head", PATH_A, "", f"head read {lba} {8192 // bs}")))
+    # B's ORDERED write waits about 8 s for A's disk.
+    t_prime, t_go = behind_a_held_write(px, "/tmp/hq", lba, bs, "ord", ["simple", "head"])
     ord_end, simple_end, head_end = (float(ini.run(f"cat /tmp/hq.{w}end").out) for w in ("ord", "simple", "head"))
     out = {w: ini.run(f"cat /tmp/hq.{w}").out.strip() for w in ("ord", "simple", "head")}
     print(f"\n[proxy] B's ORDERED write ended {ord_end - t_prime:.2f}s after the prime; sent "
@@ -560,26 +580,11 @@ def test_abort_task_through_the_secondary_reaches_the_primary(px):
     ini.run("rm -f /tmp/ab.*; for f in old new ord; do head -c 8192 /dev/urandom > /tmp/ab.$f; done")
     old, new = (ini.run(f"md5sum < /tmp/ab.{f}").out.split()[0] for f in ("old", "new"))
     ini.run(f"dd if=/tmp/ab.old of=/dev/{da} bs=8192 seek={lba * bs // 8192} oflag=direct status=none")
-    tool = f"python3 /mnt/repo/tests/tools/iscsi_task.py {{portal}} {lio.TARGET_IQN} iqn.2026-12.org.tcm-ha:{{who}}"
-    for who, portal, env, what in (("ord", PATH_A, "", f"ordered write {lba_ord} /tmp/ab.ord"),
-                                   ("ab", PATH_B, "TASK_ABORT=2 ", f"simple write {lba} /tmp/ab.new")):
-        ini.run(f"({env}TASK_GO=/tmp/ab.go.{who} {tool.format(portal=portal, who=who)} {what} > /tmp/ab.{who} 2>&1; "
-                f"date +%s.%N > /tmp/ab.{who}end) </dev/null >/dev/null 2>&1 &")
-    ready = "ls /tmp/ab.go.ord.ready /tmp/ab.go.ab.ready >/dev/null 2>&1"
-    ini.run(f"for i in $(seq 600); do {ready} && break; sleep 0.1; done; {ready}", timeout=120)
-    ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
+    start_tasks(ini, "/tmp/ab", (("ord", PATH_A, "", f"ordered write {lba_ord} /tmp/ab.ord"),
+                                 ("ab", PATH_B, "TASK_ABORT=2", f"simple write {lba} /tmp/ab.new")))
     before = {g.name: (stat(g, "aborts_to_peer"), stat(g, "aborted_for_peer")) for g in (a, b)}
-    a.throttle_writes("shared.raw", 2048)
-    try:
-        ini.run(f"head -c 16384 /dev/urandom > /tmp/ab.prime; "
-                f"sg_raw -s 16384 -i /tmp/ab.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 16384, bs)}")
-        t_prime = float(ini.run("date +%s.%N; touch /tmp/ab.go.ord").out)
-        wait_in_flight(a, 1, "vdc")
-        ini.run("touch /tmp/ab.go.ab")
-        done = "ls /tmp/ab.ordend /tmp/ab.abend >/dev/null 2>&1"
-        ini.run(f"for i in $(seq 600); do {done} && break; sleep 0.1; done; {done}", timeout=120)
-    finally:
-        a.throttle_writes("shared.raw", 0)
+    # The ORDERED write waits about 8 s for A's disk; B's write behind it.
+    t_prime, _ = behind_a_held_write(px, "/tmp/ab", lba, bs, "ord", ["ab"])
     ord_end, ab_end = (float(ini.run(f"cat /tmp/ab.{w}end").out) for w in ("ord", "ab"))
     out = {w: ini.run(f"cat /tmp/ab.{w}").out.strip() for w in ("ord", "ab")}
     after = {g.name: (stat(g, "aborts_to_peer"), stat(g, "aborted_for_peer")) for g in (a, b)}
