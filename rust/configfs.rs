@@ -333,7 +333,7 @@ impl AttributeOperations<6> for Node {
         show_fmt(
             page,
             fmt!(
-                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\nproxied_to_peer: {}\nproxied_for_peer: {}\naborts_to_peer: {}\naborted_for_peer: {}\norder_requests: {}\norder_waits: {}\norder_waiting: {}\norder_barriers: {}\npreempt_aborted: {}\npreempt_aborted_silently: {}\n",
+                "devices: {}\nlink_ups: {}\nlink_drops: {}\nconnect_failures: {}\nauth_failures: {}\nrejected_connections: {}\nframes_in: {}\nframes_out: {}\nforwarded_waiting: {}\nproxied_to_peer: {}\nproxied_for_peer: {}\naborts_to_peer: {}\naborted_for_peer: {}\norder_requests: {}\norder_waits: {}\norder_waiting: {}\norder_barriers: {}\npreempt_aborted: {}\npreempt_aborted_silently: {}\nreset_aborted: {}\n",
                 NODE.devices(),
                 n(&s.link_ups),
                 n(&s.link_drops),
@@ -352,7 +352,8 @@ impl AttributeOperations<6> for Node {
                 crate::serialize::waiting(),
                 crate::serialize::ORDER_BARRIERS.load(Ordering::Relaxed),
                 crate::lio::PREEMPT_ABORTED.load(Ordering::Relaxed),
-                crate::lio::PREEMPT_SILENT.load(Ordering::Relaxed)
+                crate::lio::PREEMPT_SILENT.load(Ordering::Relaxed),
+                crate::lio::RESET_ABORTED.load(Ordering::Relaxed)
             ),
         )
     }

@@ -512,7 +512,6 @@ impl Interlink {
         }
         let mut fill = 0usize;
         let mut inv = Inventory::new();
-        let mut sync = SyncPoint::default();
         let (mut prs, mut proxy) = match (PrSync::new(), Proxy::new()) {
             (Ok(p), Ok(x)) => (p, x),
             _ => return End::Failed(LinkError::Recv(ENOMEM.to_errno()), addr),
@@ -581,14 +580,8 @@ impl Interlink {
             crate::serialize::pump();
             crate::barrier::pump();
             if s.params().is_some() {
-                // Read before the flush: what a sync asked for up to here
-                // was queued before it was asked, so the flush sends it.
-                let asked = SYNC_ASKED.load(Ordering::Acquire);
                 let r = prs.flush(&mut |m| s.send_when_up(m, sys::now_ms(), &mut tx).map(|_| ()));
                 if let Err(e) = r {
-                    break Err(e);
-                }
-                if let Err(e) = sync.pass(&mut s, &mut tx, asked) {
                     break Err(e);
                 }
                 if tx.0.queued() < TX_LOW {
@@ -900,65 +893,6 @@ impl Inventory {
 
 /// A MODE SELECT changed a LUN's mode parameters: sent at the next pass.
 static MODES_CHANGED: AtomicBool = AtomicBool::new(false);
-
-/// Syncs with the peer asked for ([`sync_peer`]) and those done, counted
-/// since load.
-static SYNC_ASKED: AtomicU64 = AtomicU64::new(0);
-static SYNC_DONE: AtomicU64 = AtomicU64::new(0);
-
-/// The interlink thread's side of [`sync_peer`] on one connection: a
-/// heartbeat sent after the messages queued for the syncs asked for, and
-/// the syncs it ends once the peer answers it.
-#[derive(Default)]
-struct SyncPoint {
-    /// (syncs asked for, the heartbeat's counter) while one is out.
-    out: Option<(u64, u64)>,
-}
-
-impl SyncPoint {
-    /// Ends the syncs whose heartbeat the peer answered, and sends one for
-    /// those up to `asked` (read before the pass's messages were sent).
-    fn pass<T: crate::core_logic::link::Tx>(
-        &mut self,
-        s: &mut Session<'_, KernelMac>,
-        tx: &mut T,
-        asked: u64,
-    ) -> core::result::Result<(), LinkError> {
-        if let Some((n, counter)) = self.out {
-            if s.echoed() < counter {
-                return Ok(());
-            }
-            SYNC_DONE.fetch_max(n, Ordering::AcqRel);
-            self.out = None;
-        }
-        if asked > SYNC_DONE.load(Ordering::Acquire) {
-            if let Some(counter) = s.echo(sys::now_ms(), tx)? {
-                self.out = Some((asked, counter));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Waits until the peer has handled every message this node queued for it
-/// before the call (unit attentions, PR state): a heartbeat sent after them
-/// has been answered. At most `ms`; `false` if the link is not online or
-/// went down, or on timeout. Process context (it sleeps).
-pub(crate) fn sync_peer(ms: u64) -> bool {
-    if NODE.link() != LinkState::Online {
-        return false;
-    }
-    let want = SYNC_ASKED.fetch_add(1, Ordering::AcqRel) + 1;
-    sys::link_kick();
-    let deadline = sys::now_ms() + ms;
-    while SYNC_DONE.load(Ordering::Acquire) < want {
-        if NODE.link() != LinkState::Online || sys::now_ms() >= deadline {
-            return false;
-        }
-        sys::sleep_ms(1);
-    }
-    true
-}
 
 /// Has the interlink send the LUNs' changed mode parameters at once.
 pub(crate) fn modes_changed() {

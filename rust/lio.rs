@@ -14,6 +14,8 @@ use kernel::{bindings as kb, error::from_result, prelude::*, str::CStr};
 use crate::backend;
 use crate::core_logic::wire::msg::PortName;
 
+/// Commands aborted here by a LUN RESET on the peer (the `stats` file).
+pub(crate) static RESET_ABORTED: AtomicU64 = AtomicU64::new(0);
 /// Commands aborted by PREEMPT AND ABORT on this node (the `stats` file).
 pub(crate) static PREEMPT_ABORTED: AtomicU64 = AtomicU64::new(0);
 /// Of those, the ones ended without status (the device's TAS attribute 0).
@@ -273,7 +275,7 @@ impl Device {
         if nexuses.is_empty() {
             return 0;
         }
-        let (n, hit) = cmd::abort_commands(ptr::addr_of!(self.se_dev).cast_mut(), nexuses);
+        let (n, hit) = cmd::abort_commands(ptr::addr_of!(self.se_dev).cast_mut(), Some(nexuses));
         PREEMPT_ABORTED.fetch_add(u64::from(n), Ordering::Relaxed);
         if n > 0 && !self.tas() {
             // TAS 0: the aborted commands end without status, so their
@@ -285,6 +287,17 @@ impl Device {
                 }
             }
         }
+        n
+    }
+
+    /// A LOGICAL UNIT RESET received by the peer: marks aborted every
+    /// command this node is executing for the LUN, whatever its nexus;
+    /// each ends with TASK ABORTED (TAS 1) or without status (TAS 0) once
+    /// its IO has ended. The reset's unit attention reaches the nexuses
+    /// separately (UaAll). How many.
+    pub(crate) fn abort_lun(&self) -> u32 {
+        let (n, _) = cmd::abort_commands(ptr::addr_of!(self.se_dev).cast_mut(), None);
+        RESET_ABORTED.fetch_add(u64::from(n), Ordering::Relaxed);
         n
     }
 
@@ -732,18 +745,16 @@ unsafe fn for_each_listed_cmd(head: *mut kernel::bindings::list_head, mut f: imp
     }
 }
 
-/// How long a LUN RESET waits for the peer to establish its unit
-/// attention (ms).
-const RESET_SYNC_MS: u64 = 2000;
 
 /// Task management seen by LIO for the device: the commands it aborts
 /// (ABORT TASK, LUN RESET) whose IO waits on the peer are aborted there
-/// too (`crate::forward::abort`); a LUN RESET's unit
-/// attention is also due on the peer node's nexuses (LIO establishes it for
-/// this node's). The reset completes only once the peer has established it
-/// (or after [`RESET_SYNC_MS`]), so that a command the initiator sends
-/// through the peer after the reset's response sees it. LIO's TMR work
-/// calls this in process context, holding no lock.
+/// too (`crate::forward::abort`). A LUN RESET also reaches the peer whole:
+/// its unit attention for the peer's nexuses and the abort of the peer's
+/// commands of the LUN (UaAll, AbortLun). The reset completes only once
+/// the peer has done both and its aborted commands have ended (or after
+/// `forward::ABORT_WAIT_MS`), so that a command the initiator sends
+/// through the peer after the reset's response sees the attention. LIO's
+/// TMR work calls this in process context, holding no lock.
 unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table, aborted: *mut kernel::bindings::list_head) {
     if matches!(
         tmr,
@@ -761,14 +772,17 @@ unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table,
     if tmr == b::tcm_tmreq_table_TMR_LUN_RESET {
         // SAFETY: LIO passes a configured device from `alloc_device`.
         let d = unsafe { Device::from_se_dev(dev) };
-        if d.inner.scsi.note_reset() && !crate::link::sync_peer(RESET_SYNC_MS) && ratelimit() {
-            let online = crate::configfs::NODE.link() == crate::core_logic::scsi::alua::Link::Online;
-            pr_warn!(
-                "LUN {}: LUN RESET: the peer did not confirm its unit attention within {} ms (link {})\n",
-                d.inner.scsi.lun_id(),
-                RESET_SYNC_MS,
-                if online { "online" } else { "not online" }
-            );
+        let scsi = &d.inner.scsi;
+        if let Some(token) = scsi.note_reset() {
+            if !crate::prsync::wait_peer_reset(scsi, token) && ratelimit() {
+                let online = crate::configfs::NODE.link() == crate::core_logic::scsi::alua::Link::Online;
+                pr_warn!(
+                    "LUN {}: LUN RESET: the peer did not confirm its unit attention and aborts within {} ms (link {})\n",
+                    scsi.lun_id(),
+                    crate::forward::ABORT_WAIT_MS,
+                    if online { "online" } else { "not online" }
+                );
+            }
         }
     }
 }

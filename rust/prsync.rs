@@ -20,6 +20,11 @@
 //! commands have ended; a PR OUT the secondary forwarded is answered only
 //! after the primary's own aborted commands have ended, and the secondary
 //! waits for its own before it completes the command.
+//!
+//! A LOGICAL UNIT RESET on either node aborts the LUN's commands on the
+//! other too (AbortLun, sent after the reset's UaAll): they end as the
+//! preempted ones do, and the other node answers AbortDone once they have
+//! ended; the reset completes after that (see `wait_peer_reset`).
 
 use kernel::prelude::*;
 
@@ -81,6 +86,22 @@ pub(crate) fn wait_aborted(dev: &Device, aborts: &Aborts) {
             forward::ABORT_WAIT_MS
         );
     }
+}
+
+/// After a LUN RESET here whose UaAll and AbortLun went to the peer
+/// (`token`, see `Scsi::note_reset`): waits until the peer answered, the
+/// link went down, or [`forward::ABORT_WAIT_MS`]; whether it answered.
+/// Process context.
+pub(crate) fn wait_peer_reset(scsi: &Scsi, token: u32) -> bool {
+    let deadline = sys::now_ms().saturating_add(forward::ABORT_WAIT_MS);
+    sys::link_kick();
+    while !scsi.abort_answered(token) {
+        if NODE.link() != Link::Online || sys::now_ms() >= deadline {
+            return false;
+        }
+        sys::sleep_ms(1);
+    }
+    true
 }
 
 /// A message held back until the LUN's aborted commands have ended here.
@@ -179,6 +200,17 @@ impl PrSync {
                 // Answered in any case: the primary's PR OUT waits for it.
                 let done = AbortDone { lun_id: a.lun_id, token: a.token };
                 self.hold(a.lun_id, Message::AbortDone(done), "the answer to the peer's PREEMPT AND ABORT");
+            }
+            Message::AbortLun(a) => {
+                // A LUN RESET on the peer: whatever this node's role.
+                match with_dev(a.lun_id, |d| d.abort_lun()) {
+                    Some(n) if n > 0 => pr_info!("LUN {}: LUN RESET on the peer: {} commands aborted here\n", a.lun_id, n),
+                    Some(_) => {}
+                    None => refuse(a.lun_id, "a LUN RESET for a LUN this node does not have"),
+                }
+                // Answered once they have ended; the peer's reset waits.
+                let done = AbortDone { lun_id: a.lun_id, token: a.token };
+                self.hold(a.lun_id, Message::AbortDone(done), "the answer to the peer's LUN RESET");
             }
             Message::AbortDone(d) => {
                 if with_lun(d.lun_id, |s| s.abort_done(d.token)).is_none() {

@@ -11,7 +11,7 @@ use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
 use crate::configfs::NODE;
 use crate::core_logic::control::Role;
-use crate::core_logic::wire::msg::{AbortNexus, Message, PortName, PrBegin, PrReg, UaNexus, MAX_LUN_PORTS};
+use crate::core_logic::wire::msg::{AbortLun, AbortNexus, Message, PortName, PrBegin, PrReg, UaNexus, MAX_LUN_PORTS};
 use crate::core_logic::scsi::{
     alua::{self, HaView, Link, PeerRole},
     inquiry::{self, LunInfo, PortGroup, PortInfo},
@@ -175,6 +175,8 @@ pub(crate) struct Scsi {
     /// A LUN RESET happened here: the peer's nexuses get its unit
     /// attention.
     reset: AtomicBool,
+    /// The abort token of the last such reset (sent with its AbortLun).
+    reset_token: AtomicU32,
     /// Changeable mode parameters: generation << 1 | WCE (the generation
     /// counts MODE SELECTs that changed them, here or at the peer).
     mode: AtomicU64,
@@ -231,6 +233,7 @@ impl Scsi {
             reported: AtomicU16::new(u16::MAX),
             pr_version: AtomicU32::new(1),
             reset: AtomicBool::new(false),
+            reset_token: AtomicU32::new(0),
             mode: AtomicU64::new(0),
             note: AtomicU8::new(PeerNote::None as u8),
             abort_acked: AtomicU32::new(0),
@@ -569,26 +572,38 @@ impl Scsi {
     }
 
     /// Notes a LUN RESET executed here (LIO's TMR): the peer establishes its
-    /// unit attention for its nexuses. Whether one is queued for the peer.
-    pub(crate) fn note_reset(&self) -> bool {
+    /// unit attention for its nexuses and aborts its commands of the LUN
+    /// (UaAll, AbortLun). The token the peer's AbortDone must reach, if
+    /// they are queued for the peer.
+    pub(crate) fn note_reset(&self) -> Option<u32> {
         // Only while the peer has the LUN: a later link up must not
         // deliver a stale attention.
         if self.peer_role.load(Ordering::Relaxed) == 0 {
-            return false;
+            return None;
         }
+        let token = {
+            let mut st = self.state.lock();
+            st.abort_token = st.abort_token.wrapping_add(1);
+            st.abort_token
+        };
+        self.reset_token.store(token, Ordering::Release);
         self.reset.store(true, Ordering::Release);
-        true
+        Some(token)
     }
 
     /// Moves the unit attentions due at the peer into `out` (cleared first;
     /// room as for [`Scsi::pr_snapshot`], extra ones wait for the next
-    /// call): `UaAll` after a LUN RESET, `UaNexus` for the peer's nexuses.
+    /// call): `UaAll` and `AbortLun` after a LUN RESET, `UaNexus` for the
+    /// peer's nexuses.
     pub(crate) fn take_peer_msgs(&self, out: &mut KVVec<Message>) {
         out.clear();
         let lun_id = self.lun_id();
         if self.reset.swap(false, Ordering::AcqRel) {
             let s = Sense::BUS_DEVICE_RESET;
             let _ = out.push(Message::UaAll(lun_id, [s.asc, s.ascq]), GFP_ATOMIC);
+            // After the attention: its AbortDone says both were handled.
+            let token = self.reset_token.load(Ordering::Acquire);
+            let _ = out.push(Message::AbortLun(AbortLun { lun_id, token }), GFP_ATOMIC);
         }
         let mut st = self.state.lock();
         let State { nexus, peer_uas, peer_aborts, .. } = &mut *st;

@@ -148,8 +148,6 @@ pub(crate) struct Session<'k, M: Mac> {
     last_rx_ms: u64,
     last_tx_ms: u64,
     heartbeats: u64,
-    /// The highest of our heartbeats the peer has answered.
-    echoed: u64,
     /// Frames received and sent on this connection.
     pub(crate) frames_in: u64,
     /// See `frames_in`.
@@ -175,7 +173,6 @@ impl<'k, M: Mac> Session<'k, M> {
             last_rx_ms: now_ms,
             last_tx_ms: now_ms,
             heartbeats: 0,
-            echoed: 0,
             frames_in: 0,
             frames_out: 0,
         })
@@ -256,26 +253,6 @@ impl<'k, M: Mac> Session<'k, M> {
         Ok(())
     }
 
-    /// Sends a heartbeat now, on the established link, and returns its
-    /// counter: once [`Session::echoed`] reaches it, the peer has handled
-    /// every message sent before it (it handles frames in order and answers
-    /// a heartbeat at once). `Ok(None)` (nothing sent) while the link is
-    /// not up.
-    pub(crate) fn echo(&mut self, now_ms: u64, tx: &mut impl Tx) -> Result<Option<u64>, LinkError> {
-        if self.params.is_none() {
-            return Ok(None);
-        }
-        self.heartbeats += 1;
-        self.send(&Message::Heartbeat(self.heartbeats), now_ms, tx)?;
-        Ok(Some(self.heartbeats))
-    }
-
-    /// The highest heartbeat counter the peer has answered (see
-    /// [`Session::echo`]).
-    pub(crate) fn echoed(&self) -> u64 {
-        self.echoed
-    }
-
     /// Sends an inventory message on the established link; `Ok(false)` (and
     /// nothing sent) while the link is not up.
     pub(crate) fn send_when_up(
@@ -335,9 +312,6 @@ impl<'k, M: Mac> Session<'k, M> {
         }
         match *msg {
             Message::Heartbeat(v) => self.send(&Message::HeartbeatAck(v), now_ms, tx)?,
-            // An answer to a heartbeat never sent is ignored: it must not
-            // pass for the end of a sync point (see `Session::echo`).
-            Message::HeartbeatAck(v) if v <= self.heartbeats => self.echoed = self.echoed.max(v),
             Message::HeartbeatAck(_) => {}
             Message::Bye(r) => return Err(LinkError::PeerBye(r)),
             Message::LunState(_)
@@ -352,6 +326,7 @@ impl<'k, M: Mac> Session<'k, M> {
             | Message::ModePages(_)
             | Message::AbortNexus(_)
             | Message::AbortDone(_)
+            | Message::AbortLun(_)
             | Message::IoReq(_)
             | Message::IoData(_)
             | Message::IoDone(_)
@@ -689,34 +664,6 @@ mod tests {
         let bytes = core::mem::take(&mut to_l.0);
         let hb_and_bye = l.on_bytes(&bytes, 0, &mut to_c, &mut |_, _| {}).unwrap_err();
         assert_eq!(hb_and_bye, LinkError::PeerBye(ByeReason::Timeout));
-    }
-
-    #[test]
-    fn echo_ends_after_what_was_sent_before_it() {
-        let (mut c, mut l, mut to_l, mut to_c, res) = linked(b"k", b"k");
-        res.unwrap();
-        c.send_when_up(&Message::UaAll(7, [0x29, 3]), 1, &mut to_l).unwrap();
-        let n = c.echo(1, &mut to_l).unwrap().unwrap();
-        assert_eq!(c.echoed(), 0);
-        // The peer handles the unit attention, then answers the heartbeat.
-        let mut seen = std::vec::Vec::new();
-        let bytes = core::mem::take(&mut to_l.0);
-        l.on_bytes(&bytes, 2, &mut to_c, &mut |m, _| seen.push(m.clone())).unwrap();
-        assert_eq!(seen, [Message::UaAll(7, [0x29, 3])]);
-        pump(&mut c, &mut to_c, &mut to_l, 3).unwrap();
-        assert_eq!(c.echoed(), n);
-        // An answer to a heartbeat never sent does not count.
-        l.send_when_up(&Message::HeartbeatAck(n + 100), 4, &mut to_c).unwrap();
-        pump(&mut c, &mut to_c, &mut to_l, 5).unwrap();
-        assert_eq!(c.echoed(), n);
-    }
-
-    #[test]
-    fn echo_needs_the_link_up() {
-        let mut c = session(Side::Connector, b"k", 1, 1);
-        let mut w = Wire::default();
-        assert_eq!(c.echo(0, &mut w).unwrap(), None);
-        assert!(w.0.is_empty());
     }
 
     #[test]

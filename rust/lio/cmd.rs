@@ -343,17 +343,23 @@ impl Cmd {
     }
 
     /// Marks the command aborted if the backstore is executing it for the
-    /// I_T nexus of one of `nexuses` (initiator port, relative target port);
-    /// the index of that nexus.
-    fn mark_aborted(&self, nexuses: &[(PortName, u16)]) -> Option<usize> {
+    /// I_T nexus of one of `nexuses` (initiator port, relative target port),
+    /// or for any nexus (`None`: a LOGICAL UNIT RESET); the index of that
+    /// nexus (0 for any).
+    fn mark_aborted(&self, nexuses: Option<&[(PortName, u16)]>) -> Option<usize> {
         if self.run_state().load(Ordering::Acquire) as usize != run::OURS {
             return None;
         }
-        let mut isid = [0u8; ISID_LEN];
-        let k = self.nexus(&mut isid)?;
-        let hit = nexuses.iter().position(|(p, rel_port)| {
-            *rel_port == k.rel_port && p.proto == k.proto && p.name() == k.initiator && p.isid() == k.isid
-        })?;
+        let hit = match nexuses {
+            None => 0,
+            Some(nexuses) => {
+                let mut isid = [0u8; ISID_LEN];
+                let k = self.nexus(&mut isid)?;
+                nexuses.iter().position(|(p, rel_port)| {
+                    *rel_port == k.rel_port && p.proto == k.proto && p.name() == k.initiator && p.isid() == k.isid
+                })?
+            }
+        };
         // Counted first: the command may end as soon as it is marked.
         let d = self.device();
         d.abort_begin();
@@ -446,11 +452,11 @@ impl Cmd {
     }
 }
 
-/// Marks aborted the commands of `nexuses` (see [`Cmd::mark_aborted`])
+/// Marks aborted the commands of `nexuses`, or all (`None`; see [`Cmd::mark_aborted`])
 /// among those LIO is executing for `dev`; how many, and which of the
 /// first 64 nexuses had any (bit i for `nexuses[i]`; every bit from 64 on
 /// is folded into bit 63).
-pub(crate) fn abort_commands(dev: *mut b::se_device, nexuses: &[(PortName, u16)]) -> (u32, u64) {
+pub(crate) fn abort_commands(dev: *mut b::se_device, nexuses: Option<&[(PortName, u16)]>) -> (u32, u64) {
     let mut n = 0;
     let mut hit = 0u64;
     // SAFETY: `dev` is a configured device of ours (the caller's).

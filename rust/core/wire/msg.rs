@@ -30,6 +30,7 @@
 //! | `0x0118` | ModePages    |  12 | 0: lun_id `u32`, 4: generation `u32`, 8: flags `u8` (bit 0 WCE, others 0), 9: reserved `[u8; 3]` (0) |
 //! | `0x0119` | AbortNexus   | 256 | 0: lun_id `u32`, 4: token `u32`, 8: relative target port `u16`, 10: reserved `u16` (0), 12: initiator port (as in PrReg at 20) |
 //! | `0x011A` | AbortDone    |   8 | 0: lun_id `u32`, 4: token `u32`                      |
+//! | `0x011B` | AbortLun     |   8 | 0: lun_id `u32`, 4: token `u32`                      |
 //! | `0x0120` | IoReq        |  24 | 0: tag `u32`, 4: lun_id `u32`, 8: op `u8` (1 read, 2 write, 3 flush, 4 deallocate, 5 write zeroes, 6 write same, 7 compare and write), 9: flags `u8` (bit 0 FUA, bit 1 ORDERED task, bit 2 HEAD OF QUEUE task: read and write only, not both; others 0), 10: reserved `u16` (0), 12: first 512-byte sector `u64`, 20: length `u32`: for read and write, bytes (a multiple of 512, ≤ 8 MiB); 0 for flush; for ops 4 to 6, 512-byte sectors (≥ 1); for compare and write, the bytes compared (a multiple of 512, ≤ 64 KiB) |
 //! | `0x0121` | IoData       | 9..=65544 | 0: tag `u32`, 4: offset `u32`, 8: 1 to 65536 data bytes (offset + length ≤ 8 MiB) |
 //! | `0x0122` | IoDone       |  12 | 0: tag `u32`, 4: lun_id `u32`, 8: status `u8` (0 done, 1..=63 the block layer's error status, 0x80 not held here, 0x81 busy, 0x82 miscompare, 0x83 aborted before it ran), 9: for a miscompare, the offset of the first differing byte `[u8; 3]` (little-endian), else reserved (0) |
@@ -90,6 +91,11 @@
 //! all ended; the primary completes the PR OUT after that (and after its
 //! own aborted commands), so no IO of a preempted nexus lands afterwards.
 //!
+//! `AbortLun` (either node to the other) carries a LOGICAL UNIT RESET: the
+//! receiver aborts every command it holds for the LUN, whatever its I_T
+//! nexus, and answers `AbortDone` with the token once they have ended; the
+//! sender's reset completes after that.
+//!
 //! `ModePages` carries a LUN's changeable mode parameters (the caching
 //! page's WCE) with their generation, bumped by each MODE SELECT that
 //! changed them. Each side sends it at link up and on change; the higher
@@ -141,6 +147,8 @@ const MODE_PAGES_LEN: usize = 12;
 const ABORT_NEXUS_LEN: usize = 12 + PORT_NAME_LEN;
 /// Payload length of [`AbortDone`].
 const ABORT_DONE_LEN: usize = 8;
+/// Payload length of [`AbortLun`].
+const ABORT_LUN_LEN: usize = 8;
 
 /// Payload length of [`IoReq`].
 const IO_REQ_LEN: usize = 24;
@@ -241,6 +249,8 @@ pub(crate) enum MsgType {
     AbortNexus = 0x0119,
     /// The aborted commands have ended.
     AbortDone = 0x011A,
+    /// Abort every command of a LUN (LOGICAL UNIT RESET).
+    AbortLun = 0x011B,
     /// Block IO for the primary to do (proxy mode).
     IoReq = 0x0120,
     /// Data of an IoReq (write) or of its answer (read).
@@ -282,6 +292,7 @@ impl MsgType {
             0x0118 => MsgType::ModePages,
             0x0119 => MsgType::AbortNexus,
             0x011A => MsgType::AbortDone,
+            0x011B => MsgType::AbortLun,
             0x0120 => MsgType::IoReq,
             0x0121 => MsgType::IoData,
             0x0122 => MsgType::IoDone,
@@ -322,6 +333,7 @@ impl MsgType {
             MsgType::ModePages => "ModePages",
             MsgType::AbortNexus => "AbortNexus",
             MsgType::AbortDone => "AbortDone",
+            MsgType::AbortLun => "AbortLun",
             MsgType::IoReq => "IoReq",
             MsgType::IoData => "IoData",
             MsgType::IoDone => "IoDone",
@@ -355,6 +367,7 @@ impl MsgType {
             MsgType::ModePages => MODE_PAGES_LEN,
             MsgType::AbortNexus => ABORT_NEXUS_LEN,
             MsgType::AbortDone => ABORT_DONE_LEN,
+            MsgType::AbortLun => ABORT_LUN_LEN,
             MsgType::IoReq => IO_REQ_LEN,
             MsgType::IoData => return (IO_DATA_HEAD + 1, IO_DATA_HEAD + IO_CHUNK),
             MsgType::IoDone => IO_DONE_LEN,
@@ -854,6 +867,17 @@ pub(crate) struct AbortDone {
     pub(crate) token: u32,
 }
 
+/// LOGICAL UNIT RESET on the sender: every command of the LUN on the
+/// receiver is aborted; answered by [`AbortDone`] with `token` once they
+/// have ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AbortLun {
+    /// The LUN (HA identity).
+    pub(crate) lun_id: u32,
+    /// The sender's number for this abort (shared with [`AbortNexus`]).
+    pub(crate) token: u32,
+}
+
 /// A LUN's changeable mode parameters, as one node holds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ModePages {
@@ -1183,6 +1207,8 @@ pub(crate) enum Message {
     AbortNexus(AbortNexus),
     /// See [`AbortDone`].
     AbortDone(AbortDone),
+    /// See [`AbortLun`].
+    AbortLun(AbortLun),
     /// See [`IoReq`].
     IoReq(IoReq),
     /// See [`IoData`]: only the fields before the data (the data stays in
@@ -1226,6 +1252,7 @@ impl Message {
             Message::ModePages(_) => MsgType::ModePages,
             Message::AbortNexus(_) => MsgType::AbortNexus,
             Message::AbortDone(_) => MsgType::AbortDone,
+            Message::AbortLun(_) => MsgType::AbortLun,
             Message::IoReq(_) => MsgType::IoReq,
             Message::IoData(_) => MsgType::IoData,
             Message::IoDone(_) => MsgType::IoDone,
@@ -1515,6 +1542,14 @@ impl Message {
                 }
                 Message::AbortDone(AbortDone { lun_id, token })
             }
+            MsgType::AbortLun => {
+                let lun_id = r.u32()?;
+                let token = r.u32()?;
+                if lun_id > MAX_LUN_ID {
+                    return Some(Err(invalid("lun_id", u64::from(lun_id))));
+                }
+                Message::AbortLun(AbortLun { lun_id, token })
+            }
             MsgType::ModePages => {
                 let lun_id = r.u32()?;
                 let generation = r.u32()?;
@@ -1791,6 +1826,10 @@ impl Message {
                 w.u32(d.lun_id)?;
                 w.u32(d.token)
             }
+            Message::AbortLun(a) => {
+                w.u32(a.lun_id)?;
+                w.u32(a.token)
+            }
             Message::ModePages(m) => {
                 w.u32(m.lun_id)?;
                 w.u32(m.generation)?;
@@ -1851,7 +1890,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// One message of every type, with distinctive field values.
-    pub(crate) fn samples() -> [Message; 27] {
+    pub(crate) fn samples() -> [Message; 28] {
         let mut nonce = [0u8; NONCE_LEN];
         for (i, b) in nonce.iter_mut().enumerate() {
             *b = i as u8 ^ 0xa5;
@@ -1901,6 +1940,7 @@ pub(crate) mod tests {
             Message::AbortNexus(AbortNexus { lun_id: 7, token: 3, rel_port: 0x21, port: pr_out().port }),
             Message::AbortDone(AbortDone { lun_id: 7, token: 3 }),
             Message::IoAbort(IoAbort { tag: 0x0102_0304, lun_id: 7 }),
+            Message::AbortLun(AbortLun { lun_id: 7, token: 4 }),
         ]
     }
 
@@ -2022,6 +2062,11 @@ pub(crate) mod tests {
         assert_eq!(field_of(m, 4, &[0, 0x40, 0, 0]), "lun_id");
         assert_eq!(MsgType::IoAbort.payload_bounds(), (8, 8));
         assert_eq!(MsgType::from_u16(0x0123), Some(MsgType::IoAbort));
+        let l = Message::AbortLun(AbortLun { lun_id: MAX_LUN_ID, token: u32::MAX });
+        roundtrip(l);
+        assert_eq!(field_of(l, 0, &[0, 0x40, 0, 0]), "lun_id");
+        assert_eq!(MsgType::AbortLun.payload_bounds(), (8, 8));
+        assert_eq!(MsgType::from_u16(0x011B), Some(MsgType::AbortLun));
         let aborted = Message::IoDone(IoDone { tag: 1, lun_id: 2, status: IoStatus::Aborted });
         let mut buf = [0u8; MAX_MESSAGE_PAYLOAD];
         let n = aborted.encode_payload(&mut buf).unwrap();
