@@ -505,12 +505,13 @@ def start_tasks(ini, prefix: str, tasks) -> None:
     ini.run(f"for i in $(seq 600); do {ready} && break; sleep 0.1; done; {ready}", timeout=120)
 
 
-def behind_a_held_write(px, prefix: str, lba: int, bs: int, first: str, then: list[str]) -> tuple[float, float]:
+def behind_a_held_write(px, prefix: str, lba: int, bs: int, first: str, then: list[str],
+                        action=None) -> tuple[float, float]:
     """With A's disk throttled to 2 KiB/s and primed with 16 KiB through A
     (1 MiB past `lba`), so that A's next write waits about 8 s: releases
     the task `first` of `start_tasks`, waits until A has a write in flight,
-    releases those of `then`, and waits until all have ended. The times
-    `first` and `then` were released."""
+    releases those of `then`, runs `action` (if any), and waits until all
+    tasks have ended. The times `first` and `then` were released."""
     a, ini, da = px.a, px.ini, px.devs["nodea"]
     ini.run(f"for i in 1 2 3 4 5; do sg_turs /dev/{da} >/dev/null 2>&1 && break; done")
     a.throttle_writes("shared.raw", 2048)
@@ -520,6 +521,8 @@ def behind_a_held_write(px, prefix: str, lba: int, bs: int, first: str, then: li
         t_first = float(ini.run(f"date +%s.%N; touch {prefix}.go.{first}").out)
         wait_in_flight(a, 1, "vdc")
         t_then = float(ini.run("date +%s.%N; " + "; ".join(f"touch {prefix}.go.{w}" for w in then)).out)
+        if action:
+            action()
         done = "ls " + " ".join(f"{prefix}.{w}end" for w in [first] + then) + " >/dev/null 2>&1"
         ini.run(f"for i in $(seq 600); do {done} && break; sleep 0.1; done; {done}", timeout=120)
     finally:
@@ -601,6 +604,40 @@ def test_abort_task_through_the_secondary_reaches_the_primary(px):
     assert after["nodeb"][0] - before["nodeb"][0] == 1, (before, after)
     assert after["nodea"][1] - before["nodea"][1] == 1, (before, after, a.run("dmesg | tail -20").out)
     assert got == old and got != new, "the aborted write reached the medium"
+
+
+def test_lun_reset_through_one_node_aborts_the_other_nodes_commands(px):
+    """LUN RESET through B while a write through A (its own session) waits
+    on A's throttled disk: A aborts that command too (AbortLun), which ends
+    with TASK ABORTED once its IO has ended (TAS 1), and B's reset
+    completes only after that (A's AbortDone)."""
+    a, b, ini = px.a, px.b, px.ini
+    da, db = px.devs["nodea"], px.devs["nodeb"]
+    bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
+    lba = 208 * 1048576 // bs
+    ini.run("rm -f /tmp/lr.*; head -c 8192 /dev/urandom > /tmp/lr.new")
+    start_tasks(ini, "/tmp/lr", (("w", PATH_A, "", f"simple write {lba} /tmp/lr.new"),))
+    before = stat(a, "reset_aborted")
+    took = {}
+
+    def reset() -> None:
+        t0 = time.time()
+        r = ini.run(f"sg_reset -d /dev/{db} 2>&1", timeout=120, check=False)
+        took["reset"] = (t0, time.time())
+        assert r.rc == 0, r.out + b.run("dmesg | tail -20").out
+
+    t_w, _ = behind_a_held_write(px, "/tmp/lr", lba, bs, "w", [], action=reset)
+    w_end = float(ini.run("cat /tmp/lr.wend").out)
+    out = ini.run("cat /tmp/lr.w").out.strip()
+    grew = stat(a, "reset_aborted") - before
+    t0, t1 = took["reset"]
+    print(f"\n[proxy] LUN RESET through B with a write through A held on A's disk: the write got {out!r} "
+          f"{w_end - t_w:.2f}s after it was sent; the reset took {t1 - t0:.2f}s and ended "
+          f"{t1 - w_end:+.2f}s after the write's answer; A aborted {grew}")
+    assert out.startswith("status 0x40"), (out, a.run("dmesg | tail -20").out)
+    assert grew == 1, grew
+    # The reset waited for the aborted write to end on A.
+    assert t1 - t0 > 2 and t1 >= w_end - 1.0, (t0, t1, w_end)
 
 # libiscsi across the pair (issue 5): the PR families with both sessions entering
 # through the secondary (every PR OUT forwarded to the primary), and the
