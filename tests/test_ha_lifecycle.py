@@ -33,6 +33,7 @@ FIO = ("fio --name=td --filename={dev} --direct=1 --ioengine=libaio --iodepth=8 
        "--terse-version=3")
 
 
+@full_only
 def test_teardown_of_luns_and_link_under_io(trio, accel):
     a, b, ini = trio.guests["nodea"], trio.guests["nodeb"], trio.guests["initiator"]
     p = Pair(a, b, ini, mode=2)
