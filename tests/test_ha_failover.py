@@ -44,17 +44,28 @@ def test_multipath_follows_a_planned_role_switch_under_io(mp):
     # change has reached it).
     t0 = time.time()
     promoted = switch_roles(a, b)
-    assert fio_running(ini), "fio ended before the switch: nothing was tested"
-    wait_writes(ini, db, w_b)
+    # Writes through B once the initiator follows. A fio run (8 MiB) may
+    # end first on a loaded host (it once did, and B saw no write for 60
+    # s): each run must end without error, and another is started.
+    ios = [0, 0]
+    while writes(ini, db) <= w_b:
+        if not fio_running(ini):
+            job = finish_fio(ini)
+            ios = [ios[0] + job["write"]["total_ios"], ios[1] + job["read"]["total_ios"]]
+            start_fio(ini, mpath, 8)
+        assert time.time() - t0 < 120, \
+            f"no write through {db} for 120s\n{ini.run('multipath -ll; dmesg | tail -30').out}"
+        time.sleep(0.2)
     resumed = time.time() - t0
     wait_paths(ini, {da: ("ghost", 1), db: ("ready", 50)})
     job = finish_fio(ini)
+    ios = [ios[0] + job["write"]["total_ios"], ios[1] + job["read"]["total_ios"]]
     # The device moved with the role.
     assert held(b) and not held(a)
     assert "s0: secondary: backing device /dev/vdc released" in a.run("dmesg").out
     assert "s0: primary: backing device /dev/vdc opened" in b.run("dmesg").out
     print(f"\n[failover] planned switch: B primary after {promoted:.2f}s, writes through B after "
-          f"{resumed:.2f}s; fio {job['write']['total_ios']} writes, {job['read']['total_ios']} verified reads, "
+          f"{resumed:.2f}s; fio {ios[0]} writes, {ios[1]} verified reads, "
           f"0 errors")
     assert "Asymmetric access state changed" in ini.run("dmesg").out
 
