@@ -519,7 +519,11 @@ def behind_a_held_write(px, prefix: str, lba: int, bs: int, first: str, then: li
         ini.run(f"head -c 16384 /dev/urandom > {prefix}.prime; "
                 f"sg_raw -s 16384 -i {prefix}.prime /dev/{da} {write_cdb(lba + 1048576 // bs, 16384, bs)}")
         t_first = float(ini.run(f"date +%s.%N; touch {prefix}.go.{first}").out)
-        wait_in_flight(a, 1, "vdc")
+        try:
+            wait_in_flight(a, 1, "vdc")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{ini.run(f'date +%s.%N; head -c 300 {prefix}.*', check=False).out}\n"
+                                 f"{a.run(f'cat /sys/block/vdc/inflight {STATS}; dmesg | tail -20', check=False).out}") from e
         t_then = float(ini.run("date +%s.%N; " + "; ".join(f"touch {prefix}.go.{w}" for w in then)).out)
         if action:
             action()
@@ -580,11 +584,12 @@ def test_abort_task_through_the_secondary_reaches_the_primary(px):
     da = px.devs["nodea"]
     bs = int(ini.run(f"blockdev --getss /dev/{da}").out)
     lba, lba_ord = 200 * 1048576 // bs, 204 * 1048576 // bs
-    ini.run("rm -f /tmp/ab.*; for f in old new ord; do head -c 8192 /dev/urandom > /tmp/ab.$f; done")
-    old, new = (ini.run(f"md5sum < /tmp/ab.{f}").out.split()[0] for f in ("old", "new"))
-    ini.run(f"dd if=/tmp/ab.old of=/dev/{da} bs=8192 seek={lba * bs // 8192} oflag=direct status=none")
-    start_tasks(ini, "/tmp/ab", (("ord", PATH_A, "", f"ordered write {lba_ord} /tmp/ab.ord"),
-                                 ("ab", PATH_B, "TASK_ABORT=2", f"simple write {lba} /tmp/ab.new")))
+    # The data files: not /tmp/ab.NAME, where start_tasks puts each task's line.
+    ini.run("rm -f /tmp/ab.*; for f in old new ord; do head -c 8192 /dev/urandom > /tmp/ab.data.$f; done")
+    old, new = (ini.run(f"md5sum < /tmp/ab.data.{f}").out.split()[0] for f in ("old", "new"))
+    ini.run(f"dd if=/tmp/ab.data.old of=/dev/{da} bs=8192 seek={lba * bs // 8192} oflag=direct status=none")
+    start_tasks(ini, "/tmp/ab", (("ord", PATH_A, "", f"ordered write {lba_ord} /tmp/ab.data.ord"),
+                                 ("ab", PATH_B, "TASK_ABORT=2", f"simple write {lba} /tmp/ab.data.new")))
     before = {g.name: (stat(g, "aborts_to_peer"), stat(g, "aborted_for_peer")) for g in (a, b)}
     # The ORDERED write waits about 8 s for A's disk; B's write behind it.
     t_prime, _ = behind_a_held_write(px, "/tmp/ab", lba, bs, "ord", ["ab"])
