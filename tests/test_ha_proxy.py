@@ -599,7 +599,7 @@ def test_abort_task_through_the_secondary_reaches_the_primary(px):
     got = ini.run(f"dd if=/dev/{da} bs=8192 skip={lba * bs // 8192} count=1 iflag=direct status=none | md5sum").out.split()[0]
     print(f"\n[proxy] ABORT TASK through B of a write A held behind an ORDERED task: {out['ab']}; it ended "
           f"{ab_end - t_prime:.2f}s after the prime, the ORDERED write {ord_end - t_prime:.2f}s; "
-          f"the aborted data is {'NOT ' if got != new else ''}absent from the medium")
+          f"the aborted data is {'' if got != new else 'NOT '}absent from the medium")
     assert out["ord"].startswith("status 0x00"), out
     m = re.match(r"tmf 0x00 after ([\d.]+)s; command: (.*)$", out["ab"])
     assert m, (out, b.run("dmesg | tail -20").out, a.run("dmesg | tail -20").out)
