@@ -21,7 +21,67 @@ def fio(g: vm.Guest, dev: str, args: str, metric: str, size: str, runtime: int) 
     completion latency p50 and p99 in ms."""
     r = g.run(f"fio --name=b --filename={dev} --direct=1 --ioengine=libaio {args} --size={size} "
               f"--time_based --runtime={runtime} --ramp_time=2 --output-format=json", timeout=600)
-    job = json.loads(r.out[r.out.index("{"):])["jobs"][0]
+    return _fio_result(r.out, metric)
+
+
+# Settings of a SCSI disk's queue that change how the initiator's block
+# layer treats its IO (bench-local prints those that differ between the
+# two backends' disks).
+QUEUE_SETTINGS = ("rotational", "scheduler", "wbt_lat_usec", "write_cache", "fua", "add_random",
+                  "nr_requests", "max_sectors_kb", "nomerges", "rq_affinity", "iostats")
+
+
+def queue_settings(g: vm.Guest, disk: str) -> dict[str, str]:
+    """The block-layer settings of `disk` (/dev/sdX) and its SCSI queue depth."""
+    name = disk.rsplit("/", 1)[1]
+    r = g.run("; ".join(f"echo {k}=$(cat /sys/block/{name}/queue/{k} 2>/dev/null)" for k in QUEUE_SETTINGS)
+              + f"; echo queue_depth=$(cat /sys/block/{name}/device/queue_depth)")
+    return dict(line.split("=", 1) for line in r.out.splitlines() if "=" in line)
+
+
+# Fields of /sys/block/<dev>/stat that the probe reports per IO.
+_STAT = {"reads": 0, "writes": 4, "write_sectors": 6, "discards": 11, "flushes": 15}
+
+
+def _counters(text: str) -> tuple[list[int], dict[str, list[int]]]:
+    lines = text.strip().splitlines()
+    cpu = [int(x) for x in lines[0].split()[1:]]
+    devs = {}
+    for line in lines[1:]:
+        name, _, rest = line.partition(":")
+        devs[name] = [int(x) for x in rest.split()]
+    return cpu, devs
+
+
+def fio_probed(g: vm.Guest, dev: str, backing: str, args: str, metric: str, size: str,
+               runtime: int) -> tuple[float, float, float, dict[str, float]]:
+    """As `fio`, and what the run cost the guest: CPU time per IO of the
+    SCSI disk `dev` (all of the guest's busy time, initiator and target
+    side, in microseconds: one vCPU under TCG is the bottleneck of the
+    queued jobs), and per IO of `dev` the reads, writes, flushes and
+    discards the backing device `backing` (/dev/vdX) saw."""
+    devs = [d.rsplit("/", 1)[1] for d in (dev, backing)]
+    snap = "head -1 /proc/stat; " + "; ".join(f"echo {d}: $(cat /sys/block/{d}/stat)" for d in devs)
+    r = g.run(f"B=$({snap}); fio --name=b --filename={dev} --direct=1 --ioengine=libaio {args} --size={size} "
+              f"--time_based --runtime={runtime} --ramp_time=2 --output-format=json >/tmp/fio.json; "
+              f"E=$({snap}); cat /tmp/fio.json; echo '@@probe'; echo \"$B\"; echo '@@'; echo \"$E\"",
+              timeout=600)
+    out, _, probe = r.out.partition("@@probe")
+    rate, p50, p99 = _fio_result(out, metric)
+    before, _, after = probe.partition("@@")
+    (c0, d0), (c1, d1) = _counters(before), _counters(after)
+    hz = 100  # USER_HZ of /proc/stat
+    busy = sum(b - a for i, (a, b) in enumerate(zip(c0, c1)) if i not in (3, 4, 8, 9))  # not idle, iowait, guest (in user)
+    delta = {d: [b - a for a, b in zip(d0[d], d1[d])] for d in devs}
+    ios = delta[devs[0]][0] + delta[devs[0]][4] or 1
+    cost = {"cpu_us_per_io": busy / hz * 1e6 / ios}
+    for k, i in _STAT.items():
+        cost[f"backing_{k}_per_io"] = delta[devs[1]][i] / ios if i < len(delta[devs[1]]) else 0.0
+    return rate, p50, p99, cost
+
+
+def _fio_result(out: str, metric: str) -> tuple[float, float, float]:
+    job = json.loads(out[out.index("{"):])["jobs"][0]
     side = job["read"] if job["read"]["io_bytes"] else job["write"]
     pct = side["clat_ns"].get("percentile", {})
     p50, p99 = pct.get("50.000000", 0) / 1e6, pct.get("99.000000", 0) / 1e6

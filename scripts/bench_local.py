@@ -7,7 +7,10 @@ little and the host's speed drifts by tens of percent within minutes, so
 the two run as adjacent pairs: both backends are exported at once, on two
 equal disks (/dev/vdb, /dev/vdc, swapped every round), and each job runs on
 one and then the other (order alternating). The verdict is the median of
-the per-pair ratios. Exits non-zero only on an error."""
+the per-pair ratios. Where the time goes is printed beside it: the guest's
+CPU time per IO (its one vCPU is what the queued jobs saturate), what the
+backing disk saw per IO (extra writes or flushes), and the settings of the
+two SCSI disks' queues that differ. Exits non-zero only on an error."""
 import json
 import statistics
 import sys
@@ -17,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import lio  # noqa: E402
 import vm  # noqa: E402
-from bench_common import JOBS, fio, save_results  # noqa: E402
+from bench_common import JOBS, fio_probed, queue_settings, save_results  # noqa: E402
 
 ROUNDS = int(__import__("os").environ.get("ROUNDS", "3"))
 RUNTIME = int(__import__("os").environ.get("RUNTIME", "10"))
@@ -43,6 +46,10 @@ def unexport(g: vm.Guest) -> None:
     lio.clear_ha(g)
 
 
+def _wf(cost: dict) -> str:
+    return f"{cost['backing_writes_per_io']:.2f}+{cost['backing_flushes_per_io']:.2f}"
+
+
 def main() -> int:
     t0 = time.time()
     out = vm.REPO / "tests" / "out" / ("bench-local-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -58,6 +65,7 @@ def main() -> int:
           f"{RUNTIME}s per backend, in adjacent pairs")
     results = {b: {j[0]: [] for j in JOBS} for b in ("iblock", "ha")}
     pairs = {j[0]: [] for j in JOBS}
+    costs = {b: {j[0]: [] for j in JOBS} for b in ("iblock", "ha")}
     try:
         bed.start(accel, leak_baseline=False)
         vm.load_tcm_ha(g)
@@ -66,19 +74,30 @@ def main() -> int:
         for rnd in range(ROUNDS):
             disks = ("/dev/vdb", "/dev/vdc") if rnd % 2 == 0 else ("/dev/vdc", "/dev/vdb")
             sds = {b: export(g, b, d) for b, d in zip(("iblock", "ha"), disks)}
+            backing = dict(zip(("iblock", "ha"), disks))
+            if rnd == 0:
+                qs = {b: queue_settings(g, sds[b]) for b in sds}
+                differ = {k: (qs["iblock"].get(k), qs["ha"].get(k)) for k in qs["iblock"]
+                          if qs["iblock"].get(k) != qs["ha"].get(k)}
+                print(f"[bench-local] SCSI disk queue settings that differ (iblock, ha): {differ or 'none'}")
             try:
                 for i, (name, args, metric) in enumerate(JOBS):
                     # Alternate the order so drift in the host's speed hits both alike.
                     order = ("iblock", "ha") if (rnd + i) % 2 == 0 else ("ha", "iblock")
                     got = {}
                     for backend in order:
-                        got[backend] = fio(g, sds[backend], args, metric, "192M", RUNTIME)
+                        *got[backend], cost = fio_probed(g, sds[backend], backing[backend], args, metric,
+                                                         "192M", RUNTIME)
                         results[backend][name].append(got[backend])
+                        costs[backend][name].append(cost)
                     ratio = got["ha"][0] / got["iblock"][0] if got["iblock"][0] else 0.0
                     pairs[name].append(ratio)
+                    c = {b: costs[b][name][-1] for b in costs}
                     print(f"[bench-local] round {rnd + 1} {name:18} iblock {got['iblock'][0]:8.1f} "
                           f"ha {got['ha'][0]:8.1f} {metric:5} ratio {ratio:.3f} "
-                          f"(p99 {got['iblock'][2]:.2f} / {got['ha'][2]:.2f} ms)", flush=True)
+                          f"(p99 {got['iblock'][2]:.2f} / {got['ha'][2]:.2f} ms; guest CPU per IO "
+                          f"{c['iblock']['cpu_us_per_io']:.0f} / {c['ha']['cpu_us_per_io']:.0f} us; backing "
+                          f"writes+flushes per IO {_wf(c['iblock'])} / {_wf(c['ha'])})", flush=True)
             finally:
                 unexport(g)
         g.run("rmmod tcm_loop; rmmod tcm_ha")
@@ -90,18 +109,21 @@ def main() -> int:
         bed.stop()
     rows = []
     print("\n| job | metric | iblock (median) | ha (median) | p50 ms iblock/ha | p99 ms iblock/ha | "
-          "ha/iblock (median of pairs) | pairs min-max | target |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "guest CPU us/IO iblock/ha | ha/iblock (median of pairs) | pairs min-max | target |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, _, metric in JOBS:
         target = TARGETS[metric]
         med = {b: [statistics.median(r[k] for r in results[b][name]) for k in range(3)] for b in results}
+        cpu = {b: statistics.median(c["cpu_us_per_io"] for c in costs[b][name]) for b in costs}
         ratio = statistics.median(pairs[name])
         rows.append({"job": name, "metric": metric, "iblock": [r[0] for r in results["iblock"][name]],
                      "ha": [r[0] for r in results["ha"][name]], "pair_ratios": pairs[name], "ratio": ratio,
-                     "target": target, "p50_ms": {b: med[b][1] for b in med}, "p99_ms": {b: med[b][2] for b in med}})
+                     "target": target, "p50_ms": {b: med[b][1] for b in med}, "p99_ms": {b: med[b][2] for b in med},
+                     "cost": {b: costs[b][name] for b in costs}})
         mark = "met" if ratio >= target else "MISSED"
         print(f"| {name} | {metric} | {med['iblock'][0]:.1f} | {med['ha'][0]:.1f} | "
               f"{med['iblock'][1]:.2f} / {med['ha'][1]:.2f} | {med['iblock'][2]:.2f} / {med['ha'][2]:.2f} | "
+              f"{cpu['iblock']:.0f} / {cpu['ha']:.0f} | "
               f"{ratio:.3f} | {min(pairs[name]):.2f}-{max(pairs[name]):.2f} | >= {target} ({mark}) |")
     save_results("local", {"accel": accel, "rounds": ROUNDS, "runtime_s": RUNTIME}, rows, t0)
     return 0
