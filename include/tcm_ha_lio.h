@@ -27,6 +27,8 @@ struct bio *tcm_ha_bio_alloc(struct file *bdev_file, unsigned short nr_vecs, uns
 struct scatterlist *tcm_ha_sg_next(struct scatterlist *sg);
 struct page *tcm_ha_sg_page(struct scatterlist *sg);
 bool tcm_ha_ratelimit(void);
+unsigned int tcm_ha_this_cpu(void);
+unsigned int tcm_ha_nr_cpu_ids(void);
 unsigned int tcm_ha_dev_port_ids(struct se_device *dev, u16 *ids, unsigned int max);
 bool tcm_ha_caw_trylock(struct se_device *dev);
 void tcm_ha_caw_unlock(struct se_device *dev);

@@ -9,7 +9,7 @@ use core::{
     fmt, ptr,
     sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering},
 };
-use kernel::{bindings as kb, error::from_result, prelude::*, str::CStr};
+use kernel::{bindings as kb, error::from_result, prelude::*, str::CStr, types::Opaque};
 
 use crate::backend;
 use crate::core_logic::wire::msg::PortName;
@@ -212,8 +212,72 @@ pub(crate) struct Device {
     discards: AtomicBool,
     /// Commands PREEMPT AND ABORT marked that have not ended yet.
     aborting: AtomicU32,
+    /// One block plug per CPU for LIO's queued submission (see
+    /// [`plug_device`]).
+    plugs: KVec<CpuPlug>,
     #[pin]
     inner: backend::HaDev,
+}
+
+/// A block plug of one device on one CPU. A fabric that queues its
+/// commands (tcm_loop) has them submitted in batches from a per-CPU work
+/// item, between `plug_device` and `unplug_device`: the bios of the whole
+/// batch reach the backing device's queue together, where adjacent ones
+/// merge and the device is kicked once, as iblock does.
+#[repr(C)]
+struct CpuPlug {
+    /// What `plug_device` hands LIO (first: `unplug_device` gets back to
+    /// the slot from it).
+    se_plug: Opaque<b::se_dev_plug>,
+    blk: Opaque<kb::blk_plug>,
+    /// Between `plug_device` and `unplug_device`.
+    plugged: AtomicBool,
+}
+
+impl CpuPlug {
+    fn new() -> Self {
+        CpuPlug { se_plug: Opaque::zeroed(), blk: Opaque::zeroed(), plugged: AtomicBool::new(false) }
+    }
+}
+
+/// One unused plug per possible CPU id.
+fn cpu_plugs() -> Result<KVec<CpuPlug>> {
+    // SAFETY: reads a variable fixed at boot.
+    let n = unsafe { b::tcm_ha_nr_cpu_ids() } as usize;
+    let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        v.push(CpuPlug::new(), GFP_KERNEL)?;
+    }
+    Ok(v)
+}
+
+/// Starts a block plug for a batch of the device's commands on this CPU;
+/// NULL (no plug) if this CPU's plug of the device is already in use.
+unsafe extern "C" fn plug_device(dev: *mut b::se_device) -> *mut b::se_dev_plug {
+    // SAFETY: LIO passes a configured device from `alloc_device`.
+    let d = unsafe { Device::from_se_dev(dev) };
+    // SAFETY: no precondition; a stale CPU id only picks another slot,
+    // which `plugged` guards as well.
+    let cpu = unsafe { b::tcm_ha_this_cpu() } as usize;
+    let Some(slot) = d.plugs.get(cpu) else { return ptr::null_mut() };
+    if slot.plugged.swap(true, Ordering::Acquire) {
+        return ptr::null_mut();
+    }
+    // SAFETY: the slot is ours until `unplug_device` (`plugged`); LIO
+    // calls that from the same task before the task returns.
+    unsafe { kb::blk_start_plug(slot.blk.get()) };
+    slot.se_plug.get()
+}
+
+/// Ends the plug `plug_device` started: the batch's bios go to the device.
+unsafe extern "C" fn unplug_device(plug: *mut b::se_dev_plug) {
+    // SAFETY: `plug` is the `se_plug` field, the first of a `repr(C)`
+    // `CpuPlug` in a live device (LIO holds a device reference while
+    // plugged).
+    let slot = unsafe { &*plug.cast::<CpuPlug>() };
+    // SAFETY: started by `plug_device` in this task.
+    unsafe { kb::blk_finish_plug(slot.blk.get()) };
+    slot.plugged.store(false, Ordering::Release);
 }
 
 impl Device {
@@ -603,6 +667,7 @@ unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> 
         readonly: AtomicBool::new(false),
         discards: AtomicBool::new(false),
         aborting: AtomicU32::new(0),
+        plugs: cpu_plugs()?,
         inner <- backend::HaDev::new(name),
     });
     match KBox::pin_init(init, GFP_KERNEL) {
@@ -875,6 +940,8 @@ impl Registration {
         ops.show_configfs_dev_params = Some(show_params);
         ops.parse_cdb = Some(cmd::parse_cdb);
         ops.tmr_notify = Some(tmr_notify);
+        ops.plug_device = Some(plug_device);
+        ops.unplug_device = Some(unplug_device);
         ops.configure_unmap = Some(configure_unmap);
         ops.get_write_cache = Some(get_write_cache);
         ops.get_device_type = Some(b::sbc_get_device_type);
