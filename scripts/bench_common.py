@@ -43,25 +43,21 @@ def queue_settings(g: vm.Guest, disk: str) -> dict[str, str]:
 _STAT = {"reads": 0, "writes": 4, "write_sectors": 6, "discards": 11, "flushes": 15}
 
 
-def _counters(text: str) -> tuple[list[int], dict[str, list[int]]]:
-    lines = text.strip().splitlines()
-    cpu = [int(x) for x in lines[0].split()[1:]]
+def _counters(text: str) -> dict[str, list[int]]:
     devs = {}
-    for line in lines[1:]:
+    for line in text.strip().splitlines():
         name, _, rest = line.partition(":")
         devs[name] = [int(x) for x in rest.split()]
-    return cpu, devs
+    return devs
 
 
 def fio_probed(g: vm.Guest, dev: str, backing: str, args: str, metric: str, size: str,
                runtime: int) -> tuple[float, float, float, dict[str, float]]:
-    """As `fio`, and what the run cost the guest: CPU time per IO of the
-    SCSI disk `dev` (all of the guest's busy time, initiator and target
-    side, in microseconds: one vCPU under TCG is the bottleneck of the
-    queued jobs), and per IO of `dev` the reads, writes, flushes and
-    discards the backing device `backing` (/dev/vdX) saw."""
+    """As `fio`, and per IO of the SCSI disk `dev` the reads, writes,
+    sectors written, discards and flushes the backing device `backing`
+    (/dev/vdX) saw."""
     devs = [d.rsplit("/", 1)[1] for d in (dev, backing)]
-    snap = "head -1 /proc/stat; " + "; ".join(f"echo {d}: $(cat /sys/block/{d}/stat)" for d in devs)
+    snap = "; ".join(f"echo {d}: $(cat /sys/block/{d}/stat)" for d in devs)
     r = g.run(f"B=$({snap}); fio --name=b --filename={dev} --direct=1 --ioengine=libaio {args} --size={size} "
               f"--time_based --runtime={runtime} --ramp_time=2 --output-format=json >/tmp/fio.json; "
               f"E=$({snap}); cat /tmp/fio.json; echo '@@probe'; echo \"$B\"; echo '@@'; echo \"$E\"",
@@ -69,15 +65,11 @@ def fio_probed(g: vm.Guest, dev: str, backing: str, args: str, metric: str, size
     out, _, probe = r.out.partition("@@probe")
     rate, p50, p99 = _fio_result(out, metric)
     before, _, after = probe.partition("@@")
-    (c0, d0), (c1, d1) = _counters(before), _counters(after)
-    hz = 100  # USER_HZ of /proc/stat
-    busy = sum(b - a for i, (a, b) in enumerate(zip(c0, c1)) if i not in (3, 4, 8, 9))  # not idle, iowait, guest (in user)
+    d0, d1 = _counters(before), _counters(after)
     delta = {d: [b - a for a, b in zip(d0[d], d1[d])] for d in devs}
     ios = delta[devs[0]][0] + delta[devs[0]][4] or 1
-    cost = {"cpu_us_per_io": busy / hz * 1e6 / ios}
-    for k, i in _STAT.items():
-        cost[f"backing_{k}_per_io"] = delta[devs[1]][i] / ios if i < len(delta[devs[1]]) else 0.0
-    return rate, p50, p99, cost
+    return rate, p50, p99, {f"backing_{k}_per_io": delta[devs[1]][i] / ios if i < len(delta[devs[1]]) else 0.0
+                            for k, i in _STAT.items()}
 
 
 def _fio_result(out: str, metric: str) -> tuple[float, float, float]:

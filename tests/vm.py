@@ -95,8 +95,15 @@ class Guest:
     # which runs none of tcm_ha's code (see conftest.build_trio).
     kmemleak: bool = True
     lockdep: bool = True
+    # QEMU's -icount option under TCG (benchmarks: guest time counted in
+    # instructions executed, not the host's drifting wall clock).
+    icount: str = ""
     nics: list[Nic] = field(default_factory=list)
     disks: list[Path] = field(default_factory=list)
+    # Sizes in MiB of null disks (QEMU's null-co: reads return zeroes,
+    # writes are dropped, at once and with no host IO: benchmarks of the
+    # guest's own IO path).
+    null_disks: list[int] = field(default_factory=list)
     # Images attached to more than one guest (locking off: the guests share it).
     shared: list[Path] = field(default_factory=list)
     proc: subprocess.Popen | None = None
@@ -163,8 +170,12 @@ class Guest:
             args += ["-accel", "kvm", "-cpu", "host"]
         else:
             args += ["-accel", "tcg", "-cpu", "max"]
+            if self.icount:
+                args += ["-icount", self.icount]
         for d in self.disks:
             args += ["-drive", f"file={d},if=virtio,format=raw,cache=unsafe,discard=unmap"]
+        for mb in self.null_disks:
+            args += ["-drive", f"driver=null-co,if=virtio,read-zeroes=on,size={mb << 20}"]
         for d in self.shared:
             # Both QEMUs write through the host page cache: coherent.
             args += ["-drive", f"file={d},if=virtio,format=raw,cache=unsafe,file.locking=off"]
