@@ -100,9 +100,9 @@ class Guest:
     icount: str = ""
     nics: list[Nic] = field(default_factory=list)
     disks: list[Path] = field(default_factory=list)
-    # Sizes in MiB of null disks (QEMU's null-co: reads return zeroes,
-    # writes are dropped, at once and with no host IO: benchmarks of the
-    # guest's own IO path).
+    # Sizes in MiB of null disks (QEMU's null-co: reads leave the guest's
+    # buffer as it was, writes are dropped, at once and with no work on
+    # the host: benchmarks of the guest's own IO path).
     null_disks: list[int] = field(default_factory=list)
     # Images attached to more than one guest (locking off: the guests share it).
     shared: list[Path] = field(default_factory=list)
@@ -175,7 +175,7 @@ class Guest:
         for d in self.disks:
             args += ["-drive", f"file={d},if=virtio,format=raw,cache=unsafe,discard=unmap"]
         for mb in self.null_disks:
-            args += ["-drive", f"driver=null-co,if=virtio,read-zeroes=on,size={mb << 20}"]
+            args += ["-drive", f"driver=null-co,if=virtio,read-zeroes=off,size={mb << 20}"]
         for d in self.shared:
             # Both QEMUs write through the host page cache: coherent.
             args += ["-drive", f"file={d},if=virtio,format=raw,cache=unsafe,file.locking=off"]
