@@ -24,8 +24,6 @@ unsigned int tcm_ha_bdev_max_hw_sectors(struct file *bdev_file);
 bool tcm_ha_bdev_write_cache(struct file *bdev_file);
 bool tcm_ha_bdev_nonrot(struct file *bdev_file);
 struct bio *tcm_ha_bio_alloc(struct file *bdev_file, unsigned short nr_vecs, unsigned int opf);
-struct scatterlist *tcm_ha_sg_next(struct scatterlist *sg);
-struct page *tcm_ha_sg_page(struct scatterlist *sg);
 bool tcm_ha_ratelimit(void);
 unsigned int tcm_ha_this_cpu(void);
 unsigned int tcm_ha_nr_cpu_ids(void);

@@ -20,8 +20,14 @@ fn text(c: &CStr) -> &str {
 
 /// Commands LIO may queue to one device.
 const QUEUE_DEPTH: u32 = 128;
-/// Largest transfer the backstore advertises, in 512-byte sectors (8 MiB).
-const MAX_IO_SECTORS: u32 = 16384;
+/// Largest transfer the backstore advertises, in 512-byte sectors (4 MiB:
+/// LIO's default fabric limit and the size Linux caps its requests at
+/// when a device gives no usable optimal size). Also the optimal transfer
+/// length unless the `optimal_sectors` attribute is set lower, so that a
+/// Linux initiator sizes its requests for an `ha` LUN as for an iblock
+/// LUN of the same disk (8 MiB before: its SCSI disk took 8 MiB requests,
+/// the iblock one 4 MiB).
+const MAX_IO_SECTORS: u32 = 8192;
 /// Largest WRITE SAME in blocks (written as repeated pages or as write
 /// zeroes, either way in pieces the block layer splits).
 const MAX_WRITE_SAME: u32 = 0xFFFF;

@@ -125,18 +125,6 @@ unsigned int tcm_ha_nr_cpu_ids(void)
 	return nr_cpu_ids;
 }
 
-#include <linux/scatterlist.h>
-
-struct scatterlist *tcm_ha_sg_next(struct scatterlist *sg)
-{
-	return sg_next(sg);
-}
-
-struct page *tcm_ha_sg_page(struct scatterlist *sg)
-{
-	return sg_page(sg);
-}
-
 #include <linux/ratelimit.h>
 
 /* One shared budget for tcm_ha's data-path error messages. */
