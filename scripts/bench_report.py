@@ -22,8 +22,11 @@ def main() -> int:
     for tag, what in (("local", "ha / iblock"), ("pair", "secondary / primary path (modes 2 and 1)")):
         if tag in parts:
             sides = " / ".join(("iblock", "ha") if tag == "local" else ("primary", "secondary"))
-            md += [f"## {tag}: {what} ({parts[tag]['accel']}, {parts[tag]['date']})", "",
-                   f"| job | metric | p50 ms ({sides}) | p99 ms ({sides}) | ratio (median of pairs) | target |",
+            p = parts[tag]
+            bed = p["accel"] + (f", -icount {p['icount']}, {p.get('disks', '')} disks" if p.get("icount") else "")
+            verdict = "geometric mean of rounds" if tag == "local" else "median of pairs"
+            md += [f"## {tag}: {what} ({bed}, {p['date']})", "",
+                   f"| job | metric | p50 ms ({sides}) | p99 ms ({sides}) | ratio ({verdict}) | target |",
                    "|---|---|---|---|---|---|"]
             for j in parts[tag]["jobs"]:
                 ok = "met" if j["ratio"] >= j["target"] else "missed"
