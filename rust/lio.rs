@@ -253,6 +253,10 @@ fn cpu_plugs() -> Result<KVec<CpuPlug>> {
 
 /// Starts a block plug for a batch of the device's commands on this CPU;
 /// NULL (no plug) if this CPU's plug of the device is already in use.
+///
+/// # Safety
+/// `dev` must be a configured device of this backend; the caller ends the
+/// plug with [`unplug_device`] from the same task.
 unsafe extern "C" fn plug_device(dev: *mut b::se_device) -> *mut b::se_dev_plug {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
@@ -270,6 +274,10 @@ unsafe extern "C" fn plug_device(dev: *mut b::se_device) -> *mut b::se_dev_plug 
 }
 
 /// Ends the plug `plug_device` started: the batch's bios go to the device.
+///
+/// # Safety
+/// `plug` must come from [`plug_device`], called by this task, and not be
+/// ended before.
 unsafe extern "C" fn unplug_device(plug: *mut b::se_dev_plug) {
     // SAFETY: `plug` is the `se_plug` field, the first of a `repr(C)`
     // `CpuPlug` in a live device (LIO holds a device reference while
