@@ -116,12 +116,9 @@ class Guest:
     def console_path(self) -> Path:
         return self.rundir / f"{self.name}-console.log"
 
-    def add_disk(self, size_mb: int, name: str = "disk", directory: Path | None = None) -> Path:
-        """A sparse raw disk image for the guest, in its run directory or
-        in `directory` (a benchmark puts it in tmpfs, out of reach of the
-        host's writeback)."""
+    def add_disk(self, size_mb: int, name: str = "disk") -> Path:
         self.rundir.mkdir(parents=True, exist_ok=True)
-        p = (directory or self.rundir) / f"{self.name}-{name}.raw"
+        p = self.rundir / f"{self.name}-{name}.raw"
         with open(p, "wb") as f:
             f.truncate(size_mb << 20)
         self.disks.append(p)
