@@ -575,6 +575,10 @@ impl fmt::Write for Page<'_> {
     }
 }
 
+/// LIO's `attach_hba`: the `ha` HBA needs no state.
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with an HBA of this backend.
 unsafe extern "C" fn attach_hba(hba: *mut b::se_hba, id: u32) -> c_int {
     // SAFETY: LIO passes a live HBA.
     let hba_id = unsafe { (*hba).hba_id };
@@ -582,6 +586,10 @@ unsafe extern "C" fn attach_hba(hba: *mut b::se_hba, id: u32) -> c_int {
     0
 }
 
+/// LIO's `detach_hba`.
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with an HBA of this backend.
 unsafe extern "C" fn detach_hba(hba: *mut b::se_hba) {
     // SAFETY: LIO passes a live HBA.
     let hba_id = unsafe { (*hba).hba_id };
@@ -655,6 +663,10 @@ pub(crate) fn with_devices<R>(f: impl FnOnce(&[DevRef]) -> R) -> R {
     f(&g)
 }
 
+/// LIO's `alloc_device`: a new device named after its configfs directory (NULL on failure).
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a NUL-terminated name.
 unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> *mut b::se_device {
     // SAFETY: LIO passes the NUL-terminated configfs directory name.
     let name = unsafe { CStr::from_char_ptr(name) };
@@ -687,6 +699,10 @@ unsafe extern "C" fn alloc_device(_hba: *mut b::se_hba, name: *const c_char) -> 
     }
 }
 
+/// LIO's `configure_device` (`echo 1 > enable`).
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a device from `alloc_device`.
 unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
     from_result(|| {
         // SAFETY: LIO passes a device from `alloc_device`.
@@ -727,6 +743,11 @@ unsafe extern "C" fn configure_device(dev: *mut b::se_device) -> c_int {
     })
 }
 
+/// LIO's `destroy_device`: the device stops doing IO.
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a configured device from `alloc_device`, once
+/// no command runs on it.
 unsafe extern "C" fn destroy_device(dev: *mut b::se_device) {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
@@ -740,6 +761,10 @@ unsafe extern "C" fn destroy_device(dev: *mut b::se_device) {
     crate::configfs::NODE.device_gone();
 }
 
+/// Frees a device after an RCU grace period.
+///
+/// # Safety
+/// Called by RCU once, with the `rcu` head of a `Device` leaked by `alloc_device`.
 unsafe extern "C" fn free_rcu(head: *mut kb::callback_head) {
     let off = core::mem::offset_of!(Device, rcu);
     // SAFETY: `head` is the `rcu` field of a `Device` leaked by `alloc_device`;
@@ -747,6 +772,10 @@ unsafe extern "C" fn free_rcu(head: *mut kb::callback_head) {
     drop(unsafe { KBox::from_raw(head.cast::<u8>().sub(off).cast::<Device>()) });
 }
 
+/// LIO's `free_device`.
+///
+/// # Safety
+/// Called by LIO through the backend ops table, once, with a device from `alloc_device`.
 unsafe extern "C" fn free_device(dev: *mut b::se_device) {
     let d = dev.cast::<Device>();
     // SAFETY: `lun->lun_se_dev` readers are RCU-protected, so the memory is
@@ -755,6 +784,11 @@ unsafe extern "C" fn free_device(dev: *mut b::se_device) {
     unsafe { kb::call_rcu(ptr::addr_of_mut!((*d).rcu), Some(free_rcu)) };
 }
 
+/// LIO's `set_configfs_dev_params` (the `control` file).
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a device from `alloc_device` and `count`
+/// readable bytes at `page`.
 unsafe extern "C" fn set_params(dev: *mut b::se_device, page: *const c_char, count: isize) -> isize {
     from_result(|| {
         // SAFETY: LIO passes a device from `alloc_device`.
@@ -776,6 +810,11 @@ unsafe extern "C" fn set_params(dev: *mut b::se_device, page: *const c_char, cou
     })
 }
 
+/// LIO's `show_configfs_dev_params` (the `info` file).
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a device from `alloc_device` and the rest of a
+/// configfs page at `page`.
 unsafe extern "C" fn show_params(dev: *mut b::se_device, page: *mut c_char) -> isize {
     // SAFETY: LIO passes a device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
@@ -789,6 +828,9 @@ unsafe extern "C" fn show_params(dev: *mut b::se_device, page: *mut c_char) -> i
 
 /// Called by LIO's CDB parser in atomic context (blk-mq dispatch under RCU
 /// for tcm_loop): lock-free.
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a configured device from `alloc_device`.
 unsafe extern "C" fn get_blocks(dev: *mut b::se_device) -> u64 {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
@@ -828,6 +870,10 @@ unsafe fn for_each_listed_cmd(head: *mut kernel::bindings::list_head, mut f: imp
 /// `forward::ABORT_WAIT_MS`), so that a command the initiator sends
 /// through the peer after the reset's response sees the attention. LIO's
 /// TMR work calls this in process context, holding no lock.
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a configured device and LIO's list of the
+/// commands the TMF aborted.
 unsafe extern "C" fn tmr_notify(dev: *mut b::se_device, tmr: b::tcm_tmreq_table, aborted: *mut kernel::bindings::list_head) {
     if matches!(
         tmr,
@@ -877,6 +923,11 @@ fn unmap_limits(attrib: &mut b::se_dev_attrib, io: &IoRef) -> bool {
     discard
 }
 
+/// LIO's `configure_unmap`: whether UNMAP is advertised.
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a device from `alloc_device`, configured or
+/// being configured.
 unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
     // SAFETY: LIO passes a device from `alloc_device`, configured or being
     // configured.
@@ -901,6 +952,10 @@ unsafe extern "C" fn configure_unmap(dev: *mut b::se_device) -> bool {
     discard
 }
 
+/// LIO's `get_write_cache`: whether the device caches writes (WCE).
+///
+/// # Safety
+/// Called by LIO through the backend ops table, with a configured device from `alloc_device`.
 unsafe extern "C" fn get_write_cache(dev: *mut b::se_device) -> bool {
     // SAFETY: LIO passes a device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };

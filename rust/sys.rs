@@ -307,6 +307,11 @@ unsafe impl<T: ThreadBody> Send for Kthread<T> {}
 unsafe impl<T: ThreadBody> Sync for Kthread<T> {}
 
 impl<T: ThreadBody> Kthread<T> {
+    /// The thread function of a `Kthread`: runs the body.
+    ///
+    /// # Safety
+    /// Called by the kthread machinery with the `Arc<T>` payload the `Kthread` keeps alive until
+    /// the thread has stopped.
     unsafe extern "C" fn trampoline(data: *mut c_void) -> c_int {
         // SAFETY: `data` is the `Arc<T>` payload kept alive by the `Kthread`
         // until `kthread_stop_put` has returned, i.e. after this function.
@@ -366,6 +371,10 @@ unsafe impl<T: RebootHook> Send for RebootNotifier<T> {}
 unsafe impl<T: RebootHook> Sync for RebootNotifier<T> {}
 
 impl<T: RebootHook> RebootNotifier<T> {
+    /// The reboot notifier's callback.
+    ///
+    /// # Safety
+    /// Called by the reboot notifier chain with the `nb` field of a registered `RebootNotifier<T>`.
     unsafe extern "C" fn call(nb: *mut kb::notifier_block, _action: usize, _d: *mut c_void) -> c_int {
         // SAFETY: `nb` is the `nb` field of a registered `RebootNotifier<T>`,
         // which stays pinned and alive until it unregisters.

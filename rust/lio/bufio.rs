@@ -182,6 +182,10 @@ pub(crate) fn wait_holding() {
 /// context, taken whole by the interlink thread).
 static DONE: AtomicPtr<BufIo> = AtomicPtr::new(ptr::null_mut());
 
+/// Completion of the bios of one buffer IO.
+///
+/// # Safety
+/// The block layer's `bi_end_io`, called once for the last bio `submit` built.
 unsafe extern "C" fn buf_io_done(bio: *mut kb::bio) {
     // SAFETY: the block layer calls this once for the last bio of `submit`.
     let (status, _, private) = unsafe { bio::finish(bio) };

@@ -625,12 +625,20 @@ pub(crate) fn submit_gated(c: Cmd, io: IoRef, rw: Rw, gated: Gated) -> core::res
     }
 }
 
+/// `rw_done`, then the end of an IO `crate::barrier` counted.
+///
+/// # Safety
+/// As `rw_done`.
 unsafe extern "C" fn rw_done_counted(bio: *mut kb::bio) {
     // SAFETY: as `rw_done`, whose contract is this one's.
     unsafe { rw_done(bio) };
     crate::barrier::ended(Gated::Counted);
 }
 
+/// `rw_done`, then the end of an ORDERED IO `crate::barrier` held others for.
+///
+/// # Safety
+/// As `rw_done`.
 unsafe extern "C" fn rw_done_barrier(bio: *mut kb::bio) {
     // SAFETY: as `rw_done`, whose contract is this one's.
     unsafe { rw_done(bio) };
@@ -638,6 +646,10 @@ unsafe extern "C" fn rw_done_barrier(bio: *mut kb::bio) {
 }
 
 /// Completion of the data bios of one command.
+///
+/// # Safety
+/// The block layer's `bi_end_io`, called once for the last bio of a command's read or write, whose
+/// `bi_private` is that command.
 unsafe extern "C" fn rw_done(bio: *mut kb::bio) {
     // SAFETY: the block layer calls this once for our last bio.
     let (status, write, private) = unsafe { bio::finish(bio) };
@@ -653,6 +665,12 @@ unsafe extern "C" fn rw_done(bio: *mut kb::bio) {
     }
 }
 
+/// LIO's `execute_rw` for READ and WRITE: bios on the backing device, or the IO handed to the
+/// primary.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device, and its data scatterlist of
+/// `nents` entries.
 unsafe extern "C" fn execute_rw(
     cmd: *mut b::se_cmd,
     sgl: *mut kb::scatterlist,
@@ -726,6 +744,10 @@ fn submitted(io: IoRef, r: Result) -> b::sense_reason_t {
     }
 }
 
+/// Completion of a cache flush for SYNCHRONIZE CACHE or a zero-length FUA write.
+///
+/// # Safety
+/// The block layer's `bi_end_io`, called once for the flush bio, whose `bi_private` is the command.
 unsafe extern "C" fn flush_done(bio: *mut kb::bio) {
     // SAFETY: the block layer calls this once for our flush bio.
     let (status, _, private) = unsafe { bio::finish(bio) };
@@ -741,6 +763,10 @@ unsafe extern "C" fn flush_done(bio: *mut kb::bio) {
 
 /// Completion of the flush of a SYNCHRONIZE CACHE with IMMED (its command
 /// already completed).
+///
+/// # Safety
+/// The block layer's `bi_end_io`, called once for the flush bio, whose `bi_private` is the device
+/// whose use of the backing device the flush keeps counted.
 unsafe extern "C" fn immed_flush_done(bio: *mut kb::bio) {
     // SAFETY: the block layer calls this once for our flush bio.
     let (status, _, private) = unsafe { bio::finish(bio) };
@@ -754,6 +780,10 @@ unsafe extern "C" fn immed_flush_done(bio: *mut kb::bio) {
     }
 }
 
+/// LIO's `execute_sync_cache`.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_sync_cache(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -773,6 +803,10 @@ unsafe extern "C" fn execute_sync_cache(cmd: *mut b::se_cmd) -> b::sense_reason_
     reason::NONE
 }
 
+/// LIO's `execute_unmap` for one UNMAP descriptor.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_unmap(cmd: *mut b::se_cmd, lba: u64, nolb: u64) -> b::sense_reason_t {
     // SAFETY: LIO passes a live command; it completes UNMAP itself.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -823,6 +857,10 @@ fn shared_order(c: &Cmd, sector: u64, nr_sects: u64) -> core::result::Result<Opt
     crate::serialize::enter(c, sector, nr_sects)
 }
 
+/// LIO's `execute_write_same`.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_write_same(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -944,6 +982,10 @@ static EXEC_OPS: ExecOps = ExecOps(core::cell::UnsafeCell::new(b::exec_cmd_ops {
 /// Runs first for every command of an `ha` device: the backstore's own
 /// unit attention, ALUA and reservation checks (LIO's are off under
 /// PASSTHROUGH_ALUA/PGR), then what the parser chose.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device, whose `priv` holds the
+/// function `parse_cdb` put aside.
 unsafe extern "C" fn gate(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -978,6 +1020,9 @@ unsafe extern "C" fn gate(cmd: *mut b::se_cmd) -> b::sense_reason_t {
 
 /// Parses a CDB with LIO's SBC parser and our data-path operations, takes
 /// over the SPC commands the backstore owns, and gates execution.
+///
+/// # Safety
+/// Called by LIO with a live command of an `ha` device while it is parsed.
 pub(crate) unsafe extern "C" fn parse_cdb(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live command, not completed during parsing.
     let c = unsafe { Cmd::from_raw(cmd) };

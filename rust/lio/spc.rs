@@ -68,6 +68,10 @@ fn port_ids(c: &Cmd, out: &mut [u16; MAX_PORTS]) -> usize {
     w
 }
 
+/// INQUIRY, built by the backstore.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_inquiry(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -145,6 +149,10 @@ unsafe extern "C" fn execute_inquiry(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     c.respond(r)
 }
 
+/// REPORT TARGET PORT GROUPS.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_rtpg(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -157,6 +165,10 @@ unsafe extern "C" fn execute_rtpg(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     c.respond(r)
 }
 
+/// SET TARGET PORT GROUPS, refused (implicit ALUA only).
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_stpg(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -164,6 +176,10 @@ unsafe extern "C" fn execute_stpg(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     reason::NONE
 }
 
+/// PERSISTENT RESERVE IN.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_pr_in(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -177,6 +193,10 @@ unsafe extern "C" fn execute_pr_in(cmd: *mut b::se_cmd) -> b::sense_reason_t {
 /// TransportID lists are not supported and refused by the core).
 const PR_OUT_MAX: usize = 4096;
 
+/// PERSISTENT RESERVE OUT.
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_pr_out(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -249,6 +269,10 @@ fn mode_params(c: &Cmd) -> ModeParams {
     }
 }
 
+/// MODE SENSE (6) and (10).
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_mode_sense(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };
@@ -262,6 +286,10 @@ unsafe extern "C" fn execute_mode_sense(cmd: *mut b::se_cmd) -> b::sense_reason_
 /// long block descriptor fit in far less).
 const MODE_SELECT_MAX: usize = 512;
 
+/// MODE SELECT (6) and (10).
+///
+/// # Safety
+/// Called by LIO with a live, uncompleted command of an `ha` device.
 unsafe extern "C" fn execute_mode_select(cmd: *mut b::se_cmd) -> b::sense_reason_t {
     // SAFETY: LIO passes a live, uncompleted command.
     let Some(c) = (unsafe { Cmd::from_raw(cmd) }) else { return reason::LUN_COMMUNICATION_FAILURE };

@@ -115,6 +115,11 @@ pub(crate) fn finish(ticket: KBox<Ticket>) {
     push_done(KBox::into_raw(ticket));
 }
 
+/// Completion of an IO ordered across the nodes (mode 1): its order goes back on the done list.
+///
+/// # Safety
+/// The block layer's `bi_end_io`, called once for the last bio of `submit_rw`, whose `bi_private`
+/// is the IO's ticket.
 unsafe extern "C" fn ordered_done(b: *mut kb::bio) {
     // SAFETY: the block layer calls this once for the last bio of
     // `submit_rw`.
