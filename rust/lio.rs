@@ -645,7 +645,7 @@ impl DevRef {
             if c == 0 {
                 break;
             }
-            *o = c as u8;
+            *o = c;
             n += 1;
         }
         n

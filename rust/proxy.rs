@@ -488,7 +488,7 @@ impl Proxy {
         while off < len && moved.is_ok() {
             let n = (len - off).min(IO_CHUNK);
             moved = match self.chunk.get_mut(..n) {
-                Some(piece) => c.data.read_at(len + off, piece).and_then(|_| b.buf.write_at(off, piece)),
+                Some(piece) => c.data.read_at(len + off, piece).and_then(|()| b.buf.write_at(off, piece)),
                 None => Err(EINVAL),
             };
             off += n;

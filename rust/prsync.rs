@@ -165,7 +165,10 @@ impl PrSync {
                 let sb = &mut self.builder;
                 let r = match with_lun(g.lun_id, |s| s.map_nexus(&g.port, g.rel_port)).flatten() {
                     Some(n) => sb.add(g.lun_id, g.snapshot, g.index, n, g.key).map_err(|e| pr_err!("LUN {}: peer's {}: ignored\n", g.lun_id, Core(e))),
-                    None => Err(pr_err!("LUN {}: no room for the peer's registrant {}: PR snapshot ignored\n", g.lun_id, g.index)),
+                    None => {
+                        pr_err!("LUN {}: no room for the peer's registrant {}: PR snapshot ignored\n", g.lun_id, g.index);
+                        Err(())
+                    }
                 };
                 if r.is_err() {
                     self.building = false;

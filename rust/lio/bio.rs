@@ -356,5 +356,5 @@ pub(crate) fn zeroout(dev: Bdev, sector: u64, nr_sects: u64) -> Result {
 
 /// Repeats one segment `n` times (WRITE SAME).
 pub(crate) fn repeat(seg: Seg, n: u64) -> impl Iterator<Item = Seg> {
-    core::iter::repeat(seg).take(usize::try_from(n).unwrap_or(usize::MAX))
+    core::iter::repeat_n(seg, usize::try_from(n).unwrap_or(usize::MAX))
 }

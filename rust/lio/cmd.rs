@@ -265,7 +265,7 @@ impl Cmd {
             return None;
         }
         // SAFETY: a NUL-terminated string owned by the fabric (see above).
-        Some((unsafe { core::ffi::CStr::from_ptr(wwn.cast()) }.to_bytes(), tag))
+        Some((unsafe { CStr::from_char_ptr(wwn) }.to_bytes(), tag))
     }
 
     /// The command's I_T nexus, `None` for LIO's internal commands (XCOPY)
