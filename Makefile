@@ -38,7 +38,7 @@ endif
 PYTHON ?= /usr/bin/python3
 T ?=
 
-.PHONY: all module setup kernel check check-full host-test vm-test demo soak bench bench-local bench-pair bench-ha bench-report install modules_install fuzz \
+.PHONY: all module setup kernel check check-full host-test lint vm-test demo soak bench bench-local bench-pair bench-ha bench-report install modules_install fuzz \
 	install-targetcli clean
 
 all: module
@@ -97,7 +97,15 @@ vm-test: setup module
 	cd tests && $(PYTHON) -m pytest $(if $(T),-k '$(T)') ; rc=$$?; \
 	if [ $$rc = 5 ] && [ -n "$(T)" ]; then echo "tcm_ha: no VM test matches T=$(T)"; rc=0; fi; exit $$rc
 
-check: host-test vm-test
+check: host-test lint vm-test
+
+# The module built under clippy (the kernel's CLIPPY=1, with the kernel's
+# lint set: `// SAFETY:` on every unsafe block, `# Safety` on every unsafe
+# fn, ...): a lint fails the build. The sources are touched so that clippy
+# runs even when the module is up to date.
+lint: setup
+	@touch rust/tcm_ha.rs
+	$(MAKE) module CLIPPY=1
 
 # Every test at full size: the reboot test, the interlink faults in modes 1
 # and 0, more flaps, cycles and race rounds (about 2 h under TCG).
