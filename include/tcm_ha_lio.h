@@ -25,8 +25,6 @@ bool tcm_ha_bdev_write_cache(struct file *bdev_file);
 bool tcm_ha_bdev_nonrot(struct file *bdev_file);
 struct bio *tcm_ha_bio_alloc(struct file *bdev_file, unsigned short nr_vecs, unsigned int opf);
 bool tcm_ha_ratelimit(void);
-unsigned int tcm_ha_this_cpu(void);
-unsigned int tcm_ha_nr_cpu_ids(void);
 unsigned int tcm_ha_dev_port_ids(struct se_device *dev, u16 *ids, unsigned int max);
 bool tcm_ha_caw_trylock(struct se_device *dev);
 void tcm_ha_caw_unlock(struct se_device *dev);

@@ -113,18 +113,6 @@ struct bio *tcm_ha_bio_alloc(struct file *bdev_file, unsigned short nr_vecs, uns
 	return bio_alloc(file_bdev(bdev_file), nr_vecs, (__force blk_opf_t)opf, GFP_NOIO);
 }
 
-/* The CPU the caller runs on (LIO's queued submission work is per CPU). */
-unsigned int tcm_ha_this_cpu(void)
-{
-	return raw_smp_processor_id();
-}
-
-/* How many CPU ids there can be. */
-unsigned int tcm_ha_nr_cpu_ids(void)
-{
-	return nr_cpu_ids;
-}
-
 #include <linux/ratelimit.h>
 
 /* One shared budget for tcm_ha's data-path error messages. */

@@ -242,8 +242,7 @@ impl CpuPlug {
 
 /// One unused plug per possible CPU id.
 fn cpu_plugs() -> Result<KVec<CpuPlug>> {
-    // SAFETY: reads a variable fixed at boot.
-    let n = unsafe { b::tcm_ha_nr_cpu_ids() } as usize;
+    let n = kernel::cpu::nr_cpu_ids() as usize;
     let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
     for _ in 0..n {
         v.push(CpuPlug::new(), GFP_KERNEL)?;
@@ -260,9 +259,8 @@ fn cpu_plugs() -> Result<KVec<CpuPlug>> {
 unsafe extern "C" fn plug_device(dev: *mut b::se_device) -> *mut b::se_dev_plug {
     // SAFETY: LIO passes a configured device from `alloc_device`.
     let d = unsafe { Device::from_se_dev(dev) };
-    // SAFETY: no precondition; a stale CPU id only picks another slot,
-    // which `plugged` guards as well.
-    let cpu = unsafe { b::tcm_ha_this_cpu() } as usize;
+    // A stale CPU id only picks another slot, which `plugged` guards too.
+    let cpu = kernel::cpu::CpuId::current().as_u32() as usize;
     let Some(slot) = d.plugs.get(cpu) else { return ptr::null_mut() };
     if slot.plugged.swap(true, Ordering::Acquire) {
         return ptr::null_mut();

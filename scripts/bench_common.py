@@ -19,9 +19,12 @@ JOBS = [("4k randread QD1", "--rw=randread --bs=4k --iodepth=1", "iops"),
 def fio(g: vm.Guest, dev: str, args: str, metric: str, size: str, runtime: int) -> tuple[float, float, float]:
     """Runs one fio job on `dev` in `g`: its rate (IOPS or MB/s) and its
     completion latency p50 and p99 in ms."""
-    r = g.run(f"fio --name=b --filename={dev} --direct=1 --ioengine=libaio {args} --size={size} "
-              f"--time_based --runtime={runtime} --ramp_time=2 --output-format=json", timeout=600)
-    return _fio_result(r.out, metric)
+    return _fio_result(g.run(_fio_cmd(dev, args, size, runtime), timeout=600).out, metric)
+
+
+def _fio_cmd(dev: str, args: str, size: str, runtime: int) -> str:
+    return (f"fio --name=b --filename={dev} --direct=1 --ioengine=libaio {args} --size={size} "
+            f"--time_based --runtime={runtime} --ramp_time=2 --output-format=json")
 
 
 # Settings of a SCSI disk's queue that change how the initiator's block
@@ -58,9 +61,7 @@ def fio_probed(g: vm.Guest, dev: str, backing: str, args: str, metric: str, size
     (/dev/vdX) saw."""
     devs = [d.rsplit("/", 1)[1] for d in (dev, backing)]
     snap = "; ".join(f"echo {d}: $(cat /sys/block/{d}/stat)" for d in devs)
-    r = g.run(f"B=$({snap}); fio --name=b --filename={dev} --direct=1 --ioengine=libaio {args} --size={size} "
-              f"--time_based --runtime={runtime} --ramp_time=2 --output-format=json >/tmp/fio.json; "
-              f"E=$({snap}); cat /tmp/fio.json; echo '@@probe'; echo \"$B\"; echo '@@'; echo \"$E\"",
+    r = g.run(f"B=$({snap}); {_fio_cmd(dev, args, size, runtime)} >/tmp/fio.json; E=$({snap}); cat /tmp/fio.json; echo '@@probe'; echo \"$B\"; echo '@@'; echo \"$E\"",
               timeout=600)
     out, _, probe = r.out.partition("@@probe")
     rate, p50, p99 = _fio_result(out, metric)
